@@ -13,3 +13,5 @@ pub mod acquirer;
 pub mod crypto;
 pub mod domain;
 pub mod fault;
+pub mod engine;
+pub mod vault;

@@ -1,0 +1,322 @@
+//! Customers and their cards outside payments: loading a customer's snapshot, the per-customer
+//! write lock, card deletion (R10), status flags (R6), the personal-account listing, and the
+//! processed-command table that makes order-less commands idempotent (R16).
+
+use diesel::prelude::*;
+
+use super::records::{CardRecord, CustomerSnapshot};
+use super::rows::{CardMetaRow, CustomerRow};
+use super::schema::{cards, customers, processed_commands};
+use super::{on_backend, vault_message, AnyConnection, VaultError};
+use crate::crypto::Keyring;
+
+/// The outcome of an idempotent command (R16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied<T> {
+    /// Applied now.
+    Done(T),
+    /// Already applied earlier: the stored result (JSON), nothing applied now.
+    Replay(String),
+    /// The id was used before for a different command.
+    Conflict,
+}
+
+/// Identity of an order-less command: the caller's `command_id` and a keyed digest of its content.
+#[derive(Debug, Clone)]
+pub struct CommandKey {
+    pub merchant_id: i64,
+    pub command_id: String,
+    pub kind: &'static str,
+    pub digest: [u8; 32],
+}
+
+/// Looks a command up: `None` when new, else its replay or conflict.
+pub(crate) fn find_command<T>(conn: &mut AnyConnection, key: &CommandKey) -> Result<Option<Applied<T>>, VaultError> {
+    let found: Option<(String, Vec<u8>, String)> = processed_commands::table
+        .find((key.merchant_id, &key.command_id))
+        .select((processed_commands::kind, processed_commands::request_digest, processed_commands::result_json))
+        .first(conn)
+        .optional()?;
+    Ok(found.map(|(kind, digest, result)| {
+        if kind == key.kind && digest == key.digest {
+            Applied::Replay(result)
+        } else {
+            Applied::Conflict
+        }
+    }))
+}
+
+/// Stores a command's result; must run in the transaction of its effect.
+pub(crate) fn record_command(
+    conn: &mut AnyConnection,
+    key: &CommandKey,
+    result_json: &str,
+    now_ms: i64,
+) -> Result<(), VaultError> {
+    diesel::insert_into(processed_commands::table)
+        .values((
+            processed_commands::merchant_id.eq(key.merchant_id),
+            processed_commands::command_id.eq(&key.command_id),
+            processed_commands::kind.eq(key.kind),
+            processed_commands::request_digest.eq(&key.digest[..]),
+            processed_commands::result_json.eq(result_json),
+            processed_commands::created_at.eq(now_ms),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Takes the customer's write lock by bumping its version (see the vault header); creates the
+/// customer first when `create` is set. Returns the customer id, or `None` when absent.
+pub(crate) fn lock_customer(
+    conn: &mut AnyConnection,
+    union_id: i64,
+    customer_number: &str,
+    create: bool,
+    now_ms: i64,
+) -> Result<Option<i64>, VaultError> {
+    let target = customers::table
+        .filter(customers::union_id.eq(union_id))
+        .filter(customers::customer_number.eq(customer_number));
+    let bumped = diesel::update(target).set(customers::version.eq(customers::version + 1)).execute(conn)?;
+    if bumped == 0 {
+        if !create {
+            return Ok(None);
+        }
+        let insert = diesel::insert_into(customers::table)
+            .values((
+                customers::union_id.eq(union_id),
+                customers::customer_number.eq(customer_number),
+                customers::deny.eq(false),
+                customers::fraud.eq(false),
+                customers::version.eq(1i64),
+                customers::created_at.eq(now_ms),
+            ))
+            .on_conflict_do_nothing();
+        on_backend!(&mut *conn, |c| insert.execute(c))?;
+        // Taken by us just now, or by a concurrent creator whose commit we waited for.
+        diesel::update(target).set(customers::version.eq(customers::version + 1)).execute(conn)?;
+    }
+    Ok(Some(target.select(customers::id).first(conn)?))
+}
+
+/// Same lock by id.
+pub(crate) fn lock_customer_id(conn: &mut AnyConnection, customer_id: i64) -> Result<bool, VaultError> {
+    Ok(diesel::update(customers::table.find(customer_id))
+        .set(customers::version.eq(customers::version + 1))
+        .execute(conn)?
+        == 1)
+}
+
+/// Reads a customer's snapshot (cards not deleted).
+pub(crate) fn snapshot(conn: &mut AnyConnection, customer_id: i64) -> Result<Option<CustomerSnapshot>, VaultError> {
+    let Some(row) = customers::table
+        .find(customer_id)
+        .select(CustomerRow::as_select())
+        .first(conn)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let cards = cards::table
+        .filter(cards::customer_id.eq(customer_id))
+        .filter(cards::state.ne("deleted"))
+        .select(CardMetaRow::as_select())
+        .order(cards::id.asc())
+        .load(conn)?;
+    CustomerSnapshot::from_rows(row, cards).map(Some)
+}
+
+/// Loads the customer (union, number) if it exists.
+pub struct LoadCustomer {
+    pub union_id: i64,
+    pub customer_number: String,
+}
+vault_message!(LoadCustomer => Option<CustomerSnapshot>, load_customer);
+
+pub fn load_customer(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: LoadCustomer,
+) -> Result<Option<CustomerSnapshot>, VaultError> {
+    let id: Option<i64> = customers::table
+        .filter(customers::union_id.eq(msg.union_id))
+        .filter(customers::customer_number.eq(&msg.customer_number))
+        .select(customers::id)
+        .first(conn)
+        .optional()?;
+    match id {
+        Some(id) => snapshot(conn, id),
+        None => Ok(None),
+    }
+}
+
+/// Deletes one card (R10): wipes ciphertext and fingerprint, keeps the masked row as `deleted`.
+pub struct DeleteCard {
+    pub customer_id: i64,
+    pub token: String,
+    pub command: Option<CommandKey>,
+    /// The reply to store with the effect (`{"message":"Token … is removed"}`).
+    pub result_json: String,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted(CustomerSnapshot),
+    /// No such card of this customer (or already deleted).
+    NotFound,
+}
+vault_message!(DeleteCard => Applied<DeleteOutcome>, delete_card);
+
+pub fn delete_card(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: DeleteCard,
+) -> Result<Applied<DeleteOutcome>, VaultError> {
+    conn.transaction(|conn| {
+        if let Some(key) = &msg.command {
+            if let Some(done) = find_command(conn, key)? {
+                return Ok(done);
+            }
+        }
+        if !lock_customer_id(conn, msg.customer_id)? {
+            return Ok(Applied::Done(DeleteOutcome::NotFound));
+        }
+        let ids = cards::table
+            .filter(cards::customer_id.eq(msg.customer_id))
+            .filter(cards::token.eq(&msg.token))
+            .select(cards::id)
+            .load::<i64>(conn)?;
+        let wiped = wipe_cards(conn, ids, msg.now_ms)?;
+        if wiped == 0 {
+            return Ok(Applied::Done(DeleteOutcome::NotFound));
+        }
+        if let Some(key) = &msg.command {
+            record_command(conn, key, &msg.result_json, msg.now_ms)?;
+        }
+        let snap = snapshot(conn, msg.customer_id)?
+            .ok_or_else(|| VaultError::Corrupt("customer vanished inside its transaction".into()))?;
+        Ok(Applied::Done(DeleteOutcome::Deleted(snap)))
+    })
+}
+
+/// Marks the given (not yet deleted) cards deleted and wipes their secrets. Returns how many.
+fn wipe_cards(conn: &mut AnyConnection, ids: Vec<i64>, now_ms: i64) -> Result<usize, VaultError> {
+    Ok(diesel::update(cards::table.filter(cards::id.eq_any(ids)).filter(cards::state.ne("deleted")))
+        .set((
+            cards::state.eq("deleted"),
+            cards::pan_ciphertext.eq(None::<Vec<u8>>),
+            cards::key_version.eq(None::<i32>),
+            cards::fingerprint.eq(None::<Vec<u8>>),
+            cards::deleted_at.eq(Some(now_ms)),
+        ))
+        .execute(conn)?)
+}
+
+/// Sets or clears the merchant's flags (R6). `leave` = the customer leaves the service:
+/// `deny` is set and every card deleted. Creates the customer when absent (a merchant may deny a
+/// customer before any card is saved).
+pub struct SetStatus {
+    pub union_id: i64,
+    pub customer_number: String,
+    pub deny: Option<bool>,
+    pub fraud: Option<bool>,
+    pub leave: bool,
+    pub command: Option<CommandKey>,
+    pub result_json: String,
+    pub now_ms: i64,
+}
+vault_message!(SetStatus => Applied<CustomerSnapshot>, set_status);
+
+pub fn set_status(conn: &mut AnyConnection, _: &Keyring, msg: SetStatus) -> Result<Applied<CustomerSnapshot>, VaultError> {
+    conn.transaction(|conn| {
+        if let Some(key) = &msg.command {
+            if let Some(done) = find_command(conn, key)? {
+                return Ok(done);
+            }
+        }
+        let id = lock_customer(conn, msg.union_id, &msg.customer_number, true, msg.now_ms)?
+            .ok_or_else(|| VaultError::Corrupt("customer not created".into()))?;
+        let deny = if msg.leave { Some(true) } else { msg.deny };
+        if let Some(deny) = deny {
+            diesel::update(customers::table.find(id)).set(customers::deny.eq(deny)).execute(conn)?;
+        }
+        if let Some(fraud) = msg.fraud {
+            diesel::update(customers::table.find(id)).set(customers::fraud.eq(fraud)).execute(conn)?;
+        }
+        if msg.leave {
+            let ids = cards::table.filter(cards::customer_id.eq(id)).select(cards::id).load::<i64>(conn)?;
+            wipe_cards(conn, ids, msg.now_ms)?;
+        }
+        if let Some(key) = &msg.command {
+            record_command(conn, key, &msg.result_json, msg.now_ms)?;
+        }
+        let snap = snapshot(conn, id)?.ok_or_else(|| VaultError::Corrupt("customer vanished".into()))?;
+        Ok(Applied::Done(snap))
+    })
+}
+
+/// The personal-account view (DESIGN §7): customers of a union with all their cards, deleted
+/// ones included, optionally filtered by a customer-number substring.
+pub struct ListCustomers {
+    pub union_id: i64,
+    pub search: Option<String>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountEntry {
+    pub customer_number: String,
+    pub deny: bool,
+    pub fraud: bool,
+    pub created_at: i64,
+    pub cards: Vec<CardRecord>,
+}
+vault_message!(ListCustomers => (i64, Vec<AccountEntry>), list_customers);
+
+/// Returns (total matching, page).
+pub fn list_customers(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: ListCustomers,
+) -> Result<(i64, Vec<AccountEntry>), VaultError> {
+    let pattern = msg.search.as_deref().map(|s| {
+        // LIKE metacharacters in the search are taken literally.
+        let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        format!("%{escaped}%")
+    });
+    let base = || {
+        let mut q = customers::table.filter(customers::union_id.eq(msg.union_id)).into_boxed();
+        if let Some(p) = &pattern {
+            q = q.filter(customers::customer_number.like(p.clone()).escape('\\'));
+        }
+        q
+    };
+    let total: i64 = base().count().get_result(conn)?;
+    let rows: Vec<CustomerRow> = base()
+        .select(CustomerRow::as_select())
+        .order(customers::customer_number.asc())
+        .offset(msg.offset.max(0))
+        .limit(msg.limit.clamp(1, 1000))
+        .load(conn)?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut all_cards: Vec<CardRecord> = cards::table
+        .filter(cards::customer_id.eq_any(&ids))
+        .select(CardMetaRow::as_select())
+        .order(cards::id.asc())
+        .load(conn)?
+        .into_iter()
+        .map(CardRecord::try_from)
+        .collect::<Result<_, _>>()?;
+    let entries = rows
+        .into_iter()
+        .map(|r| {
+            let (mine, rest): (Vec<_>, Vec<_>) = all_cards.drain(..).partition(|c| c.customer_id == r.id);
+            all_cards = rest;
+            AccountEntry { customer_number: r.customer_number, deny: r.deny, fraud: r.fraud, created_at: r.created_at, cards: mine }
+        })
+        .collect();
+    Ok((total, entries))
+}

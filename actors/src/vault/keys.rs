@@ -1,0 +1,93 @@
+//! Key status and online rotation: re-encrypts card and agreement ciphertexts to the keyring's
+//! current version in small batches while the service runs. Each row is rewritten with a
+//! conditional update (`WHERE key_version = <old>`), so a row deleted or rotated concurrently is
+//! left alone; readers can decrypt both versions meanwhile because old keys stay in the keyring
+//! until `status` shows no row uses them.
+
+use diesel::prelude::*;
+
+use super::schema::{cards, recurring_agreements};
+use super::{vault_message, AnyConnection, VaultError};
+use crate::crypto::{agreement_aad, card_aad, Keyring};
+
+/// How many ciphertexts use each key version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KeyStatus {
+    pub current_version: u32,
+    /// (version, cards, agreements)
+    pub versions: Vec<(i32, i64, i64)>,
+}
+
+pub struct GetKeyStatus;
+vault_message!(GetKeyStatus => KeyStatus, key_status);
+
+pub fn key_status(conn: &mut AnyConnection, keyring: &Keyring, _: GetKeyStatus) -> Result<KeyStatus, VaultError> {
+    let card_counts: Vec<(Option<i32>, i64)> = cards::table
+        .filter(cards::key_version.is_not_null())
+        .group_by(cards::key_version)
+        .select((cards::key_version, diesel::dsl::count_star()))
+        .load(conn)?;
+    let agreement_counts: Vec<(i32, i64)> = recurring_agreements::table
+        .group_by(recurring_agreements::key_version)
+        .select((recurring_agreements::key_version, diesel::dsl::count_star()))
+        .load(conn)?;
+    let mut versions: std::collections::BTreeMap<i32, (i64, i64)> = Default::default();
+    for (v, n) in card_counts {
+        if let Some(v) = v {
+            versions.entry(v).or_default().0 += n;
+        }
+    }
+    for (v, n) in agreement_counts {
+        versions.entry(v).or_default().1 += n;
+    }
+    Ok(KeyStatus {
+        current_version: keyring.current_version(),
+        versions: versions.into_iter().map(|(v, (c, a))| (v, c, a)).collect(),
+    })
+}
+
+/// Re-encrypts up to `batch` rows that are not on the current key. Returns how many were
+/// rewritten; 0 means rotation is complete.
+pub struct RotateBatch {
+    pub batch: i64,
+}
+vault_message!(RotateBatch => usize, rotate_batch);
+
+pub fn rotate_batch(conn: &mut AnyConnection, keyring: &Keyring, msg: RotateBatch) -> Result<usize, VaultError> {
+    let current = keyring.current_version() as i32;
+    let mut done = 0;
+    let stale: Vec<(i64, String, Option<Vec<u8>>, Option<i32>)> = cards::table
+        .filter(cards::key_version.ne(current))
+        .filter(cards::pan_ciphertext.is_not_null())
+        .select((cards::id, cards::token, cards::pan_ciphertext, cards::key_version))
+        .limit(msg.batch)
+        .load(conn)?;
+    for (id, token, blob, version) in stale {
+        let (Some(blob), Some(version)) = (blob, version) else { continue };
+        let sealed = keyring.reseal(version as u32, &blob, &card_aad(&token))?;
+        done += diesel::update(cards::table.find(id).filter(cards::key_version.eq(version)))
+            .set((cards::pan_ciphertext.eq(Some(sealed.blob)), cards::key_version.eq(Some(sealed.key_version as i32))))
+            .execute(conn)?;
+    }
+    let stale: Vec<(i64, i64, String, Vec<u8>, i32)> = recurring_agreements::table
+        .filter(recurring_agreements::key_version.ne(current))
+        .select((
+            recurring_agreements::id,
+            recurring_agreements::merchant_id,
+            recurring_agreements::order_number,
+            recurring_agreements::pan_ciphertext,
+            recurring_agreements::key_version,
+        ))
+        .limit(msg.batch)
+        .load(conn)?;
+    for (id, merchant_id, order_number, blob, version) in stale {
+        let sealed = keyring.reseal(version as u32, &blob, &agreement_aad(merchant_id, &order_number))?;
+        done += diesel::update(recurring_agreements::table.find(id).filter(recurring_agreements::key_version.eq(version)))
+            .set((
+                recurring_agreements::pan_ciphertext.eq(sealed.blob),
+                recurring_agreements::key_version.eq(sealed.key_version as i32),
+            ))
+            .execute(conn)?;
+    }
+    Ok(done)
+}

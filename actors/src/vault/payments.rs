@@ -1,0 +1,490 @@
+//! Payments in two transactions around the acquirer call:
+//!
+//! 1. [`Reserve`]: idempotency (R16) → the customer's write lock → the saved card still usable →
+//!    turnover of the day and week windows (R12) → the order row `In Process` with
+//!    `counts_for_limits = true`, or a stored `Declined/AS105` when a limit would be exceeded.
+//!    The lock makes concurrent payments of one customer, from any process, see each other's
+//!    reservations, so together they can never exceed a limit.
+//! 2. [`Complete`]: the acquirer's outcome, the card's counters, saving the card (R5, R11) in a
+//!    savepoint so a failed save never turns an approved payment into a failed one, and the reply,
+//!    all in one transaction. A decline releases the reservation; approval and timeout keep it.
+
+use chrono::NaiveDate;
+use diesel::prelude::*;
+
+use super::customers::{lock_customer, snapshot};
+use super::records::{CardRecord, CustomerSnapshot};
+use super::rows::{CardMetaRow, NewAgreementRow, NewCardRow, NewOrderRow, OrderRow};
+use super::schema::{cards, orders, recurring_agreements};
+use super::{on_backend, vault_message, AnyConnection, VaultError};
+use crate::crypto::{card_aad, agreement_aad, Keyring};
+use crate::domain::{Expiry, OrderState, Pan, RecurringParams, Token};
+use crate::engine::replies::PaymentResult;
+
+/// The limits and windows to check, already resolved for the paying merchant (R12).
+#[derive(Debug, Clone, Copy)]
+pub struct LimitCheck {
+    pub day: Option<i64>,
+    pub week: Option<i64>,
+    pub day_start_ms: i64,
+    pub week_start_ms: i64,
+}
+
+/// Step 1 of a payment.
+#[derive(Debug)]
+pub struct Reserve {
+    pub merchant_id: i64,
+    pub order_number: String,
+    pub kind: &'static str,
+    /// (union, customer number) for One Click payments; created if new.
+    pub customer: Option<(i64, String)>,
+    /// For saved-card payments: the card to charge.
+    pub token: Option<String>,
+    /// For recurring charges: the agreement (locked, terms checked by the caller via `terms`).
+    pub agreement: Option<AgreementCharge>,
+    pub amount: i64,
+    pub currency: String,
+    pub digest: [u8; 32],
+    pub limits: Option<LimitCheck>,
+    /// The reply stored if a limit is exceeded (Declined, AS105).
+    pub limit_declined: PaymentResult,
+    pub now_ms: i64,
+}
+
+/// A recurring charge against the agreement of (merchant, initial order number) (R15).
+#[derive(Debug, Clone)]
+pub struct AgreementCharge {
+    pub initial_order_number: String,
+    pub today: NaiveDate,
+}
+
+#[derive(Debug)]
+pub enum Reservation {
+    /// Go ahead and ask the acquirer.
+    Reserved {
+        order_id: i64,
+        customer_id: Option<i64>,
+        /// The saved card (or agreement card, as a record with id 0) and its decrypted number.
+        card: Option<(CardRecord, Pan)>,
+        /// For recurring charges: agreement id, its network transaction id, previous charge date.
+        agreement: Option<(i64, Option<String>, Option<String>)>,
+    },
+    /// The order exists with the same content: its stored reply (or none yet: still in process).
+    Replay(Option<PaymentResult>, OrderRow),
+    /// The order number was used for a different command.
+    Conflict,
+    /// Declined with AS105 without asking the acquirer; the reply is stored.
+    LimitExceeded(PaymentResult),
+    /// The token is not a usable card of this customer.
+    CardUnavailable,
+    /// No agreement for this initial order.
+    AgreementNotFound,
+    /// The charge is outside the agreement's terms.
+    OutOfTerms,
+}
+vault_message!(Reserve => Reservation, reserve);
+
+fn find_order(conn: &mut AnyConnection, merchant_id: i64, order_number: &str) -> Result<Option<OrderRow>, VaultError> {
+    Ok(orders::table
+        .filter(orders::merchant_id.eq(merchant_id))
+        .filter(orders::order_number.eq(order_number))
+        .select(OrderRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+fn replay(row: OrderRow, kind: &str, digest: &[u8; 32]) -> Result<Reservation, VaultError> {
+    if row.kind != kind || row.request_digest != digest {
+        return Ok(Reservation::Conflict);
+    }
+    let stored = match &row.result_json {
+        Some(json) => Some(
+            serde_json::from_str(json).map_err(|e| VaultError::Corrupt(format!("stored result of order {}: {e}", row.id)))?,
+        ),
+        None => None,
+    };
+    Ok(Reservation::Replay(stored, row))
+}
+
+pub fn reserve(conn: &mut AnyConnection, keyring: &Keyring, msg: Reserve) -> Result<Reservation, VaultError> {
+    // Fast path without any lock: a repeat of a known order.
+    if let Some(row) = find_order(conn, msg.merchant_id, &msg.order_number)? {
+        return replay(row, msg.kind, &msg.digest);
+    }
+    match conn.transaction(|conn| reserve_in(conn, keyring, &msg)) {
+        // A concurrent twin inserted the same order first: answer as a repeat.
+        Err(e) if e.is_unique_violation() => match find_order(conn, msg.merchant_id, &msg.order_number)? {
+            Some(row) => replay(row, msg.kind, &msg.digest),
+            None => Err(e),
+        },
+        other => other,
+    }
+}
+
+fn reserve_in(conn: &mut AnyConnection, keyring: &Keyring, msg: &Reserve) -> Result<Reservation, VaultError> {
+    let customer_id = match &msg.customer {
+        Some((union_id, number)) => lock_customer(conn, *union_id, number, true, msg.now_ms)?,
+        None => None,
+    };
+    let mut card = None;
+    if let (Some(token), Some(cid)) = (&msg.token, customer_id) {
+        let row: Option<(CardMetaRow, Option<Vec<u8>>, Option<i32>)> = cards::table
+            .filter(cards::token.eq(token))
+            .filter(cards::customer_id.eq(cid))
+            .filter(cards::state.eq("active"))
+            .select((CardMetaRow::as_select(), cards::pan_ciphertext, cards::key_version))
+            .first(conn)
+            .optional()?;
+        let Some((meta, Some(blob), Some(version))) = row else {
+            return Ok(Reservation::CardUnavailable);
+        };
+        let record = CardRecord::try_from(meta)?;
+        let pan = open_pan(keyring, version, &blob, &card_aad(&record.token))?;
+        card = Some((record, pan));
+    }
+    let mut agreement = None;
+    if let Some(charge) = &msg.agreement {
+        // Lock the agreement row first (same trick as customers), then check its terms.
+        let target = recurring_agreements::table
+            .filter(recurring_agreements::merchant_id.eq(msg.merchant_id))
+            .filter(recurring_agreements::order_number.eq(&charge.initial_order_number));
+        if diesel::update(target).set(recurring_agreements::charges.eq(recurring_agreements::charges)).execute(conn)? == 0 {
+            return Ok(Reservation::AgreementNotFound);
+        }
+        let row: super::rows::AgreementRow = target.select(super::rows::AgreementRow::as_select()).first(conn)?;
+        let params = agreement_params(&row)?;
+        let last = row.last_charge_on.as_deref().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let amount = crate::domain::Amount::from_minor(msg.amount)
+            .ok_or_else(|| VaultError::Corrupt("negative amount".into()))?;
+        if row.currency != msg.currency
+            || crate::domain::recurring::check_charge(&params, amount, charge.today, last).is_err()
+        {
+            return Ok(Reservation::OutOfTerms);
+        }
+        // Reserve the period now; a decline puts the previous date back (see Complete).
+        diesel::update(recurring_agreements::table.find(row.id))
+            .set(recurring_agreements::last_charge_on.eq(charge.today.format("%Y-%m-%d").to_string()))
+            .execute(conn)?;
+        let pan = open_pan(keyring, u32_version(row.key_version)?, &row.pan_ciphertext, &agreement_aad(row.merchant_id, &row.order_number))?;
+        let expiry = Expiry::from_parts(row.expiry_month as u32, row.expiry_year as u32)
+            .map_err(|_| VaultError::Corrupt("agreement expiry".into()))?;
+        let record = CardRecord {
+            id: 0,
+            token: String::new(),
+            customer_id: 0,
+            state: crate::domain::CardState::Active,
+            brand: pan.brand(),
+            bin: row.bin.clone(),
+            last4: row.last4.clone(),
+            pan_length: pan.len(),
+            expiry,
+            holder: row.holder.clone(),
+            saved_by_merchant: row.merchant_id,
+            saved_at: row.created_at,
+            last_used_at: None,
+            success_count: row.charges,
+            deleted_at: None,
+        };
+        card = Some((record, pan));
+        agreement = Some((row.id, row.network_tx_id.clone(), row.last_charge_on.clone()));
+    }
+    let mut state = OrderState::InProcess;
+    let mut stored: Option<String> = None;
+    if let (Some(limits), Some(cid)) = (msg.limits, customer_id) {
+        let since = limits.week_start_ms.min(limits.day_start_ms);
+        let rows: Vec<(i64, i64)> = orders::table
+            .filter(orders::customer_id.eq(cid))
+            .filter(orders::currency.eq(&msg.currency))
+            .filter(orders::counts_for_limits.eq(true))
+            .filter(orders::created_at.ge(since))
+            .select((orders::amount, orders::created_at))
+            .load(conn)?;
+        let week_used: i64 = rows.iter().filter(|(_, t)| *t >= limits.week_start_ms).map(|(a, _)| a).sum();
+        let day_used: i64 = rows.iter().filter(|(_, t)| *t >= limits.day_start_ms).map(|(a, _)| a).sum();
+        let over = |limit: Option<i64>, used: i64| limit.is_some_and(|l| used.saturating_add(msg.amount) > l);
+        if over(limits.day, day_used) || over(limits.week, week_used) {
+            state = OrderState::Declined;
+            stored = Some(serde_json::to_string(&msg.limit_declined).map_err(|e| VaultError::Corrupt(e.to_string()))?);
+        }
+    }
+    let declined = state == OrderState::Declined;
+    let insert = diesel::insert_into(orders::table)
+        .values(NewOrderRow {
+            merchant_id: msg.merchant_id,
+            order_number: &msg.order_number,
+            kind: msg.kind,
+            customer_id,
+            card_id: card.as_ref().map(|(c, _)| c.id).filter(|id| *id != 0),
+            agreement_id: agreement.as_ref().map(|a| a.0),
+            amount: msg.amount,
+            currency: &msg.currency,
+            state: state.as_str(),
+            response_code: if declined { "AS105" } else { "AS300" },
+            counts_for_limits: !declined,
+            request_digest: &msg.digest,
+            result_json: stored.as_deref(),
+            created_at: msg.now_ms,
+            updated_at: msg.now_ms,
+        })
+        .returning(orders::id);
+    let order_id: i64 = on_backend!(&mut *conn, |c| insert.get_result(c))?;
+    if declined {
+        return Ok(Reservation::LimitExceeded(msg.limit_declined.clone()));
+    }
+    Ok(Reservation::Reserved { order_id, customer_id, card, agreement })
+}
+
+fn u32_version(v: i32) -> Result<u32, VaultError> {
+    u32::try_from(v).map_err(|_| VaultError::Corrupt("key version".into()))
+}
+
+fn open_pan(keyring: &Keyring, version: impl TryInto<u32>, blob: &[u8], aad: &[u8]) -> Result<Pan, VaultError> {
+    let version = version.try_into().map_err(|_| VaultError::Corrupt("key version".into()))?;
+    let plain = keyring.open(version, blob, aad)?;
+    let digits = std::str::from_utf8(&plain).map_err(|_| VaultError::Corrupt("card plaintext".into()))?;
+    Pan::parse(digits).map_err(|_| VaultError::Corrupt("card plaintext".into()))
+}
+
+pub(crate) fn agreement_params(row: &super::rows::AgreementRow) -> Result<RecurringParams, VaultError> {
+    let corrupt = || VaultError::Corrupt(format!("agreement {}", row.id));
+    Ok(RecurringParams {
+        min: crate::domain::Amount::from_minor(row.min_amount).ok_or_else(corrupt)?,
+        max: crate::domain::Amount::from_minor(row.max_amount).ok_or_else(corrupt)?,
+        period_days: u16::try_from(row.period_days).map_err(|_| corrupt())?,
+        max_date: NaiveDate::parse_from_str(&row.max_date, "%Y-%m-%d").map_err(|_| corrupt())?,
+    })
+}
+
+/// A card to save with an approved payment or registration (R5).
+#[derive(Debug)]
+pub struct SaveCard {
+    pub pan: Pan,
+    pub expiry: Expiry,
+    pub holder: String,
+}
+
+/// A recurring agreement to create with an approved initial payment (R15).
+#[derive(Debug)]
+pub struct NewAgreement {
+    pub pan: Pan,
+    pub expiry: Expiry,
+    pub holder: String,
+    pub params: RecurringParams,
+    pub currency: String,
+}
+
+/// Step 2 of a payment.
+#[derive(Debug)]
+pub struct Complete {
+    pub merchant_id: i64,
+    pub order_id: i64,
+    pub customer_id: Option<i64>,
+    pub state: OrderState,
+    pub response_code: &'static str,
+    pub network_tx_id: Option<String>,
+    /// The saved card that paid (its counters move on approval).
+    pub used_card_id: Option<i64>,
+    pub save: Option<SaveCard>,
+    pub new_agreement: Option<NewAgreement>,
+    /// For recurring charges: (agreement id, previous last-charge date) to restore on decline.
+    pub charged_agreement: Option<(i64, Option<String>)>,
+    /// The reply; `token` and `card_saved` are filled in here when a card is saved.
+    pub result: PaymentResult,
+    pub now_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct Completed {
+    pub result: PaymentResult,
+    pub snapshot: Option<CustomerSnapshot>,
+}
+vault_message!(Complete => Completed, complete);
+
+pub fn complete(conn: &mut AnyConnection, keyring: &Keyring, msg: Complete) -> Result<Completed, VaultError> {
+    conn.transaction(|conn| {
+        let mut result = msg.result.clone();
+        let approved = msg.state == OrderState::Approved;
+        let mut card_id = msg.used_card_id;
+        if let Some(cid) = msg.customer_id {
+            super::customers::lock_customer_id(conn, cid)?;
+        }
+        if approved {
+            if let Some(id) = msg.used_card_id {
+                diesel::update(cards::table.find(id))
+                    .set((cards::success_count.eq(cards::success_count + 1), cards::last_used_at.eq(Some(msg.now_ms))))
+                    .execute(conn)?;
+            }
+            if let (Some(save), Some(cid)) = (&msg.save, msg.customer_id) {
+                // Savepoint: a failed save is logged and the approved payment stands (R5).
+                match conn.transaction(|conn| save_card(conn, keyring, cid, msg.merchant_id, save, msg.now_ms)) {
+                    Ok((id, token)) => {
+                        card_id = Some(id);
+                        result.token = Some(token);
+                        result.card_saved = true;
+                    }
+                    Err(e) => tracing::error!(order_id = msg.order_id, error = %e, "saving the card failed; payment stands"),
+                }
+            }
+            if let Some(agreement) = &msg.new_agreement {
+                let order_number = result.order_number.clone();
+                if let Err(e) = conn.transaction(|conn| {
+                    create_agreement(conn, keyring, msg.merchant_id, &order_number, agreement, msg.network_tx_id.as_deref(), msg.now_ms)
+                }) {
+                    tracing::error!(order_id = msg.order_id, error = %e, "creating the recurring agreement failed; payment stands");
+                }
+            }
+            if let Some((agreement_id, _)) = &msg.charged_agreement {
+                diesel::update(recurring_agreements::table.find(*agreement_id))
+                    .set(recurring_agreements::charges.eq(recurring_agreements::charges + 1))
+                    .execute(conn)?;
+            }
+        } else if msg.state == OrderState::Declined {
+            if let Some((agreement_id, previous)) = &msg.charged_agreement {
+                diesel::update(recurring_agreements::table.find(*agreement_id))
+                    .set(recurring_agreements::last_charge_on.eq(previous.clone()))
+                    .execute(conn)?;
+            }
+        }
+        let json = serde_json::to_string(&result).map_err(|e| VaultError::Corrupt(e.to_string()))?;
+        diesel::update(orders::table.find(msg.order_id))
+            .set((
+                orders::state.eq(msg.state.as_str()),
+                orders::response_code.eq(msg.response_code),
+                // R12: a decline releases the reservation; approval and timeout (in doubt) keep it.
+                orders::counts_for_limits.eq(msg.state != OrderState::Declined),
+                orders::card_id.eq(card_id),
+                orders::network_tx_id.eq(msg.network_tx_id.as_deref()),
+                orders::result_json.eq(Some(json)),
+                orders::updated_at.eq(msg.now_ms),
+            ))
+            .execute(conn)?;
+        let snapshot = match msg.customer_id {
+            Some(cid) => snapshot(conn, cid)?,
+            None => None,
+        };
+        Ok(Completed { result, snapshot })
+    })
+}
+
+/// Saves the card, or updates the same number already saved (R11). Returns (card id, token).
+fn save_card(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    customer_id: i64,
+    merchant_id: i64,
+    save: &SaveCard,
+    now_ms: i64,
+) -> Result<(i64, String), VaultError> {
+    let fingerprint = keyring.fingerprint(save.pan.expose().as_bytes());
+    let existing: Option<(i64, String)> = cards::table
+        .filter(cards::customer_id.eq(customer_id))
+        .filter(cards::fingerprint.eq(&fingerprint[..]))
+        .filter(cards::state.ne("deleted"))
+        .select((cards::id, cards::token))
+        .first(conn)
+        .optional()?;
+    if let Some((id, token)) = existing {
+        diesel::update(cards::table.find(id))
+            .set((
+                cards::expiry_month.eq(i32::from(save.expiry.month)),
+                cards::expiry_year.eq(i32::from(save.expiry.year)),
+                cards::holder.eq(&save.holder),
+                cards::state.eq("active"),
+                cards::success_count.eq(cards::success_count + 1),
+                cards::last_used_at.eq(Some(now_ms)),
+            ))
+            .execute(conn)?;
+        return Ok((id, token));
+    }
+    let token = Token::generate();
+    let sealed = keyring.seal(save.pan.expose().as_bytes(), &card_aad(token.as_str()))?;
+    let insert = diesel::insert_into(cards::table)
+        .values(NewCardRow {
+            token: token.as_str(),
+            customer_id,
+            state: "active",
+            brand: save.pan.brand().as_str(),
+            bin: save.pan.bin(),
+            last4: save.pan.last4(),
+            pan_length: save.pan.len() as i32,
+            expiry_month: i32::from(save.expiry.month),
+            expiry_year: i32::from(save.expiry.year),
+            holder: &save.holder,
+            pan_ciphertext: Some(&sealed.blob),
+            key_version: Some(sealed.key_version as i32),
+            fingerprint: Some(&fingerprint[..]),
+            saved_by_merchant: merchant_id,
+            saved_at: now_ms,
+            last_used_at: Some(now_ms),
+            // The approved payment or registration that saved it counts as one (R5).
+            success_count: 1,
+        })
+        .returning(cards::id);
+    let id: i64 = on_backend!(&mut *conn, |c| insert.get_result(c))?;
+    Ok((id, token.as_str().to_string()))
+}
+
+fn create_agreement(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    merchant_id: i64,
+    order_number: &str,
+    a: &NewAgreement,
+    network_tx_id: Option<&str>,
+    now_ms: i64,
+) -> Result<(), VaultError> {
+    let sealed = keyring.seal(a.pan.expose().as_bytes(), &agreement_aad(merchant_id, order_number))?;
+    diesel::insert_into(recurring_agreements::table)
+        .values(NewAgreementRow {
+            merchant_id,
+            order_number,
+            currency: &a.currency,
+            min_amount: a.params.min.minor(),
+            max_amount: a.params.max.minor(),
+            period_days: i32::from(a.params.period_days),
+            max_date: &a.params.max_date.format("%Y-%m-%d").to_string(),
+            brand: a.pan.brand().as_str(),
+            bin: a.pan.bin(),
+            last4: a.pan.last4(),
+            pan_length: a.pan.len() as i32,
+            expiry_month: i32::from(a.expiry.month),
+            expiry_year: i32::from(a.expiry.year),
+            holder: &a.holder,
+            pan_ciphertext: &sealed.blob,
+            key_version: sealed.key_version as i32,
+            network_tx_id,
+            last_charge_on: None,
+            charges: 0,
+            created_at: now_ms,
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Looks an order up for the merchant's order-state service.
+pub struct FindOrder {
+    pub merchant_id: i64,
+    pub order_number: String,
+}
+vault_message!(FindOrder => Option<(OrderRow, Option<CardRecord>)>, find_order_msg);
+
+pub fn find_order_msg(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: FindOrder,
+) -> Result<Option<(OrderRow, Option<CardRecord>)>, VaultError> {
+    let Some(row) = find_order(conn, msg.merchant_id, &msg.order_number)? else {
+        return Ok(None);
+    };
+    let card = match row.card_id {
+        Some(id) => cards::table
+            .find(id)
+            .select(CardMetaRow::as_select())
+            .first(conn)
+            .optional()?
+            .map(CardRecord::try_from)
+            .transpose()?,
+        None => None,
+    };
+    Ok(Some((row, card)))
+}

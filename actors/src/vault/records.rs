@@ -1,0 +1,175 @@
+//! Records: what the vault hands to the engine, built from rows with explicit, checked
+//! conversions (a row that does not convert is [`VaultError::Corrupt`], never a panic).
+//! Records carry masked card data only; a decrypted PAN travels separately as a `Pan`.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::rows::{CardMetaRow, CustomerRow, MerchantRow};
+use super::VaultError;
+use crate::domain::{CardBrand, CardState, Expiry, Limits, MerchantMode};
+
+/// HMAC key of a merchant's order signatures (R2). Redacted, zeroized.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SignatureKey(Vec<u8>);
+
+impl SignatureKey {
+    pub fn new(bytes: Vec<u8>) -> SignatureKey {
+        SignatureKey(bytes)
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SignatureKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignatureKey([REDACTED])")
+    }
+}
+
+/// A merchant and its One Click settings.
+#[derive(Debug, Clone)]
+pub struct MerchantRecord {
+    pub id: i64,
+    pub name: String,
+    pub union_id: i64,
+    pub oneclick_enabled: bool,
+    pub mode: MerchantMode,
+    pub need_cvc: bool,
+    pub list_threshold: i64,
+    pub time_zone: chrono_tz::Tz,
+    pub signature_key: SignatureKey,
+    pub mit_cof: bool,
+    /// Per currency code (R12).
+    pub limits: HashMap<String, Limits>,
+    /// login → argon2 PHC hash.
+    pub users: HashMap<String, String>,
+}
+
+impl MerchantRecord {
+    pub(crate) fn from_rows(
+        row: MerchantRow,
+        limits: HashMap<String, Limits>,
+        users: HashMap<String, String>,
+    ) -> Result<MerchantRecord, VaultError> {
+        use base64::Engine as _;
+        let corrupt = |what: &str| VaultError::Corrupt(format!("merchant {}: {what}", row.id));
+        Ok(MerchantRecord {
+            id: row.id,
+            mode: MerchantMode::parse(&row.mode).map_err(|_| corrupt("mode"))?,
+            time_zone: row.time_zone.parse().map_err(|_| corrupt("time_zone"))?,
+            signature_key: SignatureKey::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(&row.signature_key)
+                    .map_err(|_| corrupt("signature_key"))?,
+            ),
+            name: row.name,
+            union_id: row.union_id,
+            oneclick_enabled: row.oneclick_enabled,
+            need_cvc: row.need_cvc,
+            list_threshold: i64::from(row.list_threshold),
+            mit_cof: row.mit_cof,
+            limits,
+            users,
+        })
+    }
+
+    /// The limits that apply to a payment in `currency` (none configured → unlimited).
+    pub fn limits_for(&self, currency: &str) -> Limits {
+        self.limits.get(currency).cloned().unwrap_or_default()
+    }
+}
+
+/// A saved card as the engine sees it: masked, with its usage counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CardRecord {
+    pub id: i64,
+    pub token: String,
+    pub customer_id: i64,
+    pub state: CardState,
+    pub brand: CardBrand,
+    pub bin: String,
+    pub last4: String,
+    pub pan_length: usize,
+    pub expiry: Expiry,
+    pub holder: String,
+    pub saved_by_merchant: i64,
+    pub saved_at: i64,
+    pub last_used_at: Option<i64>,
+    pub success_count: i64,
+    pub deleted_at: Option<i64>,
+}
+
+impl CardRecord {
+    /// `412362******0028` (R9).
+    pub fn masked(&self) -> String {
+        let stars = self.pan_length.saturating_sub(10);
+        format!("{}{}{}", self.bin, "*".repeat(stars), self.last4)
+    }
+
+    /// Usable for a payment today: active (not blocked or deleted) and not expired.
+    pub fn is_usable_on(&self, today: NaiveDate) -> bool {
+        self.state == CardState::Active && !self.expiry.is_expired_on(today)
+    }
+
+    /// Recency key: last successful use, else saving time (R7: last used first).
+    pub fn recency(&self) -> i64 {
+        self.last_used_at.unwrap_or(self.saved_at)
+    }
+}
+
+impl TryFrom<CardMetaRow> for CardRecord {
+    type Error = VaultError;
+
+    fn try_from(row: CardMetaRow) -> Result<CardRecord, VaultError> {
+        let corrupt = |what: &str| VaultError::Corrupt(format!("card {}: {what}", row.id));
+        let expiry = Expiry::from_parts(
+            u32::try_from(row.expiry_month).map_err(|_| corrupt("expiry"))?,
+            u32::try_from(row.expiry_year).map_err(|_| corrupt("expiry"))?,
+        )
+        .map_err(|_| corrupt("expiry"))?;
+        Ok(CardRecord {
+            id: row.id,
+            state: CardState::parse(&row.state).map_err(|_| corrupt("state"))?,
+            brand: CardBrand::from_db(&row.brand).map_err(|_| corrupt("brand"))?,
+            pan_length: usize::try_from(row.pan_length).map_err(|_| corrupt("pan_length"))?,
+            expiry,
+            token: row.token,
+            customer_id: row.customer_id,
+            bin: row.bin,
+            last4: row.last4,
+            holder: row.holder,
+            saved_by_merchant: row.saved_by_merchant,
+            saved_at: row.saved_at,
+            last_used_at: row.last_used_at,
+            success_count: row.success_count,
+            deleted_at: row.deleted_at,
+        })
+    }
+}
+
+/// Everything a customer actor caches: the customer's flags and its cards not deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerSnapshot {
+    pub id: i64,
+    pub deny: bool,
+    pub fraud: bool,
+    pub version: i64,
+    pub cards: Vec<CardRecord>,
+}
+
+impl CustomerSnapshot {
+    pub(crate) fn from_rows(row: CustomerRow, cards: Vec<CardMetaRow>) -> Result<Self, VaultError> {
+        Ok(CustomerSnapshot {
+            id: row.id,
+            deny: row.deny,
+            fraud: row.fraud,
+            version: row.version,
+            cards: cards.into_iter().map(CardRecord::try_from).collect::<Result<_, _>>()?,
+        })
+    }
+}

@@ -1,0 +1,9 @@
+DROP TABLE processed_commands;
+DROP TABLE orders;
+DROP TABLE recurring_agreements;
+DROP TABLE cards;
+DROP TABLE customers;
+DROP TABLE merchant_users;
+DROP TABLE merchant_limits;
+DROP TABLE merchants;
+DROP TABLE unions;

@@ -1,0 +1,111 @@
+# shellcheck shell=bash
+# Shared helpers for oneclick's operational scripts. Source it:
+#   . "$(dirname "$0")/lib.sh"
+# Safe under `set -euo pipefail`. Sourcing sets ROOT (repo root) and LOCAL (ROOT/.local, the
+# gitignored home of all project-local state: NATS data, private PostgreSQL cluster, venv, keys).
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOCAL="$ROOT/.local"
+export ROOT LOCAL
+
+# log MSG... — progress messages go to stderr so stdout stays machine-readable.
+log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "$(basename "$0")" "$*" >&2; }
+
+die() { log "ERROR: $*"; exit 1; }
+
+# have CMD — true if CMD is on PATH.
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# as_root CMD... — run CMD as root (directly if we are root, else via sudo).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif have sudo; then
+        sudo "$@"
+    else
+        die "need root for: $* (no sudo available)"
+    fi
+}
+
+# apt_install PKG... — install Debian packages, running `apt-get update` once if the first try fails.
+_APT_UPDATED=0
+apt_install() {
+    [ "$#" -gt 0 ] || return 0
+    have apt-get || die "apt-get not found; install manually: $*"
+    log "apt-get install $*"
+    if as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2; then
+        return 0
+    fi
+    if [ "$_APT_UPDATED" -eq 0 ]; then
+        log "install failed; running apt-get update once and retrying"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update >&2 || die "apt-get update failed"
+        _APT_UPDATED=1
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2 \
+            || die "apt-get install $* failed"
+    else
+        die "apt-get install $* failed"
+    fi
+}
+
+# port_open HOST PORT — true if a TCP connect succeeds (pure bash /dev/tcp, 2 s limit).
+port_open() {
+    local host="$1" port="$2"
+    if have timeout; then
+        timeout 2 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null
+    else
+        (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+    fi
+}
+
+# wait_port HOST PORT SECONDS — poll until the port accepts connections; false on timeout.
+wait_port() {
+    local host="$1" port="$2" secs="${3:-30}" i=0
+    while [ "$i" -lt "$((secs * 5))" ]; do
+        port_open "$host" "$port" && return 0
+        sleep 0.2
+        i=$((i + 1))
+    done
+    return 1
+}
+
+# ensure_build_deps — what cargo needs beyond the Rust toolchain: a C compiler and linker (cc),
+# pkg-config, and libpq (pq-sys links it; Debian's libpq-dev ships headers, .so and pg_config).
+ensure_build_deps() {
+    local pkgs=()
+    have cc || have gcc || pkgs+=(gcc libc6-dev)
+    have pkg-config || pkgs+=(pkg-config)
+    if have dpkg-query; then
+        dpkg-query -W -f='${Status}' libpq-dev 2>/dev/null | grep -q 'install ok installed' \
+            || pkgs+=(libpq-dev)
+    elif ! { have pkg-config && pkg-config --exists libpq; }; then
+        pkgs+=(libpq-dev)
+    fi
+    if [ "${#pkgs[@]}" -gt 0 ]; then
+        log "installing build dependencies: ${pkgs[*]}"
+        apt_install "${pkgs[@]}"
+    else
+        log "build dependencies present (cc, pkg-config, libpq-dev)"
+    fi
+    have cargo || die "cargo not found: install the Rust toolchain (rustup) first"
+}
+
+# nats_server_bin — print the path of a nats-server binary, installing Debian's package if needed.
+# NATS_SERVER_BIN, if set, wins.
+nats_server_bin() {
+    if [ -n "${NATS_SERVER_BIN:-}" ]; then
+        [ -x "$NATS_SERVER_BIN" ] || die "NATS_SERVER_BIN=$NATS_SERVER_BIN is not executable"
+        printf '%s\n' "$NATS_SERVER_BIN"
+        return 0
+    fi
+    local p
+    for p in "$(command -v nats-server 2>/dev/null || true)" /usr/sbin/nats-server /usr/bin/nats-server \
+        /usr/local/bin/nats-server; do
+        if [ -n "$p" ] && [ -x "$p" ]; then printf '%s\n' "$p"; return 0; fi
+    done
+    log "nats-server not found; installing Debian package nats-server"
+    apt_install nats-server
+    for p in /usr/sbin/nats-server /usr/bin/nats-server "$(command -v nats-server 2>/dev/null || true)"; do
+        if [ -n "$p" ] && [ -x "$p" ]; then printf '%s\n' "$p"; return 0; fi
+    done
+    die "nats-server still not found after installing the package"
+}
