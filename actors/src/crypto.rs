@@ -276,7 +276,8 @@ impl Keyring {
                 CryptoError::KeyFile(format!("line {number}: expected `name = value`"))
             })?;
             let (name, value) = (name.trim(), value.trim());
-            let bad_key = |_| CryptoError::KeyFile(format!("line {number}: not base64 of 32 bytes"));
+            let bad_key =
+                |_| CryptoError::KeyFile(format!("line {number}: not base64 of 32 bytes"));
             match name {
                 "current" => {
                     if current.replace(parse_version(value)?).is_some() {

@@ -1,2 +1,423 @@
-//! stub
+//! The engine facade: the commands of the One Click service, usable in-process. Each command is
+//! validated here (fields into domain types, merchant, signature), then routed: customer commands
+//! to the customer's actor ([`crate::customer`]), read-only merchant views and recurring charges
+//! straight to the vault. The NATS layer only translates messages into these calls.
+//!
+//! Errors: [`EngineError`] maps every failure onto one public [`Fault`]; causes are logged, never
+//! card data.
+
+pub mod decide;
+pub mod merchants;
+pub mod payment;
 pub mod replies;
+pub mod requests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Addr, Arbiter, ArbiterHandle, MailboxError};
+
+use crate::acquirer::Acquirer;
+use crate::crypto::Keyring;
+use crate::customer::{InjectFailure, NextState, Run};
+use crate::domain::{CustomerNumber, DomainError, Token};
+use crate::fault::Fault;
+use crate::registry::{CustomerKey, Registry};
+use crate::vault::customers::{Applied, CommandKey, DeleteCard, DeleteOutcome, ListCustomers, SetStatus};
+use crate::vault::payments::FindOrder;
+use crate::vault::records::{CustomerSnapshot, MerchantRecord};
+use crate::vault::{now_ms, Pool, Vault, VaultError};
+use replies::*;
+use requests::*;
+
+/// Every way a command can fail. [`EngineError::fault`] is the public face.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("{0}")]
+    Fault(Fault),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("actor mailbox: {0}")]
+    Mailbox(#[from] MailboxError),
+    /// The customer actor went idle meanwhile; the engine retries with a fresh one.
+    #[error("customer actor retired")]
+    Retired,
+}
+
+impl From<Fault> for EngineError {
+    fn from(f: Fault) -> Self {
+        EngineError::Fault(f)
+    }
+}
+
+impl EngineError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            EngineError::Domain(e) => e.fault(),
+            EngineError::Fault(f) => *f,
+            EngineError::Vault(e) if e.is_transient() => Fault::Unavailable,
+            EngineError::Vault(_) => Fault::Internal,
+            EngineError::Mailbox(_) | EngineError::Retired => Fault::Unavailable,
+        }
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// Engine tuning (the `[engine]` config section).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// An actor idle this long stops (memory bound).
+    pub actor_idle: Duration,
+    pub registry_shards: usize,
+    /// Cached customer state older than this is reloaded before use.
+    pub state_ttl: Duration,
+    /// A verified web-service credential is trusted this long without argon2.
+    pub credential_cache: Duration,
+    /// Merchant settings are re-read after this long.
+    pub merchant_cache: Duration,
+    /// Threads running customer actors.
+    pub arbiters: usize,
+    /// Vault worker threads (and pool connections).
+    pub vault_workers: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            actor_idle: Duration::from_secs(300),
+            registry_shards: 64,
+            state_ttl: Duration::from_millis(1000),
+            credential_cache: Duration::from_secs(60),
+            merchant_cache: Duration::from_millis(1000),
+            arbiters: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            vault_workers: 8,
+        }
+    }
+}
+
+/// What every customer actor needs.
+pub struct Deps {
+    pub vault: Addr<Vault>,
+    pub acquirer: Arc<dyn Acquirer>,
+    pub keyring: Arc<Keyring>,
+    pub settings: EngineSettings,
+}
+
+/// The One Click engine. Cheap to clone. Must be started inside an actix `System`.
+#[derive(Clone)]
+pub struct Engine {
+    deps: Arc<Deps>,
+    registry: Registry,
+    merchants: merchants::MerchantCache,
+    _arbiters: Arc<Vec<Arbiter>>,
+}
+
+impl Engine {
+    /// Starts the vault workers, the actor threads and the registry.
+    pub fn start(settings: EngineSettings, pool: Pool, keyring: Arc<Keyring>, acquirer: Arc<dyn Acquirer>) -> Engine {
+        let vault = Vault::start(pool, keyring.clone(), settings.vault_workers);
+        let arbiters: Vec<Arbiter> = (0..settings.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+        let handles: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
+        let deps = Arc::new(Deps { vault, acquirer, keyring, settings: settings.clone() });
+        let registry = Registry::new(settings.registry_shards, handles, Arc::downgrade(&deps));
+        let merchants = merchants::MerchantCache::new(deps.vault.clone(), settings.merchant_cache, settings.credential_cache);
+        Engine { deps, registry, merchants, _arbiters: Arc::new(arbiters) }
+    }
+
+    pub fn vault(&self) -> &Addr<Vault> {
+        &self.deps.vault
+    }
+
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.deps.keyring
+    }
+
+    /// Number of customer actors alive in the registry.
+    pub fn active_customers(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Sends a job to the customer's actor; retries once through the registry when the actor
+    /// retired or died between lookup and delivery.
+    async fn on_customer<R, F>(&self, key: &CustomerKey, job: F) -> EngineResult<R>
+    where
+        R: Send + 'static,
+        F: Fn() -> crate::customer::Job<R>,
+    {
+        for attempt in 0..3 {
+            let addr = self.registry.get_or_start(key).ok_or(EngineError::Fault(Fault::ShuttingDown))?;
+            match addr.send(Run(job())).await {
+                Ok(Err(EngineError::Retired)) | Err(MailboxError::Closed) if attempt < 2 => continue,
+                Ok(result) => return result,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Retired)
+    }
+
+    fn customer_key(merchant: &MerchantRecord, number: &CustomerNumber) -> CustomerKey {
+        CustomerKey { union_id: merchant.union_id, customer_number: Arc::from(number.as_str()) }
+    }
+
+    /// Checks a web-service user's login and password (argon2, cached once verified).
+    pub async fn authenticate(&self, credentials: &Credentials) -> EngineResult<Arc<MerchantRecord>> {
+        self.merchants.authenticate_with(&self.deps.keyring, credentials).await
+    }
+
+    /// A merchant by id (cached), or `UnknownMerchant`.
+    pub async fn merchant(&self, merchant_id: i64) -> EngineResult<Arc<MerchantRecord>> {
+        self.merchants.get(merchant_id).await
+    }
+
+    /// Forgets cached merchant settings (after an admin change in this process).
+    pub fn invalidate_merchant(&self, merchant_id: i64) {
+        self.merchants.invalidate(merchant_id);
+    }
+
+    // ---- payment page (gateway) --------------------------------------------------------------
+
+    /// R4: what to offer on the payment page. Read-only.
+    pub async fn offer(&self, req: OfferRequest) -> EngineResult<Offer> {
+        let merchant = self.merchant(req.order.merchant_id).await?;
+        let order = payment::validate_order(&merchant, &req.order, true, false)?;
+        let number = order.customer.clone().ok_or(Fault::MissingField)?;
+        let key = Self::customer_key(&merchant, &number);
+        let tz = merchant.time_zone;
+        self.on_customer(&key, || {
+            let merchant = merchant.clone();
+            Box::new(move |_deps, snapshot: Option<Arc<CustomerSnapshot>>| {
+                Box::pin(async move {
+                    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+                    (Ok(decide::offer(&merchant, snapshot.as_deref(), today)), NextState::Keep)
+                })
+            })
+        })
+        .await
+    }
+
+    /// Pays with a new card (financial transaction), saving it when agreed (R4, R5, R11), or
+    /// starts a recurring agreement (R15).
+    pub async fn pay_new_card(&self, req: PayNewCardRequest) -> EngineResult<PaymentResult> {
+        let merchant = self.merchant(req.order.merchant_id).await?;
+        payment::pay_new_card(self, merchant, req).await
+    }
+
+    /// Registration transaction (R13): verifies the card and saves it on success.
+    pub async fn register(&self, req: RegisterRequest) -> EngineResult<PaymentResult> {
+        let merchant = self.merchant(req.order.merchant_id).await?;
+        payment::register(self, merchant, req).await
+    }
+
+    /// Pays with a saved card on the payment page (R8).
+    pub async fn pay_saved_card(&self, req: PaySavedCardRequest) -> EngineResult<PaymentResult> {
+        let merchant = self.merchant(req.order.merchant_id).await?;
+        payment::pay_saved_card(self, merchant, req).await
+    }
+
+    /// Token Pay (R14). The caller has authenticated the merchant.
+    pub async fn token_pay(&self, req: TokenPayRequest) -> EngineResult<PaymentResult> {
+        let merchant = self.merchant(req.order.merchant_id).await?;
+        payment::token_pay(self, merchant, req).await
+    }
+
+    /// A merchant-initiated charge on a recurring agreement (R15).
+    pub async fn recurring_charge(&self, req: RecurringChargeRequest) -> EngineResult<PaymentResult> {
+        let merchant = self.merchant(req.merchant_id).await?;
+        payment::recurring_charge(self, merchant, req).await
+    }
+
+    // ---- cards and customers ------------------------------------------------------------------
+
+    /// Deletes a card (R10), by the customer on the payment page or by the merchant.
+    pub async fn delete_card(&self, req: DeleteCardRequest) -> EngineResult<TokenRemoved> {
+        let merchant = self.merchant(req.merchant_id).await?;
+        let number = CustomerNumber::parse(&req.customer_number)?;
+        let token = Token::parse(&req.token).map_err(|_| Fault::TokenNotFound)?;
+        let command = match &req.command_id {
+            Some(id) => Some(self.command_key(&merchant, id, "delete_card", &[number.as_str().as_bytes(), token.as_str().as_bytes()])?),
+            None => None,
+        };
+        let key = Self::customer_key(&merchant, &number);
+        self.on_customer(&key, || {
+            let (token, command) = (token.clone(), command.clone());
+            Box::new(move |deps: Arc<Deps>, snapshot: Option<Arc<CustomerSnapshot>>| {
+                Box::pin(async move {
+                    let Some(snapshot) = snapshot else {
+                        return (Err(Fault::TokenNotFound.into()), NextState::Keep);
+                    };
+                    // Known-missing tokens answer from the cache only when no command id needs replaying.
+                    if command.is_none() && !snapshot.cards.iter().any(|c| c.token == token.as_str()) {
+                        return (Err(Fault::TokenNotFound.into()), NextState::Keep);
+                    }
+                    let removed = TokenRemoved::of(token.as_str());
+                    let sent = deps
+                        .vault
+                        .send(DeleteCard {
+                            customer_id: snapshot.id,
+                            token: token.as_str().to_string(),
+                            command,
+                            result_json: json(&removed),
+                            now_ms: now_ms(),
+                        })
+                        .await;
+                    match flatten(sent) {
+                        Ok(Applied::Done(DeleteOutcome::Deleted(s))) => (Ok(removed), NextState::Replace(Some(Arc::new(s)))),
+                        Ok(Applied::Done(DeleteOutcome::NotFound)) => (Err(Fault::TokenNotFound.into()), NextState::Invalidate),
+                        Ok(Applied::Replay(stored)) => (parse_stored(&stored), NextState::Invalidate),
+                        Ok(Applied::Conflict) => (Err(Fault::IdempotencyConflict.into()), NextState::Keep),
+                        Err(e) => (Err(e), NextState::Invalidate),
+                    }
+                })
+            })
+        })
+        .await
+    }
+
+    /// Sets or clears a customer's flags (R6).
+    pub async fn set_status(&self, req: SetStatusRequest) -> EngineResult<StatusChanged> {
+        let merchant = self.merchant(req.merchant_id).await?;
+        let number = CustomerNumber::parse(&req.customer_number)?;
+        let (deny, fraud, leave) = match req.status.as_str() {
+            "deny" => (Some(true), None, false),
+            "fraud" => (None, Some(true), false),
+            "clear_deny" => (Some(false), None, false),
+            "clear_fraud" => (None, Some(false), false),
+            "active" => (Some(false), Some(false), false),
+            "leave" => (Some(true), None, true),
+            _ => return Err(Fault::InvalidStatus.into()),
+        };
+        let command = match &req.command_id {
+            Some(id) => Some(self.command_key(&merchant, id, "set_status", &[number.as_str().as_bytes(), req.status.as_bytes()])?),
+            None => None,
+        };
+        let key = Self::customer_key(&merchant, &number);
+        let union_id = merchant.union_id;
+        self.on_customer(&key, || {
+            let (number, command) = (number.clone(), command.clone());
+            Box::new(move |deps: Arc<Deps>, _snapshot| {
+                Box::pin(async move {
+                    let today = chrono::Utc::now().date_naive();
+                    let reply_number = number.as_str().to_string();
+                    let reply = move |s: &CustomerSnapshot| StatusChanged {
+                        customer_number: reply_number,
+                        status: decide::status_of(s, today),
+                        cards_deleted: leave,
+                    };
+                    let sent = deps
+                        .vault
+                        .send(SetStatus {
+                            union_id,
+                            customer_number: number.as_str().to_string(),
+                            deny,
+                            fraud,
+                            leave,
+                            command: command.clone(),
+                            reply: Box::new(move |s| json(&reply(s))),
+                            now_ms: now_ms(),
+                        })
+                        .await;
+                    match flatten(sent) {
+                        Ok(Applied::Done(s)) => {
+                            let reply = StatusChanged {
+                                customer_number: number.as_str().to_string(),
+                                status: decide::status_of(&s, today),
+                                cards_deleted: leave,
+                            };
+                            (Ok(reply), NextState::Replace(Some(Arc::new(s))))
+                        }
+                        Ok(Applied::Replay(stored)) => (parse_stored(&stored), NextState::Invalidate),
+                        Ok(Applied::Conflict) => (Err(Fault::IdempotencyConflict.into()), NextState::Keep),
+                        Err(e) => (Err(e), NextState::Invalidate),
+                    }
+                })
+            })
+        })
+        .await
+    }
+
+    /// Merchant token list (DESIGN §7): every card not deleted, `active: false` when unusable.
+    pub async fn token_list(&self, req: TokenListRequest) -> EngineResult<Vec<TokenListEntry>> {
+        let merchant = self.merchant(req.merchant_id).await?;
+        let number = CustomerNumber::parse(&req.customer_number)?;
+        let key = Self::customer_key(&merchant, &number);
+        self.on_customer(&key, || {
+            let merchant = merchant.clone();
+            Box::new(move |_deps, snapshot: Option<Arc<CustomerSnapshot>>| {
+                Box::pin(async move {
+                    let today = chrono::Utc::now().with_timezone(&merchant.time_zone).date_naive();
+                    (Ok(decide::token_list(&merchant, snapshot.as_deref(), today)), NextState::Keep)
+                })
+            })
+        })
+        .await
+    }
+
+    /// The personal-account view: customers of the merchant's union and all their cards.
+    pub async fn list_customers(&self, req: ListCustomersRequest) -> EngineResult<CustomerPage> {
+        let merchant = self.merchant(req.merchant_id).await?;
+        let search = req.search.as_deref().map(|s| CustomerNumber::parse(s).map(|n| n.as_str().to_string())).transpose()?;
+        let limit = if req.limit <= 0 { 50 } else { req.limit.min(500) };
+        let (total, entries) = flatten(
+            self.deps
+                .vault
+                .send(ListCustomers { union_id: merchant.union_id, search, offset: req.offset.max(0), limit })
+                .await,
+        )?;
+        let today = chrono::Utc::now().with_timezone(&merchant.time_zone).date_naive();
+        Ok(CustomerPage { total, customers: entries.into_iter().map(|e| decide::account_customer(e, today)).collect() })
+    }
+
+    /// The state of one of the merchant's orders.
+    pub async fn order_state(&self, req: OrderStateRequest) -> EngineResult<OrderStatus> {
+        let merchant = self.merchant(req.merchant_id).await?;
+        let number = crate::domain::OrderNumber::parse(&req.order_number)?;
+        let found = flatten(
+            self.deps
+                .vault
+                .send(FindOrder { merchant_id: merchant.id, order_number: number.as_str().to_string() })
+                .await,
+        )?;
+        let (row, card) = found.ok_or(Fault::OrderNotFound)?;
+        decide::order_status(row, card)
+    }
+
+    /// Test hook for the supervision test: makes the customer's actor fail.
+    #[doc(hidden)]
+    pub async fn inject_customer_failure(&self, merchant_id: i64, customer_number: &str, panic: bool) -> EngineResult<()> {
+        let merchant = self.merchant(merchant_id).await?;
+        let key = Self::customer_key(&merchant, &CustomerNumber::parse(customer_number)?);
+        let addr = self.registry.get_or_start(&key).ok_or(Fault::ShuttingDown)?;
+        let _ = addr.send(InjectFailure { panic }).await;
+        Ok(())
+    }
+
+    fn command_key(&self, merchant: &MerchantRecord, command_id: &str, kind: &'static str, parts: &[&[u8]]) -> EngineResult<CommandKey> {
+        if command_id.is_empty() || command_id.len() > 64 || !command_id.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(Fault::InvalidCommandId.into());
+        }
+        let mut all: Vec<&[u8]> = vec![kind.as_bytes()];
+        all.extend_from_slice(parts);
+        Ok(CommandKey {
+            merchant_id: merchant.id,
+            command_id: command_id.to_string(),
+            kind,
+            digest: self.deps.keyring.request_digest(&all),
+        })
+    }
+}
+
+/// Flattens an actor reply: mailbox error or vault error into [`EngineError`].
+pub(crate) fn flatten<T>(sent: Result<Result<T, VaultError>, MailboxError>) -> EngineResult<T> {
+    Ok(sent??)
+}
+
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(stored: &str) -> EngineResult<T> {
+    serde_json::from_str(stored).map_err(|e| EngineError::Vault(VaultError::Corrupt(format!("stored result: {e}"))))
+}

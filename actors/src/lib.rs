@@ -4,6 +4,9 @@
 //! Layout (a module per concern):
 //! - [`domain`]: validated newtypes and pure rule functions (no I/O, no actors);
 //! - [`crypto`]: AES-256-GCM card encryption under versioned keys, keyed fingerprints;
+//! - [`vault`]: the only place with SQL (SyncArbiter over r2d2 + Diesel, PostgreSQL or SQLite);
+//! - [`customer`] and [`registry`]: one supervised actor per customer, found or started on demand;
+//! - [`engine`]: the commands (validate → route to the customer's actor → reply);
 //! - [`acquirer`]: the authorization boundary and its deterministic simulator;
 //! - [`fault`]: the stable fault-code table every client-visible error maps to.
 
@@ -11,7 +14,12 @@
 
 pub mod acquirer;
 pub mod crypto;
+pub mod customer;
 pub mod domain;
-pub mod fault;
 pub mod engine;
+pub mod fault;
+pub mod registry;
 pub mod vault;
+
+pub use engine::{Engine, EngineError, EngineSettings};
+pub use fault::{Fault, Language};

@@ -115,7 +115,10 @@ fn padded_hmac_key_equals_hmac_of_short_key() {
     ours.update(b"message");
     let mut reference = Hmac::<Sha256>::new_from_slice(&key.0).unwrap();
     reference.update(b"message");
-    assert_eq!(ours.finalize().into_bytes(), reference.finalize().into_bytes());
+    assert_eq!(
+        ours.finalize().into_bytes(),
+        reference.finalize().into_bytes()
+    );
 }
 
 // --- sealing and opening -------------------------------------------------------------------
@@ -186,12 +189,17 @@ fn relabelled_key_version_fails() {
     // Both versions hold the same key bytes: only the version bound in the aad tells them apart.
     let keyring = Keyring::new(vec![(1, key_of(1)), (2, key_of(1))], 1, key_of(0xF0)).unwrap();
     let sealed = keyring.seal(b"4111111111111111", b"row").unwrap();
-    assert_eq!(keyring.open(2, &sealed.blob, b"row"), Err(CryptoError::Decrypt));
+    assert_eq!(
+        keyring.open(2, &sealed.blob, b"row"),
+        Err(CryptoError::Decrypt)
+    );
 }
 
 #[test]
 fn wrong_key_fails() {
-    let sealed = ring(&[(1, 1)], 1).seal(b"4111111111111111", b"row").unwrap();
+    let sealed = ring(&[(1, 1)], 1)
+        .seal(b"4111111111111111", b"row")
+        .unwrap();
     assert_eq!(
         ring(&[(1, 2)], 1).open(1, &sealed.blob, b"row"),
         Err(CryptoError::Decrypt)
@@ -493,6 +501,9 @@ fn key_file_rejects_malformed_lines_without_echoing_them() {
 #[test]
 fn aad_helpers_have_fixed_shapes() {
     assert_eq!(card_aad("tok"), b"card:tok".to_vec());
-    assert_eq!(agreement_aad(452739, "A-1"), b"agreement:452739:A-1".to_vec());
+    assert_eq!(
+        agreement_aad(452739, "A-1"),
+        b"agreement:452739:A-1".to_vec()
+    );
     assert_ne!(agreement_aad(1, "2:3"), agreement_aad(12, "3"));
 }

@@ -124,7 +124,7 @@ impl<'de> Deserialize<'de> for CardBrand {
 pub struct Pan(String);
 
 impl Pan {
-    /// Accepts digits, optionally grouped by single spaces or dashes (`4123 6200 0000 0028`).
+    /// Accepts digits, optionally grouped by single spaces or dashes (`4123 6200 0007 0028`).
     pub fn parse(raw: &str) -> Result<Pan, DomainError> {
         let invalid = |reason| DomainError::InvalidCardNumber { reason };
         let mut digits = Zeroizing::new(String::with_capacity(MAX_LEN));
@@ -216,7 +216,7 @@ pub fn luhn_valid(digits: &str) -> bool {
     if digits.len() < 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return false;
     }
-    luhn_sum(digits, false) % 10 == 0
+    luhn_sum(digits, false).is_multiple_of(10)
 }
 
 /// The digit that makes `prefix` + digit Luhn-valid; `None` when `prefix` is not all digits.
@@ -275,7 +275,7 @@ mod tests {
             "5555555555554444",
             "378282246310005",
             "2200000000000004",
-            "4123620000000028",
+            "4123620000070028",
         ] {
             assert!(luhn_valid(n), "{n}");
         }
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn r9_pan_is_masked_first_six_last_four() {
-        let pan = Pan::parse("4123620000000028").expect("valid");
+        let pan = Pan::parse("4123620000070028").expect("valid");
         assert_eq!(pan.masked(), "412362******0028");
         assert_eq!(pan.bin(), "412362");
         assert_eq!(pan.last4(), "0028");
@@ -303,20 +303,20 @@ mod tests {
 
     #[test]
     fn r9_pan_never_prints_its_digits() {
-        let pan = Pan::parse("4123620000000028").expect("valid");
+        let pan = Pan::parse("4123620000070028").expect("valid");
         assert_eq!(format!("{pan:?}"), "Pan(412362******0028)");
         assert_eq!(format!("{pan}"), "Pan(412362******0028)");
-        assert!(!format!("{pan:?}").contains("4123620000000028"));
+        assert!(!format!("{pan:?}").contains("4123620000070028"));
     }
 
     #[test]
     fn pan_accepts_single_spaces_or_dashes_between_groups() {
         for raw in [
-            "4123 6200 0000 0028",
-            "4123-6200-0000-0028",
-            "4123620000 000028",
+            "4123 6200 0007 0028",
+            "4123-6200-0007-0028",
+            "4123620000 070028",
         ] {
-            assert_eq!(Pan::parse(raw).expect(raw).expose(), "4123620000000028");
+            assert_eq!(Pan::parse(raw).expect(raw).expose(), "4123620000070028");
         }
     }
 
@@ -324,11 +324,11 @@ mod tests {
     fn pan_refuses_bad_layout_length_or_check_digit() {
         for raw in [
             "",
-            " 4123620000000028",
-            "4123620000000028 ",
-            "4123  620000000028",
-            "4123--620000000028",
-            "4123.6200.0000.0028",
+            " 4123620000070028",
+            "4123620000070028 ",
+            "4123  620000070028",
+            "4123--620000070028",
+            "4123.6200.0007.0028",
             "412362000000002x",
             "4123620000000027",
             "41236200005",

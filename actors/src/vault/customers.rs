@@ -224,13 +224,14 @@ pub struct SetStatus {
     pub fraud: Option<bool>,
     pub leave: bool,
     pub command: Option<CommandKey>,
-    pub result_json: String,
+    /// Builds the reply stored with the effect, from the committed snapshot.
+    pub reply: Box<dyn FnOnce(&CustomerSnapshot) -> String + Send>,
     pub now_ms: i64,
 }
 vault_message!(SetStatus => Applied<CustomerSnapshot>, set_status);
 
 pub fn set_status(conn: &mut AnyConnection, _: &Keyring, msg: SetStatus) -> Result<Applied<CustomerSnapshot>, VaultError> {
-    conn.transaction(|conn| {
+    conn.transaction(move |conn| {
         if let Some(key) = &msg.command {
             if let Some(done) = find_command(conn, key)? {
                 return Ok(done);
@@ -249,10 +250,11 @@ pub fn set_status(conn: &mut AnyConnection, _: &Keyring, msg: SetStatus) -> Resu
             let ids = cards::table.filter(cards::customer_id.eq(id)).select(cards::id).load::<i64>(conn)?;
             wipe_cards(conn, ids, msg.now_ms)?;
         }
-        if let Some(key) = &msg.command {
-            record_command(conn, key, &msg.result_json, msg.now_ms)?;
-        }
         let snap = snapshot(conn, id)?.ok_or_else(|| VaultError::Corrupt("customer vanished".into()))?;
+        if let Some(key) = &msg.command {
+            let reply = (msg.reply)(&snap);
+            record_command(conn, key, &reply, msg.now_ms)?;
+        }
         Ok(Applied::Done(snap))
     })
 }

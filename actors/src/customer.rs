@@ -1,0 +1,187 @@
+//! The customer actor: one per (union, customer number). Every card change and every limit
+//! check of a customer runs here, one message at a time, in arrival order.
+//!
+//! **No interleaving.** Handlers await the vault and the acquirer. They return
+//! [`AtomicResponse`], which keeps the actor's mailbox closed until the handler's future has
+//! resolved, so the next message of the same customer starts only after the previous one has
+//! committed. (A plain `ResponseFuture` would let the next message start while the first awaits
+//! the database; STACK.md measured the difference.) Across processes the same order is kept by
+//! the database: each write transaction first bumps `customers.version` (see `vault`).
+//!
+//! **State.** The actor caches its customer's [`CustomerSnapshot`] (flags and cards, masked; never
+//! a PAN) so read-only requests (offer, token list) skip the database. The cache is refreshed
+//! from every write's own transaction and reloaded when older than `state_ttl`, which bounds how
+//! stale a read can be when another process changed the customer.
+//!
+//! **Supervision.** Actors run under an actix `Supervisor`. A handler that meets an
+//! inconsistency returns its error *and* stops the actor; the supervisor restarts it with an
+//! empty cache, reloaded from the vault by the next message. A panic ends the actor for good
+//! (actix does not restart after a panic); the registry sees the dead address and starts a new
+//! one. Other customers' actors are never affected.
+//!
+//! **Idle stop.** After `actor_idle` without messages the actor removes itself from the registry
+//! and is marked retired; a message that still reaches it through an old address is answered
+//! with [`EngineError::Retired`] and re-sent by the engine to a fresh actor. It ends when the
+//! last address is dropped, so memory stays bounded by the active customers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::engine::{Deps, EngineError};
+use crate::registry::{CustomerKey, Registry};
+use crate::vault::customers::LoadCustomer;
+use crate::vault::records::CustomerSnapshot;
+
+/// What a handler leaves behind in the cache.
+pub enum NextState {
+    /// Keep what was there (after a load: the loaded snapshot).
+    Keep,
+    /// The customer as committed by this handler's transaction.
+    Replace(Option<Arc<CustomerSnapshot>>),
+    /// Unknown: reload on the next message.
+    Invalidate,
+    /// Something is inconsistent: restart the actor (supervision).
+    Restart,
+}
+
+/// A unit of work run inside the actor with the customer's current snapshot.
+pub type Job<R> = Box<
+    dyn FnOnce(Arc<Deps>, Option<Arc<CustomerSnapshot>>) -> std::pin::Pin<Box<dyn Future<Output = (Result<R, EngineError>, NextState)>>>
+        + Send,
+>;
+
+/// Runs `job` for this customer, serialised with every other message of the customer.
+pub struct Run<R: 'static>(pub Job<R>);
+
+impl<R: 'static> Message for Run<R> {
+    type Result = Result<R, EngineError>;
+}
+
+/// Test hook for the supervision test: fail the way a broken handler does (`panic == false`:
+/// stop → supervised restart; `panic == true`: a panic, which ends the actor for good).
+#[doc(hidden)]
+pub struct InjectFailure {
+    pub panic: bool,
+}
+
+impl Message for InjectFailure {
+    type Result = ();
+}
+
+pub struct CustomerActor {
+    key: CustomerKey,
+    deps: Arc<Deps>,
+    registry: Registry,
+    /// `Some(x)`: loaded (x = None when the customer does not exist yet).
+    state: Option<Option<Arc<CustomerSnapshot>>>,
+    loaded_at: Instant,
+    last_active: Instant,
+    retired: bool,
+}
+
+impl CustomerActor {
+    pub fn new(key: CustomerKey, deps: Arc<Deps>, registry: Registry) -> CustomerActor {
+        CustomerActor {
+            key,
+            deps,
+            registry,
+            state: None,
+            loaded_at: Instant::now(),
+            last_active: Instant::now(),
+            retired: false,
+        }
+    }
+
+    fn fresh_state(&self) -> Option<Option<Arc<CustomerSnapshot>>> {
+        if self.loaded_at.elapsed() > self.deps.settings.state_ttl {
+            return None;
+        }
+        self.state.clone()
+    }
+}
+
+impl Actor for CustomerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.deps.settings.actor_idle;
+        let tick = (idle / 4).max(Duration::from_millis(50));
+        ctx.run_interval(tick, move |act, ctx| {
+            if !act.retired && act.last_active.elapsed() >= idle {
+                act.retired = true;
+                act.state = None;
+                act.registry.remove_if_same(&act.key, &ctx.address());
+            }
+        });
+    }
+}
+
+impl actix::Supervised for CustomerActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // Forget everything cached: the next message reloads from the vault.
+        self.state = None;
+        tracing::warn!(union_id = self.key.union_id, "customer actor restarted by its supervisor");
+    }
+}
+
+impl<R: 'static> Handler<Run<R>> for CustomerActor {
+    type Result = AtomicResponse<Self, Result<R, EngineError>>;
+
+    fn handle(&mut self, msg: Run<R>, _: &mut Context<Self>) -> Self::Result {
+        if self.retired {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(EngineError::Retired))));
+        }
+        self.last_active = Instant::now();
+        let deps = self.deps.clone();
+        let cached = self.fresh_state();
+        let key = self.key.clone();
+        let work = async move {
+            let (snapshot, loaded) = match cached {
+                Some(s) => (s, false),
+                None => {
+                    let loaded = deps
+                        .vault
+                        .send(LoadCustomer { union_id: key.union_id, customer_number: key.customer_number.to_string() })
+                        .await;
+                    match loaded {
+                        Ok(Ok(s)) => (s.map(Arc::new), true),
+                        Ok(Err(e)) => return (Err(EngineError::from(e)), NextState::Invalidate, None),
+                        Err(e) => return (Err(EngineError::from(e)), NextState::Invalidate, None),
+                    }
+                }
+            };
+            let (result, next) = (msg.0)(deps, snapshot.clone()).await;
+            (result, next, loaded.then_some(snapshot))
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(result, next, loaded), act, ctx| {
+            if let Some(snapshot) = loaded {
+                act.state = Some(snapshot);
+                act.loaded_at = Instant::now();
+            }
+            match next {
+                NextState::Keep => {}
+                NextState::Replace(s) => {
+                    act.state = Some(s);
+                    act.loaded_at = Instant::now();
+                }
+                NextState::Invalidate => act.state = None,
+                NextState::Restart => ctx.stop(),
+            }
+            result
+        })))
+    }
+}
+
+impl Handler<InjectFailure> for CustomerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: InjectFailure, ctx: &mut Context<Self>) {
+        if msg.panic {
+            panic!("injected failure (test hook)");
+        }
+        ctx.stop();
+    }
+}

@@ -1,0 +1,581 @@
+//! Payments: validation of the order (R1, R2, R3), the decisions that need the customer's
+//! snapshot (R6 fraud, R8 CVC, R18 modes, R5 save consent), and one pipeline for every kind:
+//! reserve (idempotency R16, limits R12) → acquirer → complete (save R5/R11, agreement R15).
+//!
+//! One Click payments run the pipeline inside the customer's actor (see `customer.rs`), so a
+//! customer's payments never overlap in this process; payments without a customer (plain and
+//! recurring) run it directly, serialised by the database (unique order, agreement row lock).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::replies::{MaskedCard, PaymentResult};
+use super::requests::*;
+use super::{flatten, Deps, Engine, EngineError, EngineResult};
+use crate::acquirer::{AuthCvc, AuthKind, AuthPan, AuthRequest, AuthState};
+use crate::customer::NextState;
+use crate::domain::{
+    limits, recurring, signature, Amount, CardState, CardholderName, Currency, CustomerNumber, Cvc, Expiry, OrderNumber,
+    OrderState, Pan, RecurringParams, ResponseCode, Token,
+};
+use crate::fault::Fault;
+use crate::registry::CustomerKey;
+use crate::vault::payments::{AgreementCharge, Complete, LimitCheck, NewAgreement, Reservation, Reserve, SaveCard};
+use crate::vault::records::{CardRecord, CustomerSnapshot, MerchantRecord};
+use crate::vault::{now_ms, VaultError};
+
+/// An order whose fields passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidOrder {
+    pub order_number: OrderNumber,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub customer: Option<CustomerNumber>,
+}
+
+/// Validates the order fields; with a customer number, checks One Click is enabled (R1) and,
+/// when `signed`, the signature over the values as received (R2).
+pub fn validate_order(merchant: &MerchantRecord, order: &OrderInput, signed: bool, allow_zero: bool) -> EngineResult<ValidOrder> {
+    let order_number = OrderNumber::parse(&order.order_number)?;
+    let amount = Amount::parse(&order.amount)?;
+    if amount.is_zero() && !allow_zero {
+        return Err(Fault::InvalidAmount.into());
+    }
+    let currency = Currency::parse(&order.currency)?;
+    let customer = match &order.customer_number {
+        None => None,
+        Some(raw) => {
+            if !merchant.oneclick_enabled {
+                return Err(Fault::OneClickDisabled.into());
+            }
+            let number = CustomerNumber::parse(raw)?;
+            if signed {
+                let msg = signature::message(
+                    &merchant.id.to_string(),
+                    &order.order_number,
+                    &order.amount,
+                    &order.currency,
+                    raw,
+                );
+                let given = order.signature.as_deref().ok_or(Fault::InvalidSignature)?;
+                signature::verify(merchant.signature_key.expose(), &msg, given)?;
+            }
+            Some(number)
+        }
+    };
+    Ok(ValidOrder { order_number, amount, currency, customer })
+}
+
+/// A new card's fields, validated; expired cards are refused.
+pub struct ValidCard {
+    pub pan: Pan,
+    pub expiry: Expiry,
+    pub holder: CardholderName,
+    pub cvc: Option<Cvc>,
+}
+
+pub fn validate_card(card: &NewCardInput, today: chrono::NaiveDate, cvc_required: bool) -> EngineResult<ValidCard> {
+    let pan = Pan::parse(card.number.expose())?;
+    let month: u32 = card.expiry_month.trim().parse().map_err(|_| Fault::InvalidExpiry)?;
+    let year: u32 = card.expiry_year.trim().parse().map_err(|_| Fault::InvalidExpiry)?;
+    let expiry = Expiry::from_parts(month, year)?;
+    if expiry.is_expired_on(today) {
+        return Err(Fault::InvalidExpiry.into());
+    }
+    let holder = CardholderName::parse(&card.holder)?;
+    let cvc = match &card.cvc {
+        Some(raw) => Some(Cvc::parse(raw.expose())?),
+        None if cvc_required => return Err(Fault::MissingField.into()),
+        None => None,
+    };
+    if cvc.as_ref().is_some_and(|c| !c.fits(pan.brand())) {
+        return Err(Fault::InvalidCvc.into());
+    }
+    Ok(ValidCard { pan, expiry, holder, cvc })
+}
+
+/// Where the card of a payment comes from.
+enum CardSource {
+    New(ValidCard),
+    Saved { record: CardRecord, cvc: Option<Cvc> },
+    Agreement { initial_order_number: String, today: chrono::NaiveDate },
+}
+
+/// Everything the pipeline needs for one payment.
+struct Plan {
+    merchant: Arc<MerchantRecord>,
+    kind: &'static str,
+    order: ValidOrder,
+    union_id: i64,
+    card: CardSource,
+    save: bool,
+    new_agreement: Option<RecurringParams>,
+    check_limits: bool,
+    auth_kind: AuthKind,
+    digest: [u8; 32],
+}
+
+fn today_for(merchant: &MerchantRecord) -> chrono::NaiveDate {
+    chrono::Utc::now().with_timezone(&merchant.time_zone).date_naive()
+}
+
+fn digest(deps: &Deps, kind: &str, order: &ValidOrder, card_identity: &[u8]) -> [u8; 32] {
+    deps.keyring.request_digest(&[
+        kind.as_bytes(),
+        &order.amount.minor().to_be_bytes(),
+        order.currency.as_str().as_bytes(),
+        order.customer.as_ref().map(|c| c.as_str()).unwrap_or("").as_bytes(),
+        card_identity,
+    ])
+}
+
+fn base_result(plan: &Plan) -> PaymentResult {
+    let (card, token) = match &plan.card {
+        CardSource::New(c) => (
+            Some(MaskedCard {
+                number: c.pan.masked(),
+                brand: c.pan.brand().as_str().to_string(),
+                expire: c.expiry.display(),
+                holder: c.holder.as_str().to_string(),
+            }),
+            None,
+        ),
+        CardSource::Saved { record, .. } => (Some(MaskedCard::of(record)), Some(record.token.clone())),
+        CardSource::Agreement { .. } => (None, None),
+    };
+    let code = ResponseCode::AS105;
+    PaymentResult {
+        merchant_id: plan.merchant.id,
+        order_number: plan.order.order_number.as_str().to_string(),
+        kind: plan.kind.to_string(),
+        order_state: OrderState::Declined,
+        response_code: code,
+        message: code.message().to_string(),
+        amount: plan.order.amount.to_string(),
+        currency: plan.order.currency.as_str().to_string(),
+        card,
+        token,
+        card_saved: false,
+    }
+}
+
+fn limit_check(merchant: &MerchantRecord, currency: Currency) -> Option<LimitCheck> {
+    let limits = merchant.limits_for(currency.as_str());
+    if limits.day.is_none() && limits.week.is_none() {
+        return None;
+    }
+    let (day_start, week_start) = limits::window_starts(chrono::Utc::now(), merchant.time_zone);
+    Some(LimitCheck {
+        day: limits.day.map(|a| a.minor()),
+        week: limits.week.map(|a| a.minor()),
+        day_start_ms: day_start.timestamp_millis(),
+        week_start_ms: week_start.timestamp_millis(),
+    })
+}
+
+/// The pipeline. Returns the reply and what the customer's cache should become.
+async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextState) {
+    let mut result = base_result(&plan);
+    let customer = plan.order.customer.as_ref().map(|c| (plan.union_id, c.as_str().to_string()));
+    let has_customer = customer.is_some();
+    let (token, agreement) = match &plan.card {
+        CardSource::Saved { record, .. } => (Some(record.token.clone()), None),
+        CardSource::Agreement { initial_order_number, today } => {
+            (None, Some(AgreementCharge { initial_order_number: initial_order_number.clone(), today: *today }))
+        }
+        CardSource::New(_) => (None, None),
+    };
+    let reserve = Reserve {
+        merchant_id: plan.merchant.id,
+        order_number: plan.order.order_number.as_str().to_string(),
+        kind: plan.kind,
+        customer,
+        token,
+        agreement,
+        amount: plan.order.amount.minor(),
+        currency: plan.order.currency.as_str().to_string(),
+        digest: plan.digest,
+        limits: if plan.check_limits { limit_check(&plan.merchant, plan.order.currency) } else { None },
+        limit_declined: result.clone(),
+        now_ms: now_ms(),
+    };
+    let invalidate = if has_customer { NextState::Invalidate } else { NextState::Keep };
+    let reservation = match flatten(deps.vault.send(reserve).await) {
+        Ok(r) => r,
+        Err(e) => return (Err(e), invalidate),
+    };
+    let (order_id, customer_id, reserved_card, agreement) = match reservation {
+        Reservation::Reserved { order_id, customer_id, card, agreement } => (order_id, customer_id, card, agreement),
+        Reservation::Replay(Some(stored), _) => return (Ok(stored), NextState::Keep),
+        Reservation::Replay(None, row) => {
+            result.order_state = OrderState::InProcess;
+            result.response_code = ResponseCode::AS300;
+            result.message = ResponseCode::AS300.message().to_string();
+            result.card = None;
+            result.token = None;
+            let _ = row;
+            return (Ok(result), NextState::Keep);
+        }
+        Reservation::Conflict => return (Err(Fault::IdempotencyConflict.into()), NextState::Keep),
+        Reservation::LimitExceeded(stored) => return (Ok(stored), invalidate),
+        Reservation::CardUnavailable => return (Err(Fault::TokenNotFound.into()), invalidate),
+        Reservation::AgreementNotFound => return (Err(Fault::AgreementNotFound.into()), NextState::Keep),
+        Reservation::OutOfTerms => return (Err(Fault::RecurringOutOfTerms.into()), NextState::Keep),
+    };
+
+    // The card for the acquirer: typed now, or decrypted by the vault in the reservation.
+    let (pan, expiry, cvc, used_card_id) = match (&plan.card, &reserved_card) {
+        (CardSource::New(c), _) => (c.pan.clone(), c.expiry, c.cvc.clone(), None),
+        (CardSource::Saved { cvc, .. }, Some((record, pan))) => (pan.clone(), record.expiry, cvc.clone(), Some(record.id)),
+        (CardSource::Agreement { .. }, Some((record, pan))) => {
+            result.card = Some(MaskedCard::of(record));
+            (pan.clone(), record.expiry, None, None)
+        }
+        _ => return (Err(EngineError::Vault(VaultError::Corrupt("reservation without card".into()))), invalidate),
+    };
+    let auth_kind = match (&plan.auth_kind, &agreement) {
+        (AuthKind::MerchantInitiated { .. }, Some((_, ntx, _))) => {
+            AuthKind::MerchantInitiated { network_tx_id: if plan.merchant.mit_cof { ntx.clone() } else { None } }
+        }
+        (k, _) => k.clone(),
+    };
+    let outcome = deps
+        .acquirer
+        .authorize(AuthRequest {
+            merchant_id: plan.merchant.id,
+            order_number: plan.order.order_number.as_str().to_string(),
+            amount_minor: plan.order.amount.minor(),
+            currency: plan.order.currency.as_str().to_string(),
+            pan: AuthPan::new(pan.expose().to_string()),
+            expiry_month: expiry.month,
+            expiry_year: expiry.year,
+            cvc: cvc.map(|c| AuthCvc::new(c.expose().to_string())),
+            kind: auth_kind,
+        })
+        .await;
+    let state = match outcome.state {
+        AuthState::Approved => OrderState::Approved,
+        AuthState::Declined => OrderState::Declined,
+        AuthState::Timeout => OrderState::Timeout,
+    };
+    let code = ResponseCode::parse(&outcome.response_code).unwrap_or(match state {
+        OrderState::Approved => ResponseCode::AS000,
+        OrderState::Timeout => ResponseCode::AS998,
+        _ => ResponseCode::AS100,
+    });
+    result.order_state = state;
+    result.response_code = code;
+    result.message = code.message().to_string();
+
+    let save = match (&plan.card, plan.save) {
+        (CardSource::New(c), true) => Some(SaveCard { pan: c.pan.clone(), expiry: c.expiry, holder: c.holder.as_str().to_string() }),
+        _ => None,
+    };
+    let new_agreement = match (&plan.card, &plan.new_agreement) {
+        (CardSource::New(c), Some(params)) => Some(NewAgreement {
+            pan: c.pan.clone(),
+            expiry: c.expiry,
+            holder: c.holder.as_str().to_string(),
+            params: params.clone(),
+            currency: plan.order.currency.as_str().to_string(),
+        }),
+        _ => None,
+    };
+    let complete = Complete {
+        merchant_id: plan.merchant.id,
+        order_id,
+        customer_id,
+        state,
+        response_code: code.as_str(),
+        network_tx_id: outcome.network_tx_id.clone(),
+        used_card_id,
+        save,
+        new_agreement,
+        charged_agreement: agreement.map(|(id, _, previous)| (id, previous)),
+        result,
+        now_ms: now_ms(),
+    };
+    match complete_with_retry(deps, complete).await {
+        Ok(done) => {
+            let next = match done.snapshot {
+                Some(s) => NextState::Replace(Some(Arc::new(s))),
+                None => NextState::Keep,
+            };
+            (Ok(done.result), next)
+        }
+        Err(e) => {
+            tracing::error!(order_id, error = %e, "could not record the acquirer's answer; the order stays In Process");
+            (Err(e), invalidate)
+        }
+    }
+}
+
+/// The acquirer has answered: recording it is worth a few retries over a short outage.
+async fn complete_with_retry(deps: &Deps, msg: Complete) -> EngineResult<crate::vault::payments::Completed> {
+    let mut msg = Some(msg);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let current = msg.take().ok_or(EngineError::Fault(Fault::Internal))?;
+        let backup = clone_complete(&current);
+        match flatten(deps.vault.send(current).await) {
+            Err(EngineError::Vault(e)) if e.is_transient() && delay <= Duration::from_secs(2) => {
+                tracing::warn!(error = %e, "recording a payment failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                msg = Some(backup);
+            }
+            other => return other,
+        }
+    }
+}
+
+fn clone_complete(c: &Complete) -> Complete {
+    Complete {
+        merchant_id: c.merchant_id,
+        order_id: c.order_id,
+        customer_id: c.customer_id,
+        state: c.state,
+        response_code: c.response_code,
+        network_tx_id: c.network_tx_id.clone(),
+        used_card_id: c.used_card_id,
+        save: c.save.as_ref().map(|s| SaveCard { pan: s.pan.clone(), expiry: s.expiry, holder: s.holder.clone() }),
+        new_agreement: c.new_agreement.as_ref().map(|a| NewAgreement {
+            pan: a.pan.clone(),
+            expiry: a.expiry,
+            holder: a.holder.clone(),
+            params: a.params.clone(),
+            currency: a.currency.clone(),
+        }),
+        charged_agreement: c.charged_agreement.clone(),
+        result: c.result.clone(),
+        now_ms: c.now_ms,
+    }
+}
+
+/// Runs `plan_for(snapshot)` in the customer's actor, or directly when there is no customer.
+async fn run<F>(engine: &Engine, merchant: &MerchantRecord, customer: Option<&CustomerNumber>, plan_for: F) -> EngineResult<PaymentResult>
+where
+    F: Fn(Option<&CustomerSnapshot>) -> EngineResult<Plan> + Clone + Send + 'static,
+{
+    let Some(number) = customer else {
+        let plan = plan_for(None)?;
+        return execute(&engine.deps, plan).await.0;
+    };
+    let key = CustomerKey { union_id: merchant.union_id, customer_number: Arc::from(number.as_str()) };
+    engine
+        .on_customer(&key, || {
+            let plan_for = plan_for.clone();
+            Box::new(move |deps: Arc<Deps>, snapshot: Option<Arc<CustomerSnapshot>>| {
+                Box::pin(async move {
+                    match plan_for(snapshot.as_deref()) {
+                        Ok(plan) => execute(&deps, plan).await,
+                        Err(e) => (Err(e), NextState::Keep),
+                    }
+                })
+            })
+        })
+        .await
+}
+
+fn refuse_fraud(snapshot: Option<&CustomerSnapshot>) -> EngineResult<()> {
+    if snapshot.is_some_and(|s| s.fraud) {
+        return Err(Fault::CustomerFraud.into());
+    }
+    Ok(())
+}
+
+pub(super) async fn pay_new_card(engine: &Engine, merchant: Arc<MerchantRecord>, req: PayNewCardRequest) -> EngineResult<PaymentResult> {
+    let order = validate_order(&merchant, &req.order, true, false)?;
+    let r = &req.recurring;
+    let any_recurring = recurring::any_field_present(
+        r.indicator.as_deref(),
+        r.min_amount.as_deref(),
+        r.max_amount.as_deref(),
+        r.period_days.as_deref(),
+        r.max_date.as_deref(),
+    );
+    recurring::check_exclusive(order.customer.is_some(), any_recurring)?;
+    let params = RecurringParams::parse(
+        r.indicator.as_deref(),
+        r.min_amount.as_deref(),
+        r.max_amount.as_deref(),
+        r.period_days.as_deref(),
+        r.max_date.as_deref(),
+    )?;
+    let today = today_for(&merchant);
+    let card = validate_card(&req.card, today, true)?;
+    let fingerprint = engine.deps.keyring.fingerprint(card.pan.expose().as_bytes());
+    let kind = if params.is_some() { "recurring_initial" } else { "purchase" };
+    let digest = digest(&engine.deps, kind, &order, &fingerprint);
+    let consent = req.save.unwrap_or(true);
+    let card = Arc::new(card);
+    let m = merchant.clone();
+    let o = order.clone();
+    run(engine, &merchant, order.customer.as_ref(), move |snapshot| {
+        refuse_fraud(snapshot)?;
+        let deny = snapshot.is_some_and(|s| s.deny);
+        let save = o.customer.is_some() && consent && m.oneclick_enabled && m.mode.may_save_new_cards() && !deny;
+        Ok(Plan {
+            merchant: m.clone(),
+            kind,
+            order: o.clone(),
+            union_id: m.union_id,
+            card: CardSource::New(clone_card(&card)),
+            save,
+            new_agreement: params.clone(),
+            check_limits: o.customer.is_some(),
+            auth_kind: if params.is_some() { AuthKind::RecurringInitial } else { AuthKind::Purchase },
+            digest,
+        })
+    })
+    .await
+}
+
+fn clone_card(c: &ValidCard) -> ValidCard {
+    ValidCard { pan: c.pan.clone(), expiry: c.expiry, holder: c.holder.clone(), cvc: c.cvc.clone() }
+}
+
+pub(super) async fn register(engine: &Engine, merchant: Arc<MerchantRecord>, req: RegisterRequest) -> EngineResult<PaymentResult> {
+    let order = validate_order(&merchant, &req.order, true, true)?;
+    if order.customer.is_some() && !merchant.mode.may_save_new_cards() {
+        return Err(Fault::ModeForbids.into());
+    }
+    let card = Arc::new(validate_card(&req.card, today_for(&merchant), true)?);
+    let fingerprint = engine.deps.keyring.fingerprint(card.pan.expose().as_bytes());
+    let digest = digest(&engine.deps, "registration", &order, &fingerprint);
+    let m = merchant.clone();
+    let o = order.clone();
+    run(engine, &merchant, order.customer.as_ref(), move |snapshot| {
+        refuse_fraud(snapshot)?;
+        let deny = snapshot.is_some_and(|s| s.deny);
+        Ok(Plan {
+            merchant: m.clone(),
+            kind: "registration",
+            order: o.clone(),
+            union_id: m.union_id,
+            card: CardSource::New(clone_card(&card)),
+            save: o.customer.is_some() && !deny,
+            new_agreement: None,
+            check_limits: false,
+            auth_kind: AuthKind::Verify,
+            digest,
+        })
+    })
+    .await
+}
+
+/// The saved card of `token`, if this customer has it usable today.
+fn saved_card(snapshot: Option<&CustomerSnapshot>, token: &Token, today: chrono::NaiveDate) -> EngineResult<CardRecord> {
+    let card = snapshot
+        .and_then(|s| s.cards.iter().find(|c| c.token == token.as_str() && c.state != CardState::Deleted))
+        .ok_or(Fault::TokenNotFound)?;
+    if !card.is_usable_on(today) {
+        return Err(Fault::CardExpired.into());
+    }
+    Ok(card.clone())
+}
+
+pub(super) async fn pay_saved_card(engine: &Engine, merchant: Arc<MerchantRecord>, req: PaySavedCardRequest) -> EngineResult<PaymentResult> {
+    let order = validate_order(&merchant, &req.order, true, false)?;
+    let number = order.customer.clone().ok_or(Fault::MissingField)?;
+    if !merchant.mode.may_pay_with_saved_card() {
+        return Err(Fault::ModeForbids.into());
+    }
+    let token = Token::parse(&req.token).map_err(|_| Fault::TokenNotFound)?;
+    let cvc = req.cvc.as_ref().map(|c| Cvc::parse(c.expose())).transpose()?;
+    if merchant.need_cvc && cvc.is_none() {
+        return Err(Fault::CvcRequired.into());
+    }
+    let digest = digest(&engine.deps, "saved_card", &order, token.as_str().as_bytes());
+    let today = today_for(&merchant);
+    let m = merchant.clone();
+    let o = order.clone();
+    run(engine, &merchant, Some(&number), move |snapshot| {
+        refuse_fraud(snapshot)?;
+        let record = saved_card(snapshot, &token, today)?;
+        if cvc.as_ref().is_some_and(|c| !c.fits(record.brand)) {
+            return Err(Fault::InvalidCvc.into());
+        }
+        Ok(Plan {
+            merchant: m.clone(),
+            kind: "saved_card",
+            order: o.clone(),
+            union_id: m.union_id,
+            card: CardSource::Saved { record, cvc: cvc.clone() },
+            save: false,
+            new_agreement: None,
+            check_limits: true,
+            auth_kind: AuthKind::CardOnFile,
+            digest,
+        })
+    })
+    .await
+}
+
+pub(super) async fn token_pay(engine: &Engine, merchant: Arc<MerchantRecord>, req: TokenPayRequest) -> EngineResult<PaymentResult> {
+    if req.token_type != 5 {
+        return Err(Fault::InvalidTokenType.into());
+    }
+    let order = validate_order(&merchant, &req.order, false, false)?;
+    let number = order.customer.clone().ok_or(Fault::MissingField)?;
+    if !merchant.mode.may_pay_with_saved_card() {
+        return Err(Fault::ModeForbids.into());
+    }
+    let token = Token::parse(&req.token).map_err(|_| Fault::TokenNotFound)?;
+    let digest = digest(&engine.deps, "token_pay", &order, token.as_str().as_bytes());
+    let today = today_for(&merchant);
+    let m = merchant.clone();
+    let o = order.clone();
+    run(engine, &merchant, Some(&number), move |snapshot| {
+        refuse_fraud(snapshot)?;
+        let record = saved_card(snapshot, &token, today)?;
+        Ok(Plan {
+            merchant: m.clone(),
+            kind: "token_pay",
+            order: o.clone(),
+            union_id: m.union_id,
+            card: CardSource::Saved { record, cvc: None },
+            save: false,
+            new_agreement: None,
+            check_limits: true,
+            auth_kind: AuthKind::CardOnFile,
+            digest,
+        })
+    })
+    .await
+}
+
+pub(super) async fn recurring_charge(
+    engine: &Engine,
+    merchant: Arc<MerchantRecord>,
+    req: RecurringChargeRequest,
+) -> EngineResult<PaymentResult> {
+    let order = validate_order(
+        &merchant,
+        &OrderInput {
+            merchant_id: req.merchant_id,
+            order_number: req.order_number.clone(),
+            amount: req.amount.clone(),
+            currency: req.currency.clone(),
+            customer_number: None,
+            signature: None,
+        },
+        false,
+        false,
+    )?;
+    let initial = OrderNumber::parse(&req.initial_order_number)?;
+    let digest = digest(&engine.deps, "recurring_charge", &order, initial.as_str().as_bytes());
+    let plan = Plan {
+        merchant: merchant.clone(),
+        kind: "recurring_charge",
+        order,
+        union_id: merchant.union_id,
+        card: CardSource::Agreement { initial_order_number: initial.as_str().to_string(), today: today_for(&merchant) },
+        save: false,
+        new_agreement: None,
+        check_limits: false,
+        auth_kind: AuthKind::MerchantInitiated { network_tx_id: None },
+        digest,
+    };
+    execute(&engine.deps, plan).await.0
+}

@@ -1,0 +1,101 @@
+//! The registry of customer actors: finds or starts the one actor of a (union, customer number).
+//!
+//! Not a global bottleneck: the map is split into shards, each behind its own short mutex (held
+//! only to look up or insert an address, never across an await), and actors are spread over a
+//! pool of arbiters (threads), chosen by the key's hash, so no single thread carries every
+//! customer. An address whose actor died (a panic) is replaced on the next lookup.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, Weak};
+
+use actix::{Addr, ArbiterHandle, Supervisor};
+
+use crate::customer::CustomerActor;
+use crate::engine::Deps;
+
+/// A customer: the union (namespace of customer numbers) and the number (already validated, R1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CustomerKey {
+    pub union_id: i64,
+    pub customer_number: Arc<str>,
+}
+
+type Shard = Mutex<HashMap<CustomerKey, Addr<CustomerActor>>>;
+
+struct Inner {
+    shards: Vec<Shard>,
+    arbiters: Vec<ArbiterHandle>,
+    hasher: std::collections::hash_map::RandomState,
+    deps: Weak<Deps>,
+}
+
+/// Cheap to clone; all clones share the same actors.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl Registry {
+    pub fn new(shards: usize, arbiters: Vec<ArbiterHandle>, deps: Weak<Deps>) -> Registry {
+        Registry {
+            inner: Arc::new(Inner {
+                shards: (0..shards.max(1)).map(|_| Mutex::new(HashMap::new())).collect(),
+                arbiters,
+                hasher: Default::default(),
+                deps,
+            }),
+        }
+    }
+
+    fn hash(&self, key: &CustomerKey) -> u64 {
+        let mut h = self.inner.hasher.build_hasher();
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashMap<CustomerKey, Addr<CustomerActor>>> {
+        let shard = &self.inner.shards[(hash % self.inner.shards.len() as u64) as usize];
+        // A poisoned shard only means a thread panicked while holding it; the map is still valid.
+        shard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live actor of `key`, started if needed. `None` only while the engine shuts down.
+    pub fn get_or_start(&self, key: &CustomerKey) -> Option<Addr<CustomerActor>> {
+        let hash = self.hash(key);
+        let mut shard = self.shard(hash);
+        if let Some(addr) = shard.get(key) {
+            if addr.connected() {
+                return Some(addr.clone());
+            }
+        }
+        let deps = self.inner.deps.upgrade()?;
+        let arbiter = &self.inner.arbiters[((hash >> 32) % self.inner.arbiters.len() as u64) as usize];
+        let (k, registry) = (key.clone(), self.clone());
+        let addr = Supervisor::start_in_arbiter(arbiter, move |_| CustomerActor::new(k, deps, registry));
+        shard.insert(key.clone(), addr.clone());
+        Some(addr)
+    }
+
+    /// Removes `key` if it still maps to `addr` (an idle actor leaving).
+    pub fn remove_if_same(&self, key: &CustomerKey, addr: &Addr<CustomerActor>) {
+        let mut shard = self.shard(self.hash(key));
+        if shard.get(key).is_some_and(|a| a == addr) {
+            shard.remove(key);
+        }
+    }
+
+    /// Number of registered actors (a metric; takes each shard lock briefly).
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.lock().map(|m| m.len()).unwrap_or(0)).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The registered actor of `key`, if any (test hook).
+    pub fn peek(&self, key: &CustomerKey) -> Option<Addr<CustomerActor>> {
+        self.shard(self.hash(key)).get(key).cloned()
+    }
+}
