@@ -1,1 +1,44 @@
-fn main() {}
+//! `oneclick`: a thin shell over the library (see `lib.rs`). Parses the command line, loads the
+//! settings, and runs the service inside an actix System on a multi-threaded tokio runtime
+//! (actix actors need a System; STACK.md).
+
+use clap::Parser;
+use oneclick::cli::{Cli, Command};
+use oneclick::config::Settings;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("oneclick: configuration error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    oneclick::telemetry::init(&settings.log);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings),
+        Command::Admin(cmd) => oneclick::cli::admin::run(&settings, cmd),
+        Command::Client(args) => oneclick::cli::client::run(&settings, args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oneclick: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot build the tokio runtime: {e}"))
+    });
+    system.block_on(async move {
+        let app = oneclick::app::Application::build(settings).await?;
+        app.run_until_stopped(oneclick::shutdown_signal()).await
+    })
+}

@@ -1,12 +1,14 @@
 //! Tests of [`super`]: known answers, binding of ciphertexts to rows and versions, rotation,
 //! nonce uniqueness, fingerprints and redaction.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::collections::HashSet;
 
 use super::*;
 
 fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len().is_multiple_of(2), "odd hex length");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())

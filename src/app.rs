@@ -1,0 +1,130 @@
+//! The application: builds everything from [`Settings`] and runs until a shutdown signal.
+//!
+//! `Application::build(settings)` opens the vault (running pending migrations), loads the keys,
+//! starts the engine, connects to NATS, creates the JetStream streams and consumers (idempotently)
+//! and registers the service endpoints. `run_until_stopped(signal)` serves until `signal`
+//! resolves, then drains: endpoints stop taking requests, durable consumers stop pulling,
+//! in-flight requests and commands finish (bounded by `service.shutdown_grace_secs`), NATS is
+//! flushed, and it returns.
+//!
+//! Must run inside an actix `System` (see `main.rs`), because the engine is made of actors.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use oneclick_actors::acquirer::{Acquirer, Simulator};
+use oneclick_actors::crypto::Keyring;
+use oneclick_actors::vault::DatabaseUrl;
+use oneclick_actors::{Engine, EngineSettings};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::subjects::Subjects;
+
+/// A built, not yet running, application.
+pub struct Application {
+    pub settings: Settings,
+    pub engine: Engine,
+    pub client: async_nats::Client,
+    pub subjects: Subjects,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Loads the keyring from the `[keys]` settings: a key file, or env/config values. Never the DB.
+pub fn load_keyring(settings: &Settings) -> anyhow::Result<Keyring> {
+    crate::keys::load(&settings.keys)
+}
+
+/// Connects to NATS with the configured credentials.
+pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(&settings.service.name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5));
+    if let (Some(user), Some(password)) = (&settings.nats.user, &settings.nats.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_string());
+    }
+    // retry_on_initial_connect returns at once; bound the first connection by a deadline.
+    let client = options.connect(&settings.nats.url).await.context("connecting to NATS")?;
+    Ok(client)
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        settings.validate()?;
+        let url = DatabaseUrl::parse(&settings.database.url)?.with_sqlite_synchronous(settings.database.sqlite_synchronous);
+        let migrated = url.run_migrations().context("running vault migrations")?;
+        if migrated > 0 {
+            tracing::info!(migrated, "vault migrations applied");
+        }
+        let pool = url.pool(settings.database.pool_size).context("opening the vault pool")?;
+        let keyring = Arc::new(load_keyring(&settings)?);
+        let client = connect_nats(&settings).await?;
+        let acquirer: Arc<dyn Acquirer> = match settings.acquirer.kind.as_str() {
+            "nats" => Arc::new(crate::acquirer_nats::NatsAcquirer::new(
+                client.clone(),
+                settings.acquirer.nats_subject.clone(),
+                Duration::from_millis(settings.acquirer.timeout_ms),
+            )),
+            _ => Arc::new(Simulator::new(Duration::from_millis(settings.acquirer.simulator_latency_ms))),
+        };
+        let engine = Engine::start(engine_settings(&settings), pool, keyring, acquirer);
+        let subjects = Subjects::new(&settings.nats.prefix);
+        let metrics = Arc::new(Metrics::new());
+        Ok(Application { settings, engine, client, subjects, metrics })
+    }
+
+    /// Serves until `shutdown` resolves, then drains (see the module header).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let ctx = Arc::new(crate::surfaces::Context {
+            engine: self.engine.clone(),
+            client: self.client.clone(),
+            subjects: self.subjects.clone(),
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+            tracker: tracker.clone(),
+            stop: stop.clone(),
+        });
+        let service = crate::surfaces::start(ctx.clone()).await?;
+        let http = crate::http::spawn(&self.settings.http.listen, ctx.clone(), stop.clone()).await?;
+        tracing::info!(prefix = %self.settings.nats.prefix, "oneclick is serving");
+
+        shutdown.await;
+        tracing::info!("shutdown requested: draining");
+        stop.cancel();
+        // Endpoints unsubscribe; consumers stop pulling; nothing new is taken.
+        if let Err(e) = service.stop().await {
+            tracing::warn!(error = %e, "stopping the NATS service");
+        }
+        tracker.close();
+        let grace = Duration::from_secs(self.settings.service.shutdown_grace_secs);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(in_flight = tracker.len(), "grace period over with work in flight; unacknowledged commands will be redelivered");
+        }
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "flushing NATS");
+        }
+        http.abort();
+        tracing::info!("oneclick stopped");
+        Ok(())
+    }
+}
+
+fn engine_settings(settings: &Settings) -> EngineSettings {
+    let e = &settings.engine;
+    EngineSettings {
+        actor_idle: Duration::from_secs(e.actor_idle_secs),
+        registry_shards: e.registry_shards,
+        state_ttl: Duration::from_millis(e.state_ttl_ms),
+        credential_cache: Duration::from_secs(e.credential_cache_secs),
+        merchant_cache: Duration::from_millis(e.merchant_cache_ms),
+        vault_workers: settings.database.pool_size as usize,
+        ..EngineSettings::default()
+    }
+}

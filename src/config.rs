@@ -1,0 +1,769 @@
+//! Settings: code defaults (identical to `config/base.toml`), then `config/base.toml` (or the file
+//! given with `--config PATH`), then `<same dir>/<ONECLICK_ENV>.toml` when `ONECLICK_ENV` is set,
+//! then environment variables `ONECLICK__SECTION__KEY` (`__` nests: `ONECLICK__DATABASE__URL`).
+//!
+//! Invariants:
+//! - every key has a default, so the service starts with no file at all (one node, SQLite,
+//!   simulator acquirer) and `config/base.toml` documents every key;
+//! - key material never comes from `base.toml`: `keys.*` and passwords come from the environment
+//!   or a key file, and every secret is a [`SecretString`] that redacts in `Debug`;
+//! - every error names its key (`nats.partitions: must be 1..=1024`); figment's own errors do too
+//!   (`… for key "nats.partitions" in ONECLICK__NATS__PARTITIONS environment variable`);
+//!   validation messages never echo a secret value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use oneclick_actors::crypto::{Keyring, MasterKey};
+use oneclick_actors::engine::requests::SecretString;
+use oneclick_actors::vault::SqliteSync;
+use serde::{Deserialize, Serialize};
+
+/// The default settings file, relative to the working directory.
+pub const DEFAULT_FILE: &str = "config/base.toml";
+/// Names the per-environment file next to the base file (`production` → `production.toml`).
+pub const ENV_VAR: &str = "ONECLICK_ENV";
+/// Prefix of overriding environment variables; `__` separates section and key.
+pub const ENV_PREFIX: &str = "ONECLICK__";
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Parse or type error; figment's message names the key and where the value came from.
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    #[error("{0}: file not found")]
+    FileMissing(PathBuf),
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Load(Box::new(e))
+    }
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// All settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub service: ServiceSettings,
+    pub nats: NatsSettings,
+    pub database: DatabaseSettings,
+    pub keys: KeysSettings,
+    pub engine: EngineSection,
+    pub acquirer: AcquirerSettings,
+    pub log: LogSettings,
+    pub http: HttpSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// Instance name in logs and the micro-service API.
+    pub name: String,
+    /// After a stop signal: stop taking work, finish in-flight work for at most this long.
+    pub shutdown_grace_secs: u64,
+    /// Deadline of one request-reply request inside oneclick.
+    pub request_timeout_ms: u64,
+    /// Larger request bodies get `RequestTooLarge` without being parsed.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            name: "oneclick".into(),
+            shutdown_grace_secs: 30,
+            request_timeout_ms: 5000,
+            max_request_bytes: 65536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    /// One URL or a comma-separated list (`nats://`, `tls://`, `ws://`, `wss://`).
+    pub url: String,
+    /// First token of every subject; also names the streams (`ONECLICK_CMD`).
+    pub prefix: String,
+    /// Queue group of the request-reply subscriptions (replicas share work).
+    pub queue_group: String,
+    /// Command partitions = ordered consumers. Changing it re-routes customers: drain first.
+    pub partitions: u32,
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+    /// JetStream: redeliver an unacknowledged command after this long.
+    pub ack_wait_secs: u64,
+    /// JetStream: deliveries before a command goes to the dead-letter subject.
+    pub max_deliver: i64,
+    /// JetStream: redelivery delays; NATS requires fewer entries than `max_deliver`.
+    pub backoff_ms: Vec<u64>,
+    /// JetStream: `Nats-Msg-Id` duplicates within this window are dropped.
+    pub duplicate_window_secs: u64,
+    /// JetStream: replicas of both streams (1 single server, 3 in a cluster).
+    pub stream_replicas: usize,
+    /// JetStream: events are kept this long.
+    pub events_max_age_days: u64,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            url: "nats://127.0.0.1:4222".into(),
+            prefix: "oneclick".into(),
+            queue_group: "oneclick".into(),
+            partitions: 8,
+            user: None,
+            password: None,
+            ack_wait_secs: 30,
+            max_deliver: 5,
+            backoff_ms: vec![1000, 5000, 15000],
+            duplicate_window_secs: 120,
+            stream_replicas: 1,
+            events_max_age_days: 7,
+        }
+    }
+}
+
+impl NatsSettings {
+    pub fn subjects(&self) -> crate::subjects::Subjects {
+        crate::subjects::Subjects::new(self.prefix.clone())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite://PATH`. May hold a password: set it from the environment.
+    pub url: String,
+    /// Connections = vault worker threads.
+    pub pool_size: u32,
+    /// `full` (durable through power loss) or `normal` (faster; the last commits may be lost
+    /// on power loss).
+    pub sqlite_synchronous: SqliteSync,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: "sqlite://.local/oneclick.db".into(),
+            pool_size: 8,
+            sqlite_synchronous: SqliteSync::Full,
+        }
+    }
+}
+
+/// Card-encryption keys. Never in `base.toml`: environment or a key file only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysSettings {
+    /// A key file (versioned master keys and the fingerprint key).
+    pub file: Option<PathBuf>,
+    /// `VERSION:BASE64[,VERSION:BASE64…]` (32-byte AES-256 keys).
+    pub master_keys: Option<SecretString>,
+    /// The version new ciphertexts use; default the highest.
+    pub current: Option<u32>,
+    /// Base64 HMAC key of card fingerprints (R11).
+    pub fingerprint_key: Option<SecretString>,
+}
+
+/// The `[engine]` section (see [`oneclick_actors::engine::EngineSettings`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    pub actor_idle_secs: u64,
+    pub registry_shards: usize,
+    pub state_ttl_ms: u64,
+    pub credential_cache_secs: u64,
+    pub merchant_cache_ms: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            actor_idle_secs: 300,
+            registry_shards: 64,
+            state_ttl_ms: 1000,
+            credential_cache_secs: 60,
+            merchant_cache_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcquirerKind {
+    /// The deterministic simulator (docs: test cards).
+    #[default]
+    Simulator,
+    /// Request-reply to an external acquiring host on `acquirer.nats_subject`.
+    Nats,
+}
+
+impl AcquirerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcquirerKind::Simulator => "simulator",
+            AcquirerKind::Nats => "nats",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcquirerSettings {
+    pub kind: AcquirerKind,
+    pub simulator_latency_ms: u64,
+    pub nats_subject: String,
+    /// After this long an authorization is in doubt (`Timeout`, amount kept reserved, R12).
+    pub timeout_ms: u64,
+}
+
+impl Default for AcquirerSettings {
+    fn default() -> Self {
+        AcquirerSettings {
+            kind: AcquirerKind::Simulator,
+            simulator_latency_ms: 0,
+            nats_subject: crate::subjects::ACQUIRER_AUTHORIZE.into(),
+            timeout_ms: 10000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl PartialEq<&str> for LogFormat {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A level (`info`) or an `EnvFilter` directive list (`info,oneclick=debug`).
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// `/metrics` and `/health`.
+    pub listen: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads and validates. `path` replaces `config/base.toml` (and must exist).
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let settings: Settings = Settings::figment(path)?.extract()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The layered providers, before extraction.
+    pub fn figment(path: Option<&Path>) -> Result<Figment, ConfigError> {
+        let base = match path {
+            Some(p) if !p.is_file() => return Err(ConfigError::FileMissing(p.to_path_buf())),
+            Some(p) => p.to_path_buf(),
+            None => PathBuf::from(DEFAULT_FILE),
+        };
+        let mut figment = Figment::new().merge(Toml::file_exact(&base));
+        if let Some(env) = std::env::var(ENV_VAR).ok().filter(|e| !e.is_empty()) {
+            if !env
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(invalid(ENV_VAR, "expected letters, digits, '_' or '-'"));
+            }
+            let file = base.with_file_name(format!("{env}.toml"));
+            if !file.is_file() {
+                // A typo in ONECLICK_ENV must not silently run on defaults.
+                return Err(ConfigError::FileMissing(file));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        Ok(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+    }
+
+    /// Checks every value; the error names the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_service()?;
+        self.validate_nats()?;
+        self.validate_database()?;
+        self.validate_keys()?;
+        self.validate_engine()?;
+        self.validate_acquirer()?;
+        self.validate_log_and_http()
+    }
+
+    fn validate_service(&self) -> Result<(), ConfigError> {
+        let s = &self.service;
+        if s.name.trim().is_empty() {
+            return Err(invalid("service.name", "must not be empty"));
+        }
+        if s.shutdown_grace_secs > 3600 {
+            return Err(invalid("service.shutdown_grace_secs", "must be 0..=3600"));
+        }
+        if !(1..=600_000).contains(&s.request_timeout_ms) {
+            return Err(invalid("service.request_timeout_ms", "must be 1..=600000"));
+        }
+        // NATS' default max_payload is 1 MiB: a larger limit could never be reached.
+        if !(256..=1_048_576).contains(&s.max_request_bytes) {
+            return Err(invalid(
+                "service.max_request_bytes",
+                "must be 256..=1048576",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_nats(&self) -> Result<(), ConfigError> {
+        let n = &self.nats;
+        let urls: Vec<&str> = n.url.split(',').map(str::trim).collect();
+        if urls.iter().any(|u| {
+            !["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|scheme| u.starts_with(scheme) && u.len() > scheme.len())
+        }) {
+            return Err(invalid(
+                "nats.url",
+                "must start with nats://, tls://, ws:// or wss:// (comma-separated for several)",
+            ));
+        }
+        if n.prefix.is_empty()
+            || !n
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(
+                "nats.prefix",
+                "must be one subject token of letters, digits, '_' or '-'",
+            ));
+        }
+        if n.queue_group.is_empty()
+            || n.queue_group
+                .contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+        {
+            return Err(invalid(
+                "nats.queue_group",
+                "must be non-empty, without spaces or wildcards",
+            ));
+        }
+        if !(1..=1024).contains(&n.partitions) {
+            return Err(invalid("nats.partitions", "must be 1..=1024"));
+        }
+        if n.user.is_some() != n.password.is_some() {
+            return Err(invalid(
+                "nats.password",
+                "nats.user and nats.password must be set together",
+            ));
+        }
+        if n.ack_wait_secs == 0 {
+            return Err(invalid("nats.ack_wait_secs", "must be at least 1"));
+        }
+        if n.max_deliver < 1 {
+            return Err(invalid("nats.max_deliver", "must be at least 1"));
+        }
+        if n.backoff_ms.contains(&0) {
+            return Err(invalid("nats.backoff_ms", "every delay must be at least 1"));
+        }
+        if !n.backoff_ms.is_empty() && n.backoff_ms.len() as i64 >= n.max_deliver {
+            return Err(invalid(
+                "nats.backoff_ms",
+                "must have fewer entries than nats.max_deliver (a NATS rule)",
+            ));
+        }
+        if n.duplicate_window_secs == 0 {
+            return Err(invalid("nats.duplicate_window_secs", "must be at least 1"));
+        }
+        if !(1..=5).contains(&n.stream_replicas) {
+            return Err(invalid("nats.stream_replicas", "must be 1..=5"));
+        }
+        if n.events_max_age_days == 0 {
+            return Err(invalid("nats.events_max_age_days", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_database(&self) -> Result<(), ConfigError> {
+        let d = &self.database;
+        let ok = ["postgres://", "postgresql://", "sqlite://"]
+            .iter()
+            .any(|scheme| d.url.starts_with(scheme) && d.url.len() > scheme.len());
+        if !ok {
+            return Err(invalid(
+                "database.url",
+                "must start with postgres:// or sqlite://",
+            ));
+        }
+        if !(1..=1024).contains(&d.pool_size) {
+            return Err(invalid("database.pool_size", "must be 1..=1024"));
+        }
+        Ok(())
+    }
+
+    fn validate_keys(&self) -> Result<(), ConfigError> {
+        let k = &self.keys;
+        // The keyring's own parser, so config and startup agree; its messages never hold a key.
+        let versions: Vec<u32> = match &k.master_keys {
+            Some(spec) => Keyring::parse_spec(spec.expose())
+                .map_err(|e| {
+                    invalid(
+                        "keys.master_keys",
+                        format!(
+                            "expected VERSION:BASE64[,VERSION:BASE64...] of 32-byte keys ({e})"
+                        ),
+                    )
+                })?
+                .into_iter()
+                .map(|(version, _)| version)
+                .collect(),
+            None => Vec::new(),
+        };
+        if k.master_keys.is_some() && versions.is_empty() {
+            return Err(invalid("keys.master_keys", "no key given"));
+        }
+        if let Some(current) = k.current {
+            if k.master_keys.is_some() && !versions.contains(&current) {
+                return Err(invalid(
+                    "keys.current",
+                    "must be one of the versions in keys.master_keys",
+                ));
+            }
+            if k.master_keys.is_none() && k.file.is_none() {
+                return Err(invalid(
+                    "keys.current",
+                    "needs keys.master_keys or keys.file",
+                ));
+            }
+        }
+        if let Some(fp) = &k.fingerprint_key {
+            if MasterKey::from_base64(fp.expose()).is_err() {
+                return Err(invalid(
+                    "keys.fingerprint_key",
+                    "expected base64 of 32 bytes",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_engine(&self) -> Result<(), ConfigError> {
+        let e = &self.engine;
+        if e.actor_idle_secs == 0 {
+            return Err(invalid("engine.actor_idle_secs", "must be at least 1"));
+        }
+        if !(1..=4096).contains(&e.registry_shards) {
+            return Err(invalid("engine.registry_shards", "must be 1..=4096"));
+        }
+        Ok(())
+    }
+
+    fn validate_acquirer(&self) -> Result<(), ConfigError> {
+        let a = &self.acquirer;
+        let subject_ok = !a.nats_subject.is_empty()
+            && !a
+                .nats_subject
+                .contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+            && a.nats_subject.split('.').all(|t| !t.is_empty());
+        if !subject_ok {
+            return Err(invalid(
+                "acquirer.nats_subject",
+                "must be a concrete NATS subject (no spaces, wildcards or empty tokens)",
+            ));
+        }
+        if a.timeout_ms == 0 {
+            return Err(invalid("acquirer.timeout_ms", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_log_and_http(&self) -> Result<(), ConfigError> {
+        let level = self.log.level.trim();
+        let plain = ["trace", "debug", "info", "warn", "error", "off"]
+            .contains(&level.to_ascii_lowercase().as_str());
+        // Directive lists (`info,oneclick=debug`) go through EnvFilter's own parser.
+        if !plain
+            && (!level.contains('=') || tracing_subscriber::EnvFilter::try_new(level).is_err())
+        {
+            return Err(invalid(
+                "log.level",
+                "expected trace, debug, info, warn, error, off or an EnvFilter directive list",
+            ));
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "http.listen",
+                "expected HOST:PORT with an IP address",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The engine's tuning from `[engine]` (and `database.pool_size` vault workers).
+    pub fn engine_settings(&self) -> oneclick_actors::engine::EngineSettings {
+        let e = &self.engine;
+        oneclick_actors::engine::EngineSettings {
+            actor_idle: Duration::from_secs(e.actor_idle_secs),
+            registry_shards: e.registry_shards,
+            state_ttl: Duration::from_millis(e.state_ttl_ms),
+            credential_cache: Duration::from_secs(e.credential_cache_secs),
+            merchant_cache: Duration::from_millis(e.merchant_cache_ms),
+            vault_workers: self.database.pool_size as usize,
+            ..oneclick_actors::engine::EngineSettings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    const BASE: &str = include_str!("../config/base.toml");
+
+    fn load_in(jail: &Jail) -> Result<Settings, ConfigError> {
+        Settings::load(Some(&jail.directory().join("config/base.toml")))
+    }
+
+    #[test]
+    fn base_toml_equals_the_code_defaults_and_holds_no_key_material() -> Result<(), ConfigError> {
+        let from_file: Settings = Figment::new().merge(Toml::string(BASE)).extract()?;
+        assert_eq!(from_file, Settings::default());
+        Settings::default().validate()?;
+        for line in BASE.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+            for secret in ["master_keys", "fingerprint_key", "password"] {
+                assert!(!line.starts_with(secret), "base.toml sets {secret}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_key_is_documented_in_base_toml() -> Result<(), serde_json::Error> {
+        let json = serde_json::to_value(Settings::default())?;
+        for (section, keys) in json.as_object().into_iter().flatten() {
+            assert!(
+                BASE.contains(&format!("[{section}]")),
+                "[{section}] missing"
+            );
+            for key in keys.as_object().into_iter().flatten().map(|(k, _)| k) {
+                assert!(
+                    BASE.lines().any(|l| {
+                        let l = l.trim_start_matches(['#', ' ']);
+                        l.starts_with(&format!("{key} =")) || l.starts_with(&format!("{key}:"))
+                    }),
+                    "{section}.{key} is not documented in config/base.toml"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn defaults_load_from_base_toml() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_dir("config")?;
+            jail.create_file("config/base.toml", BASE)?;
+            let settings = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(settings, Settings::default());
+            assert_eq!(settings.nats.backoff_ms, vec![1000, 5000, 15000]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn no_file_at_all_still_loads_the_defaults() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let settings = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(settings, Settings::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_file_then_env_vars_override_in_order() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_dir("config")?;
+            jail.create_file("config/base.toml", BASE)?;
+            jail.create_file(
+                "config/production.toml",
+                "[database]\nurl = \"postgres://db/oneclick\"\npool_size = 16\n[log]\nformat = \"json\"\n",
+            )?;
+            jail.set_env("ONECLICK_ENV", "production");
+            jail.set_env("ONECLICK__DATABASE__POOL_SIZE", "32");
+            jail.set_env("ONECLICK__NATS__BACKOFF_MS", "[500, 2000]");
+            jail.set_env("ONECLICK__KEYS__MASTER_KEYS", "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,2:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=");
+            jail.set_env("ONECLICK__KEYS__CURRENT", "2");
+            jail.set_env("ONECLICK__ACQUIRER__KIND", "nats");
+            let s = load_in(jail).map_err(|e| e.to_string())?;
+            assert_eq!(s.database.url, "postgres://db/oneclick");
+            assert_eq!(s.database.pool_size, 32);
+            assert_eq!(s.log.format, LogFormat::Json);
+            assert_eq!(s.nats.backoff_ms, vec![500, 2000]);
+            assert_eq!(s.keys.current, Some(2));
+            assert_eq!(s.acquirer.kind, AcquirerKind::Nats);
+            assert_eq!(s.engine_settings().vault_workers, 32);
+            let debug = format!("{s:?}");
+            assert!(
+                !debug.contains("AAAAAAAA") && !debug.contains("BBBBBBBB"),
+                "{debug}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn explicit_path_and_env_file_must_exist() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let missing = Settings::load(Some(Path::new("nope.toml")));
+            assert!(matches!(missing, Err(ConfigError::FileMissing(_))));
+            jail.create_file("custom.toml", "[nats]\npartitions = 4\n")?;
+            let s = Settings::load(Some(Path::new("custom.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.nats.partitions, 4);
+            jail.set_env("ONECLICK_ENV", "staging");
+            let err = Settings::load(Some(Path::new("custom.toml")))
+                .err()
+                .map(|e| e.to_string());
+            assert!(err.unwrap_or_default().contains("staging.toml"));
+            Ok(())
+        });
+    }
+
+    fn error_with(vars: &[(&str, &str)]) -> String {
+        let mut message = String::new();
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            message = Settings::load(None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            Ok(())
+        });
+        message
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("ONECLICK__DATABASE__URL", "mysql://x")],
+                "database.url: must start with postgres:// or sqlite://",
+            ),
+            (
+                &[("ONECLICK__NATS__PARTITIONS", "0")],
+                "nats.partitions: must be 1..=1024",
+            ),
+            (&[("ONECLICK__NATS__PARTITIONS", "many")], "nats.partitions"),
+            (&[("ONECLICK__LOG__FORMAT", "xml")], "log.format"),
+            (&[("ONECLICK__LOG__LEVEL", "loud")], "log.level"),
+            (
+                &[("ONECLICK__DATABASE__SQLITE_SYNCHRONOUS", "off")],
+                "database.sqlite_synchronous",
+            ),
+            (&[("ONECLICK__NATS__URL", "http://x")], "nats.url"),
+            (&[("ONECLICK__NATS__PREFIX", "a.b")], "nats.prefix"),
+            (
+                &[("ONECLICK__NATS__BACKOFF_MS", "[1,2,3,4,5]")],
+                "nats.backoff_ms",
+            ),
+            (&[("ONECLICK__NATS__USER", "u")], "nats.password"),
+            (&[("ONECLICK__HTTP__LISTEN", "localhost")], "http.listen"),
+            (
+                &[("ONECLICK__ACQUIRER__NATS_SUBJECT", "acq.*")],
+                "acquirer.nats_subject",
+            ),
+            (
+                &[("ONECLICK__KEYS__MASTER_KEYS", "secretvalue")],
+                "keys.master_keys",
+            ),
+            (
+                &[
+                    ("ONECLICK__KEYS__MASTER_KEYS", "1:AAAA"),
+                    ("ONECLICK__KEYS__CURRENT", "2"),
+                ],
+                "keys.current",
+            ),
+            (
+                &[("ONECLICK__SERVICE__MAX_REQUEST_BYTES", "0")],
+                "service.max_request_bytes",
+            ),
+            (
+                &[("ONECLICK__ENGINE__REGISTRY_SHARDS", "0")],
+                "engine.registry_shards",
+            ),
+        ];
+        for (vars, want) in cases {
+            let got = error_with(vars);
+            assert!(got.contains(want), "{vars:?}: expected {want:?} in {got:?}");
+            assert!(!got.contains("secretvalue"), "secret echoed: {got}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("x.toml", "[nats]\npartitons = 4\n")?;
+            let err = Settings::load(Some(Path::new("x.toml")))
+                .err()
+                .map(|e| e.to_string());
+            assert!(err.unwrap_or_default().contains("partitons"));
+            Ok(())
+        });
+    }
+}

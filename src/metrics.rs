@@ -1,0 +1,100 @@
+//! Prometheus metrics: requests and commands by kind and outcome, latency histograms, payments by
+//! state and response code, JetStream redeliveries and dead letters, active customer actors.
+//! Labels are endpoint names, kinds, fault names and codes: never merchant input or card data.
+
+use std::time::Duration;
+
+use oneclick_actors::engine::replies::PaymentResult;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    payments: IntCounterVec,
+    commands: IntCounterVec,
+    redeliveries: IntCounterVec,
+    dead_letters: IntCounterVec,
+    active_customers: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("oneclick".into()), None).unwrap_or_default();
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Request-reply requests by endpoint and outcome (ok or fault name)"),
+            &["endpoint", "outcome"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("request_seconds", "Request handling time by endpoint").buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        let payments = IntCounterVec::new(
+            Opts::new("payments_total", "Payment results by kind, order state and response code"),
+            &["kind", "state", "code"],
+        )
+        .expect("valid metric");
+        let commands = IntCounterVec::new(
+            Opts::new("commands_total", "Durable JetStream commands by kind and outcome"),
+            &["kind", "outcome"],
+        )
+        .expect("valid metric");
+        let redeliveries = IntCounterVec::new(
+            Opts::new("jetstream_redeliveries_total", "Commands received again after a failed or unacknowledged delivery"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let dead_letters =
+            IntCounterVec::new(Opts::new("dead_letters_total", "Commands given up after max_deliver"), &["kind"])
+                .expect("valid metric");
+        let active_customers =
+            IntGauge::new("active_customer_actors", "Customer actors alive in this process").expect("valid metric");
+        for c in [&requests, &payments, &commands, &redeliveries, &dead_letters] {
+            let _ = registry.register(Box::new(c.clone()));
+        }
+        let _ = registry.register(Box::new(latency.clone()));
+        let _ = registry.register(Box::new(active_customers.clone()));
+        Metrics { registry, requests, latency, payments, commands, redeliveries, dead_letters, active_customers }
+    }
+
+    pub fn observe_request(&self, endpoint: &str, outcome: &str, elapsed: Duration) {
+        self.requests.with_label_values(&[endpoint, outcome]).inc();
+        self.latency.with_label_values(&[endpoint]).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_payment(&self, result: &PaymentResult) {
+        self.payments
+            .with_label_values(&[result.kind.as_str(), result.order_state.as_str(), result.response_code.as_str()])
+            .inc();
+    }
+
+    pub fn observe_command(&self, kind: &str, outcome: &str) {
+        self.commands.with_label_values(&[kind, outcome]).inc();
+    }
+
+    pub fn observe_redelivery(&self, kind: &str) {
+        self.redeliveries.with_label_values(&[kind]).inc();
+    }
+
+    pub fn observe_dead_letter(&self, kind: &str) {
+        self.dead_letters.with_label_values(&[kind]).inc();
+    }
+
+    /// The text exposition, with gauges refreshed.
+    pub fn render(&self, active_customers: usize) -> String {
+        self.active_customers.set(active_customers as i64);
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
