@@ -6,7 +6,7 @@
 //! customer. An address whose actor died (a panic) is replaced on the next lookup.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex, Weak};
 
 use actix::{Addr, ArbiterHandle, Supervisor};
@@ -49,9 +49,7 @@ impl Registry {
     }
 
     fn hash(&self, key: &CustomerKey) -> u64 {
-        let mut h = self.inner.hasher.build_hasher();
-        key.hash(&mut h);
-        h.finish()
+        self.inner.hasher.hash_one(key)
     }
 
     fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashMap<CustomerKey, Addr<CustomerActor>>> {

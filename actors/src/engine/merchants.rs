@@ -26,6 +26,8 @@ use crate::vault::records::MerchantRecord;
 use crate::vault::Vault;
 
 type Cached = (Instant, Option<Arc<MerchantRecord>>);
+/// (merchant, login) → (verified at, keyed digest of the verified credential).
+type VerifiedCredentials = HashMap<(i64, String), (Instant, [u8; 32])>;
 
 #[derive(Clone)]
 pub struct MerchantCache {
@@ -33,7 +35,7 @@ pub struct MerchantCache {
     ttl: Duration,
     credential_ttl: Duration,
     merchants: Arc<Mutex<HashMap<i64, Cached>>>,
-    credentials: Arc<Mutex<HashMap<(i64, String), (Instant, [u8; 32])>>>,
+    credentials: Arc<Mutex<VerifiedCredentials>>,
 }
 
 impl MerchantCache {

@@ -56,7 +56,8 @@ vault_message!(RotateBatch => usize, rotate_batch);
 pub fn rotate_batch(conn: &mut AnyConnection, keyring: &Keyring, msg: RotateBatch) -> Result<usize, VaultError> {
     let current = keyring.current_version() as i32;
     let mut done = 0;
-    let stale: Vec<(i64, String, Option<Vec<u8>>, Option<i32>)> = cards::table
+    type StaleCard = (i64, String, Option<Vec<u8>>, Option<i32>);
+    let stale: Vec<StaleCard> = cards::table
         .filter(cards::key_version.ne(current))
         .filter(cards::pan_ciphertext.is_not_null())
         .select((cards::id, cards::token, cards::pan_ciphertext, cards::key_version))
