@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use oneclick_actors::acquirer::{Acquirer, Simulator};
 use oneclick_actors::crypto::Keyring;
 use oneclick_actors::vault::DatabaseUrl;
-use oneclick_actors::{Engine, EngineSettings};
+use oneclick_actors::Engine;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -72,7 +72,7 @@ impl Application {
             )),
             _ => Arc::new(Simulator::new(Duration::from_millis(settings.acquirer.simulator_latency_ms))),
         };
-        let engine = Engine::start(engine_settings(&settings), pool, keyring, acquirer);
+        let engine = Engine::start(settings.engine_settings(), pool, keyring, acquirer);
         let subjects = Subjects::new(&settings.nats.prefix);
         let metrics = Arc::new(Metrics::new());
         Ok(Application { settings, engine, client, subjects, metrics })
@@ -113,18 +113,5 @@ impl Application {
         http.abort();
         tracing::info!("oneclick stopped");
         Ok(())
-    }
-}
-
-fn engine_settings(settings: &Settings) -> EngineSettings {
-    let e = &settings.engine;
-    EngineSettings {
-        actor_idle: Duration::from_secs(e.actor_idle_secs),
-        registry_shards: e.registry_shards,
-        state_ttl: Duration::from_millis(e.state_ttl_ms),
-        credential_cache: Duration::from_secs(e.credential_cache_secs),
-        merchant_cache: Duration::from_millis(e.merchant_cache_ms),
-        vault_workers: settings.database.pool_size as usize,
-        ..EngineSettings::default()
     }
 }

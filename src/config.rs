@@ -32,8 +32,8 @@ pub const ENV_PREFIX: &str = "ONECLICK__";
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Parse or type error; figment's message names the key and where the value came from.
-    #[error("{0}")]
+    /// Parse or type error, named by key and where the value came from.
+    #[error("{}", describe(.0))]
     Load(Box<figment::Error>),
     #[error("{0}: file not found")]
     FileMissing(PathBuf),
@@ -45,6 +45,31 @@ impl From<figment::Error> for ConfigError {
     fn from(e: figment::Error) -> Self {
         ConfigError::Load(Box::new(e))
     }
+}
+
+/// `nats.partitions: invalid type: found string "many", expected u32 (from `ONECLICK__`
+/// environment variable(s))`, one line per error. Figment's own text shows the environment's
+/// upper-case spelling of the key; ours is the key as written in `base.toml`.
+fn describe(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                "settings".to_string()
+            } else {
+                e.path.join(".").to_ascii_lowercase()
+            };
+            match &e.metadata {
+                Some(m) => match &m.source {
+                    Some(source) => format!("{key}: {} (from {} {source})", e.kind, m.name),
+                    None => format!("{key}: {} (from {})", e.kind, m.name),
+                },
+                None => format!("{key}: {}", e.kind),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -189,6 +214,8 @@ pub struct EngineSection {
     pub state_ttl_ms: u64,
     pub credential_cache_secs: u64,
     pub merchant_cache_ms: u64,
+    pub group_commit_writers: usize,
+    pub group_commit_max_batch: usize,
 }
 
 impl Default for EngineSection {
@@ -199,6 +226,8 @@ impl Default for EngineSection {
             state_ttl_ms: 1000,
             credential_cache_secs: 60,
             merchant_cache_ms: 1000,
+            group_commit_writers: 2,
+            group_commit_max_batch: 64,
         }
     }
 }
@@ -313,7 +342,11 @@ impl Settings {
             Some(p) => p.to_path_buf(),
             None => PathBuf::from(DEFAULT_FILE),
         };
-        let mut figment = Figment::new().merge(Toml::file_exact(&base));
+        let mut figment = Figment::new();
+        // Without an explicit path a missing base file means "defaults only".
+        if base.is_file() {
+            figment = figment.merge(Toml::file_exact(&base));
+        }
         if let Some(env) = std::env::var(ENV_VAR).ok().filter(|e| !e.is_empty()) {
             if !env
                 .chars()
@@ -503,6 +536,12 @@ impl Settings {
         if !(1..=4096).contains(&e.registry_shards) {
             return Err(invalid("engine.registry_shards", "must be 1..=4096"));
         }
+        if e.group_commit_writers == 0 || e.group_commit_writers >= self.database.pool_size as usize {
+            return Err(invalid("engine.group_commit_writers", "must be at least 1 and below database.pool_size"));
+        }
+        if !(1..=1024).contains(&e.group_commit_max_batch) {
+            return Err(invalid("engine.group_commit_max_batch", "must be 1..=1024"));
+        }
         Ok(())
     }
 
@@ -556,13 +595,17 @@ impl Settings {
             state_ttl: Duration::from_millis(e.state_ttl_ms),
             credential_cache: Duration::from_secs(e.credential_cache_secs),
             merchant_cache: Duration::from_millis(e.merchant_cache_ms),
-            vault_workers: self.database.pool_size as usize,
+            vault_workers: self.database.pool_size as usize - e.group_commit_writers,
+            group_commit_writers: e.group_commit_writers,
+            group_commit_max_batch: e.group_commit_max_batch,
             ..oneclick_actors::engine::EngineSettings::default()
         }
     }
 }
 
 #[cfg(test)]
+// figment::Jail closures must return figment's (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -733,7 +776,10 @@ mod tests {
             ),
             (
                 &[
-                    ("ONECLICK__KEYS__MASTER_KEYS", "1:AAAA"),
+                    (
+                        "ONECLICK__KEYS__MASTER_KEYS",
+                        "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                    ),
                     ("ONECLICK__KEYS__CURRENT", "2"),
                 ],
                 "keys.current",

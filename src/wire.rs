@@ -118,15 +118,15 @@ pub(crate) fn check_merchant_id(merchant_id: i64) -> Result<i64, Fault> {
     }
 }
 
-/// `<p>.v1.health` reply.
+/// `<p>.v1.health` reply (also `GET /health`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReply {
-    /// `ok` when NATS and the database answer, else `degraded`.
+    /// `ok` when the vault answers, else `degraded`.
     pub status: String,
-    pub service: String,
-    pub version: String,
-    /// `ok`, or a short cause (never a connection string).
-    pub database: String,
+    /// The vault (database) answered.
+    pub vault: bool,
+    /// The NATS connection is up.
+    pub nats: bool,
     /// Customer actors alive in this instance.
     pub active_customers: u64,
 }

@@ -26,6 +26,7 @@ use crate::registry::{CustomerKey, Registry};
 use crate::vault::customers::{Applied, CommandKey, DeleteCard, DeleteOutcome, ListCustomers, SetStatus};
 use crate::vault::payments::FindOrder;
 use crate::vault::records::{CustomerSnapshot, MerchantRecord};
+use crate::vault::group_commit::{BatchStats, GroupCommit};
 use crate::vault::{now_ms, Pool, Vault, VaultError};
 use replies::*;
 use requests::*;
@@ -80,8 +81,12 @@ pub struct EngineSettings {
     pub merchant_cache: Duration,
     /// Threads running customer actors.
     pub arbiters: usize,
-    /// Vault worker threads (and pool connections).
+    /// Vault worker threads for reads and non-payment writes.
     pub vault_workers: usize,
+    /// Group-commit writer threads for payment steps (each holds one pool connection).
+    pub group_commit_writers: usize,
+    /// Most payment steps in one group-commit transaction.
+    pub group_commit_max_batch: usize,
 }
 
 impl Default for EngineSettings {
@@ -93,7 +98,9 @@ impl Default for EngineSettings {
             credential_cache: Duration::from_secs(60),
             merchant_cache: Duration::from_millis(1000),
             arbiters: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            vault_workers: 8,
+            vault_workers: 6,
+            group_commit_writers: 2,
+            group_commit_max_batch: 64,
         }
     }
 }
@@ -101,6 +108,9 @@ impl Default for EngineSettings {
 /// What every customer actor needs.
 pub struct Deps {
     pub vault: Addr<Vault>,
+    /// Payment steps, grouped into shared transactions (`vault::group_commit`).
+    pub writer: GroupCommit,
+    pub batch_stats: Arc<BatchStats>,
     pub acquirer: Arc<dyn Acquirer>,
     pub keyring: Arc<Keyring>,
     pub settings: EngineSettings,
@@ -118,10 +128,18 @@ pub struct Engine {
 impl Engine {
     /// Starts the vault workers, the actor threads and the registry.
     pub fn start(settings: EngineSettings, pool: Pool, keyring: Arc<Keyring>, acquirer: Arc<dyn Acquirer>) -> Engine {
-        let vault = Vault::start(pool, keyring.clone(), settings.vault_workers);
+        let vault = Vault::start(pool.clone(), keyring.clone(), settings.vault_workers);
+        let batch_stats = Arc::new(BatchStats::default());
+        let writer = GroupCommit::start(
+            pool,
+            keyring.clone(),
+            settings.group_commit_writers,
+            settings.group_commit_max_batch,
+            batch_stats.clone(),
+        );
         let arbiters: Vec<Arbiter> = (0..settings.arbiters.max(1)).map(|_| Arbiter::new()).collect();
         let handles: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
-        let deps = Arc::new(Deps { vault, acquirer, keyring, settings: settings.clone() });
+        let deps = Arc::new(Deps { vault, writer, batch_stats, acquirer, keyring, settings: settings.clone() });
         let registry = Registry::new(settings.registry_shards, handles, Arc::downgrade(&deps));
         let merchants = merchants::MerchantCache::new(deps.vault.clone(), settings.merchant_cache, settings.credential_cache);
         Engine { deps, registry, merchants, _arbiters: Arc::new(arbiters) }
@@ -133,6 +151,13 @@ impl Engine {
 
     pub fn keyring(&self) -> &Arc<Keyring> {
         &self.deps.keyring
+    }
+
+    /// Group-commit counters: (transactions, payment steps, failed batches re-run alone).
+    pub fn batch_stats(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.deps.batch_stats;
+        (s.batches.load(Relaxed), s.steps.load(Relaxed), s.failed_batches.load(Relaxed))
     }
 
     /// Number of customer actors alive in the registry.

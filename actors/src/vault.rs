@@ -15,6 +15,7 @@
 
 pub mod connection;
 pub mod customers;
+pub mod group_commit;
 pub mod keys;
 pub mod merchants;
 pub mod payments;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::replies::{MaskedCard, PaymentResult};
 use super::requests::*;
-use super::{flatten, Deps, Engine, EngineError, EngineResult};
+use super::{Deps, Engine, EngineError, EngineResult};
 use crate::acquirer::{AuthCvc, AuthKind, AuthPan, AuthRequest, AuthState};
 use crate::customer::NextState;
 use crate::domain::{
@@ -200,7 +200,7 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
         now_ms: now_ms(),
     };
     let invalidate = if has_customer { NextState::Invalidate } else { NextState::Keep };
-    let reservation = match flatten(deps.vault.send(reserve).await) {
+    let reservation = match deps.writer.reserve(reserve).await.map_err(EngineError::from) {
         Ok(r) => r,
         Err(e) => return (Err(e), invalidate),
     };
@@ -221,6 +221,7 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
         Reservation::CardUnavailable => return (Err(Fault::TokenNotFound.into()), invalidate),
         Reservation::AgreementNotFound => return (Err(Fault::AgreementNotFound.into()), NextState::Keep),
         Reservation::OutOfTerms => return (Err(Fault::RecurringOutOfTerms.into()), NextState::Keep),
+        Reservation::CustomerFraud => return (Err(Fault::CustomerFraud.into()), invalidate),
     };
 
     // The card for the acquirer: typed now, or decrypted by the vault in the reservation.
@@ -310,45 +311,19 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
     }
 }
 
-/// The acquirer has answered: recording it is worth a few retries over a short outage.
+/// The acquirer has answered: recording it is worth a few retries over a short outage
+/// (`Complete` is idempotent, so a retry after an unknown commit outcome applies nothing twice).
 async fn complete_with_retry(deps: &Deps, msg: Complete) -> EngineResult<crate::vault::payments::Completed> {
-    let mut msg = Some(msg);
     let mut delay = Duration::from_millis(100);
     loop {
-        let current = msg.take().ok_or(EngineError::Fault(Fault::Internal))?;
-        let backup = clone_complete(&current);
-        match flatten(deps.vault.send(current).await) {
-            Err(EngineError::Vault(e)) if e.is_transient() && delay <= Duration::from_secs(2) => {
+        match deps.writer.complete(msg.clone()).await {
+            Err(e) if e.is_transient() && delay <= Duration::from_secs(2) => {
                 tracing::warn!(error = %e, "recording a payment failed, retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
-                msg = Some(backup);
             }
-            other => return other,
+            other => return other.map_err(EngineError::from),
         }
-    }
-}
-
-fn clone_complete(c: &Complete) -> Complete {
-    Complete {
-        merchant_id: c.merchant_id,
-        order_id: c.order_id,
-        customer_id: c.customer_id,
-        state: c.state,
-        response_code: c.response_code,
-        network_tx_id: c.network_tx_id.clone(),
-        used_card_id: c.used_card_id,
-        save: c.save.as_ref().map(|s| SaveCard { pan: s.pan.clone(), expiry: s.expiry, holder: s.holder.clone() }),
-        new_agreement: c.new_agreement.as_ref().map(|a| NewAgreement {
-            pan: a.pan.clone(),
-            expiry: a.expiry,
-            holder: a.holder.clone(),
-            params: a.params.clone(),
-            currency: a.currency.clone(),
-        }),
-        charged_agreement: c.charged_agreement.clone(),
-        result: c.result.clone(),
-        now_ms: c.now_ms,
     }
 }
 

@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use super::customers::{lock_customer, snapshot};
 use super::records::{CardRecord, CustomerSnapshot};
 use super::rows::{CardMetaRow, NewAgreementRow, NewCardRow, NewOrderRow, OrderRow};
-use super::schema::{cards, orders, recurring_agreements};
+use super::schema::{cards, customers, orders, recurring_agreements};
 use super::{on_backend, vault_message, AnyConnection, VaultError};
 use crate::crypto::{card_aad, agreement_aad, Keyring};
 use crate::domain::{Expiry, OrderState, Pan, RecurringParams, Token};
@@ -31,7 +31,7 @@ pub struct LimitCheck {
 }
 
 /// Step 1 of a payment.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Reserve {
     pub merchant_id: i64,
     pub order_number: String,
@@ -81,6 +81,8 @@ pub enum Reservation {
     AgreementNotFound,
     /// The charge is outside the agreement's terms.
     OutOfTerms,
+    /// The customer is flagged `fraud` (R6), as committed: a cached snapshot may predate the flag.
+    CustomerFraud,
 }
 vault_message!(Reserve => Reservation, reserve);
 
@@ -126,6 +128,13 @@ fn reserve_in(conn: &mut AnyConnection, keyring: &Keyring, msg: &Reserve) -> Res
         Some((union_id, number)) => lock_customer(conn, *union_id, number, true, msg.now_ms)?,
         None => None,
     };
+    // R6 under the customer's lock: another process may have set the flag after this process
+    // cached the customer, and its cache must not let a refused customer be charged.
+    if let Some(cid) = customer_id {
+        if customers::table.find(cid).select(customers::fraud).first::<bool>(conn)? {
+            return Ok(Reservation::CustomerFraud);
+        }
+    }
     let mut card = None;
     if let (Some(token), Some(cid)) = (&msg.token, customer_id) {
         let row: Option<(CardMetaRow, Option<Vec<u8>>, Option<i32>)> = cards::table
@@ -256,7 +265,7 @@ pub(crate) fn agreement_params(row: &super::rows::AgreementRow) -> Result<Recurr
 }
 
 /// A card to save with an approved payment or registration (R5).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SaveCard {
     pub pan: Pan,
     pub expiry: Expiry,
@@ -264,7 +273,7 @@ pub struct SaveCard {
 }
 
 /// A recurring agreement to create with an approved initial payment (R15).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewAgreement {
     pub pan: Pan,
     pub expiry: Expiry,
@@ -273,8 +282,9 @@ pub struct NewAgreement {
     pub currency: String,
 }
 
-/// Step 2 of a payment.
-#[derive(Debug)]
+/// Step 2 of a payment. Idempotent: an order no longer `In Process` is not completed again
+/// (a retry after a commit whose outcome was unknown), its stored reply is returned.
+#[derive(Debug, Clone)]
 pub struct Complete {
     pub merchant_id: i64,
     pub order_id: i64,
@@ -302,6 +312,22 @@ vault_message!(Complete => Completed, complete);
 
 pub fn complete(conn: &mut AnyConnection, keyring: &Keyring, msg: Complete) -> Result<Completed, VaultError> {
     conn.transaction(|conn| {
+        let current: (String, Option<String>) =
+            orders::table.find(msg.order_id).select((orders::state, orders::result_json)).first(conn)?;
+        if current.0 != OrderState::InProcess.as_str() {
+            let stored = current
+                .1
+                .as_deref()
+                .map(serde_json::from_str::<PaymentResult>)
+                .transpose()
+                .map_err(|e| VaultError::Corrupt(format!("stored result of order {}: {e}", msg.order_id)))?
+                .unwrap_or_else(|| msg.result.clone());
+            let snapshot = match msg.customer_id {
+                Some(cid) => snapshot(conn, cid)?,
+                None => None,
+            };
+            return Ok(Completed { result: stored, snapshot });
+        }
         let mut result = msg.result.clone();
         let approved = msg.state == OrderState::Approved;
         let mut card_id = msg.used_card_id;
@@ -316,8 +342,16 @@ pub fn complete(conn: &mut AnyConnection, keyring: &Keyring, msg: Complete) -> R
             }
             if let (Some(save), Some(cid)) = (&msg.save, msg.customer_id) {
                 // Savepoint: a failed save is logged and the approved payment stands (R5).
-                match conn.transaction(|conn| save_card(conn, keyring, cid, msg.merchant_id, save, msg.now_ms)) {
-                    Ok((id, token)) => {
+                // `deny` is re-read under the lock (R6): the caller's snapshot may predate it.
+                let saved = conn.transaction(|conn| {
+                    if customers::table.find(cid).select(customers::deny).first::<bool>(conn)? {
+                        return Ok(None);
+                    }
+                    save_card(conn, keyring, cid, msg.merchant_id, save, msg.now_ms).map(Some)
+                });
+                match saved {
+                    Ok(None) => {}
+                    Ok(Some((id, token))) => {
                         card_id = Some(id);
                         result.token = Some(token);
                         result.card_saved = true;

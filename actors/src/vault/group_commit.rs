@@ -1,0 +1,168 @@
+//! Group commit for the payment writes: many customers' [`Reserve`] and [`Complete`] steps share
+//! one database transaction (one fsync), each inside its own savepoint so one failure does not
+//! fail the batch, and every caller hears its answer only after the batch has committed.
+//!
+//! Why it is safe:
+//! - per-customer order is untouched: a customer has at most one step in flight (its actor waits
+//!   for the answer), so a batch never holds two steps of one customer and concurrent batches of
+//!   this process touch disjoint customers;
+//! - a step's own transaction becomes a savepoint (Diesel nests `transaction` calls), so a step
+//!   that fails rolls back alone and reports its error;
+//! - if the batch's commit fails (connection lost, a deadlock with another process), nothing of it
+//!   is applied, and each step is re-run alone in its own transaction before anyone is answered.
+//!
+//! The writer threads are plain OS threads, each holding one pool connection for its lifetime (no
+//! checkout per payment); they take whatever steps are queued, up to `max_batch`, so batches grow with load
+//! and a lone payment is committed at once.
+
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use diesel::Connection;
+use tokio::sync::oneshot;
+
+use super::payments::{complete, reserve, Complete, Completed, Reservation, Reserve};
+use super::connection::PooledConnection;
+use super::{AnyConnection, Pool, VaultError};
+use crate::crypto::Keyring;
+
+/// One queued payment step and where its answer goes.
+struct Pending {
+    step: StepMsg,
+    reply: ReplyTx,
+}
+
+enum StepMsg {
+    Reserve(Reserve),
+    Complete(Complete),
+}
+
+enum ReplyTx {
+    Reserve(oneshot::Sender<Result<Reservation, VaultError>>),
+    Complete(oneshot::Sender<Result<Completed, VaultError>>),
+}
+
+enum Outcome {
+    Reserve(Result<Reservation, VaultError>),
+    Complete(Result<Completed, VaultError>),
+}
+
+/// Handle to the writer threads. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupCommit {
+    queue: Sender<Pending>,
+}
+
+/// Statistics for benchmarks: batches committed and steps in them.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    pub batches: std::sync::atomic::AtomicU64,
+    pub steps: std::sync::atomic::AtomicU64,
+    pub failed_batches: std::sync::atomic::AtomicU64,
+}
+
+impl GroupCommit {
+    /// Starts `writers` threads, each holding one connection of `pool` for its lifetime.
+    pub fn start(pool: Pool, keyring: Arc<Keyring>, writers: usize, max_batch: usize, stats: Arc<BatchStats>) -> GroupCommit {
+        let (queue, rx) = mpsc::channel::<Pending>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..writers.max(1) {
+            let (rx, pool, keyring, stats) = (rx.clone(), pool.clone(), keyring.clone(), stats.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("oneclick-writer-{i}"))
+                .spawn(move || writer(rx, pool, keyring, max_batch.max(1), stats));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a vault writer thread");
+            }
+        }
+        GroupCommit { queue }
+    }
+
+    pub async fn reserve(&self, msg: Reserve) -> Result<Reservation, VaultError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(Pending { step: StepMsg::Reserve(msg), reply: ReplyTx::Reserve(tx) })
+            .map_err(|_| VaultError::Connect("vault writers stopped".into()))?;
+        rx.await.map_err(|_| VaultError::Connect("vault writer dropped the step".into()))?
+    }
+
+    pub async fn complete(&self, msg: Complete) -> Result<Completed, VaultError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(Pending { step: StepMsg::Complete(msg), reply: ReplyTx::Complete(tx) })
+            .map_err(|_| VaultError::Connect("vault writers stopped".into()))?;
+        rx.await.map_err(|_| VaultError::Connect("vault writer dropped the step".into()))?
+    }
+}
+
+fn take_batch(rx: &Mutex<Receiver<Pending>>, max_batch: usize) -> Option<Vec<Pending>> {
+    let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+    let first = rx.recv().ok()?;
+    let mut batch = vec![first];
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(step) => batch.push(step),
+            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+        }
+    }
+    Some(batch)
+}
+
+fn connect(pool: &Pool) -> PooledConnection {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match pool.get() {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::warn!(error = %e, "vault writer cannot connect; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn exec(conn: &mut AnyConnection, keyring: &Keyring, step: &StepMsg) -> Outcome {
+    match step {
+        StepMsg::Reserve(m) => Outcome::Reserve(reserve(conn, keyring, m.clone())),
+        StepMsg::Complete(m) => Outcome::Complete(complete(conn, keyring, m.clone())),
+    }
+}
+
+fn writer(rx: Arc<Mutex<Receiver<Pending>>>, pool: Pool, keyring: Arc<Keyring>, max_batch: usize, stats: Arc<BatchStats>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut conn = connect(&pool);
+    while let Some(batch) = take_batch(&rx, max_batch) {
+        stats.batches.fetch_add(1, Relaxed);
+        stats.steps.fetch_add(batch.len() as u64, Relaxed);
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
+        let committed = conn.transaction::<_, VaultError, _>(|conn| {
+            for pending in &batch {
+                outcomes.push(exec(conn, &keyring, &pending.step));
+            }
+            Ok(())
+        });
+        if let Err(e) = committed {
+            stats.failed_batches.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, steps = batch.len(), "group commit failed; re-running each step alone");
+            if e.is_transient() || diesel::connection::SimpleConnection::batch_execute(&mut *conn, "SELECT 1").is_err() {
+                conn = connect(&pool);
+            }
+            // Nothing of the batch was applied (or, if the commit's fate is unknown, the steps
+            // are idempotent: a reserved order replays, a completed order is not completed twice).
+            outcomes = batch.iter().map(|p| exec(&mut conn, &keyring, &p.step)).collect();
+        }
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            match (pending.reply, outcome) {
+                (ReplyTx::Reserve(tx), Outcome::Reserve(r)) => {
+                    let _ = tx.send(r);
+                }
+                (ReplyTx::Complete(tx), Outcome::Complete(r)) => {
+                    let _ = tx.send(r);
+                }
+                _ => tracing::error!("group commit answer of the wrong kind"),
+            }
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! Card data at rest (R8, DESIGN §4): after a run with known test cards, no column of any table
+//! holds a PAN, a CVC, or an unkeyed SHA-256 of a PAN (as text, hex or raw bytes); and a
+//! ciphertext moved to another card row does not decrypt, so the payment fails instead of
+//! charging the other card. Each test runs on SQLite and on PostgreSQL.
+
+mod support;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use oneclick_actors::engine::requests::*;
+use oneclick_actors::Fault;
+use support::engine::*;
+
+/// Test cards of the run (all pass the Luhn check).
+const RECURRING_CARD: &str = "4012888888881881";
+const LEAVER_CARD: &str = "5105105105105100";
+const PANS: &[&str] = &[
+    VISA_OK,
+    MASTERCARD_OK,
+    MIR_OK,
+    AMEX_OK,
+    VISA_DECLINED,
+    VISA_TIMEOUT,
+    RECURRING_CARD,
+    LEAVER_CARD,
+];
+/// Every CVC sent in the run. None of them is a plausible value of its own in the schema
+/// (amounts, ids, counters, years), so finding one as a whole value means it was stored.
+const CVCS: &[&str] = &[CVC, "392", "519", "6158", "273"];
+const CUSTOMER: &str = "scan-customer-1";
+
+/// Something that must (or must not) be found.
+struct Needle {
+    what: String,
+    bytes: Vec<u8>,
+    /// Only a whole value counts: the bytes around it are not ASCII letters or digits (short
+    /// needles like a CVC would otherwise be found inside timestamps and random bytes).
+    whole: bool,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex from the database"))
+        .collect()
+}
+
+fn forbidden_needles() -> Vec<Needle> {
+    let mut needles = Vec::new();
+    for pan in PANS {
+        let label = format!("{}…{}", &pan[..6], &pan[pan.len() - 4..]);
+        let sha = Sha256::digest(pan.as_bytes()).to_vec();
+        let forms: Vec<(&str, Vec<u8>)> = vec![
+            ("PAN", pan.as_bytes().to_vec()),
+            ("PAN as hex", hex(pan.as_bytes()).into_bytes()),
+            (
+                "PAN as HEX",
+                hex(pan.as_bytes()).to_uppercase().into_bytes(),
+            ),
+            ("PAN as base64", BASE64.encode(pan.as_bytes()).into_bytes()),
+            ("SHA-256 of the PAN, raw", sha.clone()),
+            ("SHA-256 of the PAN, hex", hex(&sha).into_bytes()),
+            (
+                "SHA-256 of the PAN, HEX",
+                hex(&sha).to_uppercase().into_bytes(),
+            ),
+            (
+                "SHA-256 of the PAN, base64",
+                BASE64.encode(&sha).into_bytes(),
+            ),
+        ];
+        for (form, bytes) in forms {
+            needles.push(Needle {
+                what: format!("{form} of {label}"),
+                bytes,
+                whole: false,
+            });
+        }
+    }
+    for cvc in CVCS {
+        needles.push(Needle {
+            what: format!("CVC {cvc}"),
+            bytes: cvc.as_bytes().to_vec(),
+            whole: true,
+        });
+    }
+    needles
+}
+
+fn contains(haystack: &[u8], needle: &Needle) -> bool {
+    let n = needle.bytes.len();
+    if n == 0 || haystack.len() < n {
+        return false;
+    }
+    (0..=haystack.len() - n).any(|i| {
+        haystack[i..i + n] == needle.bytes[..]
+            && (!needle.whole
+                || ((i == 0 || !haystack[i - 1].is_ascii_alphanumeric())
+                    && (i + n == haystack.len() || !haystack[i + n].is_ascii_alphanumeric())))
+    })
+}
+
+/// One stored value: where it came from and its bytes (text as UTF-8, binary as raw bytes).
+struct Value {
+    place: String,
+    bytes: Vec<u8>,
+}
+
+/// Every value of every column of every table of the test database.
+fn every_value(h: &Harness) -> Vec<Value> {
+    let mut values = Vec::new();
+    match h.backend {
+        Backend::Postgres => {
+            let tables = h.texts(
+                "SELECT CAST(table_name AS TEXT) AS v FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+            );
+            for table in tables.into_iter().flatten() {
+                let columns = h.texts(&format!(
+                    "SELECT CAST(column_name AS TEXT) || ':' || CAST(data_type AS TEXT) AS v \
+                     FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '{table}'"
+                ));
+                for column in columns.into_iter().flatten() {
+                    let (name, data_type) = column.split_once(':').expect("name:type");
+                    let binary = data_type == "bytea";
+                    let sql = if binary {
+                        format!("SELECT encode(\"{name}\", 'hex') AS v FROM \"{table}\"")
+                    } else {
+                        format!("SELECT CAST(\"{name}\" AS TEXT) AS v FROM \"{table}\"")
+                    };
+                    for v in h.texts(&sql).into_iter().flatten() {
+                        let bytes = if binary { unhex(&v) } else { v.into_bytes() };
+                        values.push(Value {
+                            place: format!("{table}.{name}"),
+                            bytes,
+                        });
+                    }
+                }
+                // And each whole row as PostgreSQL prints it.
+                for v in h
+                    .texts(&format!("SELECT CAST(t AS TEXT) AS v FROM \"{table}\" t"))
+                    .into_iter()
+                    .flatten()
+                {
+                    values.push(Value {
+                        place: format!("{table} (row)"),
+                        bytes: v.into_bytes(),
+                    });
+                }
+            }
+        }
+        Backend::Sqlite => {
+            let tables = h.texts("SELECT name AS v FROM sqlite_master WHERE type = 'table'");
+            for table in tables.into_iter().flatten() {
+                let columns = h.texts(&format!(
+                    "SELECT name AS v FROM pragma_table_info('{table}')"
+                ));
+                for name in columns.into_iter().flatten() {
+                    // hex() gives the stored bytes: a blob's raw bytes, a text's UTF-8.
+                    for v in h
+                        .texts(&format!("SELECT hex(\"{name}\") AS v FROM \"{table}\""))
+                        .into_iter()
+                        .flatten()
+                    {
+                        values.push(Value {
+                            place: format!("{table}.{name}"),
+                            bytes: unhex(&v),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    values
+}
+
+fn places_holding(values: &[Value], needle: &Needle) -> Vec<String> {
+    let mut places: Vec<String> = values
+        .iter()
+        .filter(|v| contains(&v.bytes, needle))
+        .map(|v| v.place.clone())
+        .collect();
+    places.dedup();
+    places
+}
+
+/// A run touching every path that carries card data.
+async fn run_with_known_cards(h: &Harness) {
+    let pay = |number: &'static str, cvc: &'static str, amount: &'static str| {
+        let order = h.order(A, &h.next_order(), amount, CUSTOMER);
+        h.engine.pay_new_card(PayNewCardRequest {
+            order,
+            card: Harness::card(number, Some(cvc)),
+            save: None,
+            recurring: RecurringInput::default(),
+        })
+    };
+    // New-card payments with save (one repeated with another CVC: a replay).
+    let visa = pay(VISA_OK, CVC, "100.00").await.unwrap();
+    assert!(visa.card_saved);
+    let mastercard = pay(MASTERCARD_OK, "392", "100.00").await.unwrap();
+    assert!(mastercard.card_saved);
+    let amex = pay(AMEX_OK, "6158", "100.00").await.unwrap();
+    assert!(amex.card_saved);
+    let repeat = h
+        .engine
+        .pay_new_card(PayNewCardRequest {
+            order: h.order(A, &visa.order_number, "100.00", CUSTOMER),
+            card: Harness::card(VISA_OK, Some("273")),
+            save: None,
+            recurring: RecurringInput::default(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(repeat, visa);
+    // Declined and timed out: nothing saved, but the attempts are stored.
+    assert!(!pay(VISA_DECLINED, CVC, "10.00").await.unwrap().card_saved);
+    assert!(!pay(VISA_TIMEOUT, CVC, "10.00").await.unwrap().card_saved);
+    // A registration.
+    let order = h.order(A, &h.next_order(), "0", CUSTOMER);
+    let registered = h
+        .engine
+        .register(RegisterRequest {
+            order,
+            card: Harness::card(MIR_OK, Some(CVC)),
+        })
+        .await
+        .unwrap();
+    assert!(registered.card_saved);
+    // Saved-card payments with CVC, Token Pay.
+    let visa_token = visa.token.clone().unwrap();
+    assert!(h
+        .pay_saved(A, CUSTOMER, "10.00", &visa_token, Some("519"))
+        .await
+        .unwrap()
+        .is_approved());
+    let amex_token = amex.token.clone().unwrap();
+    assert!(h
+        .pay_saved(A, CUSTOMER, "10.00", &amex_token, Some("6158"))
+        .await
+        .unwrap()
+        .is_approved());
+    assert!(h
+        .token_pay(A, CUSTOMER, "10.00", mastercard.token.as_deref().unwrap())
+        .await
+        .unwrap()
+        .is_approved());
+    // A recurring initial payment and a charge.
+    let initial = h.next_order();
+    let started = h
+        .engine
+        .pay_new_card(PayNewCardRequest {
+            order: h.plain_order(A, &initial, "50.00"),
+            card: Harness::card(RECURRING_CARD, Some("392")),
+            save: None,
+            recurring: RecurringInput {
+                indicator: Some("1".into()),
+                min_amount: Some("10.00".into()),
+                max_amount: Some("500.00".into()),
+                period_days: Some("30".into()),
+                max_date: Some("31.12.2030".into()),
+            },
+        })
+        .await
+        .unwrap();
+    assert!(started.is_approved());
+    let charged = h
+        .engine
+        .recurring_charge(RecurringChargeRequest {
+            merchant_id: A,
+            initial_order_number: initial,
+            order_number: h.next_order(),
+            amount: "20.00".into(),
+            currency: "RUB".into(),
+        })
+        .await
+        .unwrap();
+    assert!(charged.is_approved());
+    // A deletion, and a customer who leaves.
+    h.delete(
+        A,
+        CUSTOMER,
+        mastercard.token.as_deref().unwrap(),
+        Some("delete-1"),
+    )
+    .await
+    .unwrap();
+    let leaver = h.order(B, &h.next_order(), "10.00", "leaver");
+    let saved = h
+        .engine
+        .pay_new_card(PayNewCardRequest {
+            order: leaver,
+            card: Harness::card(LEAVER_CARD, Some("519")),
+            save: None,
+            recurring: RecurringInput::default(),
+        })
+        .await
+        .unwrap();
+    assert!(saved.card_saved);
+    h.set_status(B, "leaver", "leave", Some("leave-1"))
+        .await
+        .unwrap();
+}
+
+async fn no_column_of_any_table_holds_a_pan_a_cvc_or_an_unkeyed_hash_of_a_pan(h: Harness) {
+    run_with_known_cards(&h).await;
+    let values = every_value(&h);
+    assert!(values.len() > 200, "the scan saw {} values", values.len());
+
+    // The scanner finds what is legitimately stored, in text and in binary columns.
+    let fingerprint = h.keyring.fingerprint(VISA_OK.as_bytes()).to_vec();
+    let controls = [
+        Needle {
+            what: "customer number".into(),
+            bytes: CUSTOMER.as_bytes().to_vec(),
+            whole: true,
+        },
+        Needle {
+            what: "merchant id".into(),
+            bytes: A.to_string().into_bytes(),
+            whole: true,
+        },
+        Needle {
+            what: "BIN".into(),
+            bytes: b"411111".to_vec(),
+            whole: true,
+        },
+        Needle {
+            what: "keyed fingerprint (binary)".into(),
+            bytes: fingerprint,
+            whole: false,
+        },
+    ];
+    for control in &controls {
+        assert!(
+            !places_holding(&values, control).is_empty(),
+            "the scan did not find the {}",
+            control.what
+        );
+    }
+
+    let mut found = Vec::new();
+    for needle in forbidden_needles() {
+        for place in places_holding(&values, &needle) {
+            found.push(format!("{} in {place}", needle.what));
+        }
+    }
+    assert!(found.is_empty(), "card data at rest: {found:#?}");
+
+    // SQLite: not even in the raw database and WAL files (free pages included).
+    if h.backend == Backend::Sqlite {
+        let path = h.db.url.trim_start_matches("sqlite://").to_string();
+        for file in [path.clone(), format!("{path}-wal")] {
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
+            for needle in forbidden_needles().into_iter().filter(|n| !n.whole) {
+                assert!(
+                    !contains(&bytes, &needle),
+                    "{} in the file {file}",
+                    needle.what
+                );
+            }
+        }
+    }
+
+    // Negative control: card data planted on purpose is found, in text and in binary columns.
+    let sha = hex(&Sha256::digest(VISA_OK.as_bytes()));
+    h.exec(&format!(
+        "UPDATE customers SET customer_number = 'planted-{VISA_OK}-{CVC}'"
+    ));
+    let blob = match h.backend {
+        Backend::Postgres => format!("decode('{sha}', 'hex')"),
+        Backend::Sqlite => format!("X'{sha}'"),
+    };
+    h.exec(&format!(
+        "UPDATE orders SET request_digest = {blob} WHERE order_number = 'order-1'"
+    ));
+    let values = every_value(&h);
+    let found: Vec<String> = forbidden_needles()
+        .iter()
+        .flat_map(|n| {
+            places_holding(&values, n)
+                .into_iter()
+                .map(move |p| format!("{} in {p}", n.what))
+        })
+        .collect();
+    for expected in [
+        "PAN of 411111…1111 in customers.customer_number".to_string(),
+        format!("CVC {CVC} in customers.customer_number"),
+        "SHA-256 of the PAN, raw of 411111…1111 in orders.request_digest".to_string(),
+    ] {
+        assert!(
+            found.contains(&expected),
+            "the scan missed the planted {expected}: {found:#?}"
+        );
+    }
+}
+
+async fn a_ciphertext_moved_to_another_card_row_does_not_decrypt(h: Harness) {
+    let visa = h.save_card(A, "c1", VISA_OK).await;
+    let mastercard = h.save_card(A, "c1", MASTERCARD_OK).await;
+    let other_customer = h.save_card(A, "c2", MIR_OK).await;
+    let copy = |from: &str, to: &str| {
+        h.exec(&format!(
+            "UPDATE cards SET \
+             pan_ciphertext = (SELECT c.pan_ciphertext FROM cards c WHERE c.token = '{from}'), \
+             key_version = (SELECT c.key_version FROM cards c WHERE c.token = '{from}') \
+             WHERE token = '{to}'"
+        ));
+    };
+
+    // The Visa's ciphertext in the Mastercard's row: paying with the Mastercard fails.
+    copy(&visa, &mastercard);
+    let (before, calls) = (h.counts(), h.acquirer.calls());
+    assert_eq!(
+        fault_of(h.pay_saved(A, "c1", "10.00", &mastercard, Some(CVC)).await),
+        Fault::Internal
+    );
+    assert_eq!(
+        fault_of(h.token_pay(A, "c1", "10.00", &mastercard).await),
+        Fault::Internal
+    );
+    assert_eq!(
+        (h.counts(), h.acquirer.calls()),
+        (before, calls),
+        "nothing charged, nothing stored"
+    );
+
+    // Another customer's ciphertext in this customer's row: the same.
+    copy(&other_customer, &visa);
+    assert_eq!(
+        fault_of(h.pay_saved(A, "c1", "10.00", &visa, Some(CVC)).await),
+        Fault::Internal
+    );
+    assert_eq!(h.acquirer.calls(), calls);
+
+    // A ciphertext relabelled with another key version does not open either.
+    h.exec(&format!(
+        "UPDATE cards SET key_version = 2 WHERE token = '{other_customer}'"
+    ));
+    assert_eq!(
+        fault_of(h.token_pay(A, "c2", "10.00", &other_customer).await),
+        Fault::Internal
+    );
+    h.exec(&format!(
+        "UPDATE cards SET key_version = 1 WHERE token = '{other_customer}'"
+    ));
+
+    // The rows left as they were still pay, with their own card.
+    let paid = h
+        .token_pay(A, "c2", "10.00", &other_customer)
+        .await
+        .unwrap();
+    assert!(paid.is_approved());
+    assert_eq!(h.acquirer.last().last4, "0004");
+}
+
+both_backends!(
+    no_column_of_any_table_holds_a_pan_a_cvc_or_an_unkeyed_hash_of_a_pan,
+    a_ciphertext_moved_to_another_card_row_does_not_decrypt
+);

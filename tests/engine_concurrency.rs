@@ -1,0 +1,296 @@
+//! R12 under load: concurrent payments of one customer can never together exceed a limit, on one
+//! engine (serialised by the customer's actor) or on two engines sharing one database (serialised
+//! by the database's per-customer lock). Each test runs on SQLite and on PostgreSQL.
+
+mod support;
+
+use futures::future::join_all;
+
+use oneclick_actors::domain::{OrderState, ResponseCode};
+use oneclick_actors::engine::replies::PaymentResult;
+use oneclick_actors::engine::requests::*;
+use oneclick_actors::engine::EngineResult;
+use oneclick_actors::Engine;
+use support::engine::*;
+
+const PAYMENTS: usize = 200;
+/// 200 × 7.00 = 1400.00, over the day limit of 1000.00.
+const AMOUNT: &str = "7.00";
+const AMOUNT_MINOR: i64 = 700;
+const DAY_LIMIT_MINOR: i64 = 100_000;
+
+fn request(h: &Harness, customer: &str) -> PayNewCardRequest {
+    PayNewCardRequest {
+        order: h.order(A, &h.next_order(), AMOUNT, customer),
+        card: Harness::card(VISA_OK, Some(CVC)),
+        save: None,
+        recurring: RecurringInput::default(),
+    }
+}
+
+/// Checks the outcome: exactly floor(limit / amount) approvals, every other payment declined with
+/// AS105, and the database agrees.
+fn check(h: &Harness, results: Vec<EngineResult<PaymentResult>>) {
+    let results: Vec<PaymentResult> = results
+        .into_iter()
+        .map(|r| r.expect("every payment gets an answer"))
+        .collect();
+    let approved: Vec<&PaymentResult> = results.iter().filter(|r| r.is_approved()).collect();
+    let expected = (DAY_LIMIT_MINOR / AMOUNT_MINOR) as usize;
+    assert_eq!(approved.len(), expected, "approvals");
+    assert!(approved.len() as i64 * AMOUNT_MINOR <= DAY_LIMIT_MINOR);
+    for r in results.iter().filter(|r| !r.is_approved()) {
+        assert_eq!(
+            (r.order_state, r.response_code),
+            (OrderState::Declined, ResponseCode::AS105),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        h.number("SELECT COUNT(*) AS n FROM orders WHERE state = 'Approved'"),
+        expected as i64
+    );
+    assert_eq!(
+        h.number("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS n FROM orders WHERE state = 'Approved'"),
+        expected as i64 * AMOUNT_MINOR
+    );
+    assert_eq!(h.count_rows("orders"), PAYMENTS as i64);
+    assert_eq!(
+        h.acquirer.calls(),
+        expected,
+        "declined with AS105 without asking the acquirer"
+    );
+    // The one card was saved once and updated by every later approval (R11).
+    assert_eq!(h.count_rows("cards"), 1);
+    assert_eq!(
+        h.number("SELECT success_count AS n FROM cards"),
+        expected as i64
+    );
+}
+
+async fn r12_two_hundred_concurrent_payments_of_one_customer_never_exceed_the_day_limit(
+    h: Harness,
+) {
+    let requests: Vec<PayNewCardRequest> = (0..PAYMENTS).map(|_| request(&h, "c1")).collect();
+    let results = join_all(requests.into_iter().map(|r| h.engine.pay_new_card(r))).await;
+    check(&h, results);
+}
+
+async fn r12_two_engines_sharing_one_database_never_exceed_the_day_limit_together(h: Harness) {
+    let second: Engine = h.another_engine(test_settings());
+    let requests: Vec<PayNewCardRequest> = (0..PAYMENTS).map(|_| request(&h, "c1")).collect();
+    let results = join_all(requests.into_iter().enumerate().map(|(i, r)| {
+        let engine = if i % 2 == 0 {
+            h.engine.clone()
+        } else {
+            second.clone()
+        };
+        async move { engine.pay_new_card(r).await }
+    }))
+    .await;
+    check(&h, results);
+}
+
+both_backends!(
+    r12_two_hundred_concurrent_payments_of_one_customer_never_exceed_the_day_limit,
+    r12_two_engines_sharing_one_database_never_exceed_the_day_limit_together
+);
+
+/// A second engine whose customer cache never expires during the test, so it can only learn
+/// about changes made by the first engine from the database itself.
+fn second_engine_with_a_long_cache(h: &Harness) -> Engine {
+    let mut settings = test_settings();
+    settings.state_ttl = std::time::Duration::from_secs(600);
+    h.another_engine(settings)
+}
+
+async fn r6_fraud_set_through_one_engine_refuses_payments_on_another_at_once(h: Harness) {
+    let token = h.save_card(A, "c1", VISA_OK).await;
+    let second = second_engine_with_a_long_cache(&h);
+    // The second engine has the customer, without the flag, in its cache.
+    let offer = second
+        .offer(OfferRequest {
+            order: h.order(A, &h.next_order(), "10.00", "c1"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(offer.cards.len(), 1);
+    h.set_status(A, "c1", "fraud", None).await.unwrap();
+    let (before, calls) = (h.counts(), h.acquirer.calls());
+    let saved = PaySavedCardRequest {
+        order: h.order(A, &h.next_order(), "10.00", "c1"),
+        token: token.clone(),
+        cvc: Some(SecretString::new(CVC)),
+    };
+    assert_eq!(
+        fault_of(second.pay_saved_card(saved).await),
+        oneclick_actors::Fault::CustomerFraud
+    );
+    let mut order = h.order(A, &h.next_order(), "10.00", "c1");
+    order.signature = None;
+    let token_pay = TokenPayRequest {
+        order,
+        token_type: 5,
+        token,
+    };
+    assert_eq!(
+        fault_of(second.token_pay(token_pay).await),
+        oneclick_actors::Fault::CustomerFraud
+    );
+    assert_eq!(
+        fault_of(second.pay_new_card(request(&h, "c1")).await),
+        oneclick_actors::Fault::CustomerFraud
+    );
+    assert_eq!(
+        h.acquirer.calls(),
+        calls,
+        "the refused customer was not charged"
+    );
+    assert_eq!(h.counts(), before);
+}
+
+async fn r6_deny_set_through_one_engine_stops_saving_on_another_at_once(h: Harness) {
+    h.save_card(A, "c1", VISA_OK).await;
+    let second = second_engine_with_a_long_cache(&h);
+    second
+        .offer(OfferRequest {
+            order: h.order(A, &h.next_order(), "10.00", "c1"),
+        })
+        .await
+        .unwrap();
+    h.set_status(A, "c1", "deny", None).await.unwrap();
+    let mut req = request(&h, "c1");
+    req.card = Harness::card(MASTERCARD_OK, Some(CVC));
+    let paid = second.pay_new_card(req).await.unwrap();
+    assert!(
+        paid.is_approved(),
+        "deny leaves payments standard: {paid:?}"
+    );
+    assert!(
+        !paid.card_saved,
+        "a denied customer's card was saved: {paid:?}"
+    );
+    assert_eq!(h.count_rows("cards"), 1);
+}
+
+both_backends!(
+    r6_fraud_set_through_one_engine_refuses_payments_on_another_at_once,
+    r6_deny_set_through_one_engine_stops_saving_on_another_at_once
+);
+
+async fn r16_the_same_order_sent_to_two_engines_at_once_is_charged_once(h: Harness) {
+    let second = h.another_engine(test_settings());
+    let number = h.next_order();
+    let twin = || PayNewCardRequest {
+        order: h.order(A, &number, "10.00", "c1"),
+        card: Harness::card(VISA_OK, Some(CVC)),
+        save: None,
+        recurring: RecurringInput::default(),
+    };
+    let results = join_all((0..20).map(|i| {
+        let engine = if i % 2 == 0 {
+            h.engine.clone()
+        } else {
+            second.clone()
+        };
+        let req = twin();
+        async move { engine.pay_new_card(req).await }
+    }))
+    .await;
+    let results: Vec<PaymentResult> = results
+        .into_iter()
+        .map(|r| r.expect("a repeat is not a fault"))
+        .collect();
+    let approved: Vec<&PaymentResult> = results.iter().filter(|r| r.is_approved()).collect();
+    assert!(!approved.is_empty());
+    assert!(
+        approved.iter().all(|r| *r == approved[0]),
+        "every repeat returns the first result"
+    );
+    for r in results.iter().filter(|r| !r.is_approved()) {
+        // A twin that arrived while the first was at the acquirer.
+        assert_eq!(
+            (r.order_state, r.response_code),
+            (OrderState::InProcess, ResponseCode::AS300),
+            "{r:?}"
+        );
+    }
+    assert_eq!(h.acquirer.calls(), 1, "charged once");
+    assert_eq!((h.count_rows("orders"), h.count_rows("cards")), (1, 1));
+    assert_eq!(h.engine.pay_new_card(twin()).await.unwrap(), *approved[0]);
+}
+
+async fn r15_concurrent_charges_of_one_agreement_are_charged_once_per_period(h: Harness) {
+    let second = h.another_engine(test_settings());
+    let initial = h.next_order();
+    let started = h
+        .engine
+        .pay_new_card(PayNewCardRequest {
+            order: h.plain_order(A, &initial, "50.00"),
+            card: Harness::card(VISA_OK, Some(CVC)),
+            save: None,
+            recurring: RecurringInput {
+                indicator: Some("1".into()),
+                min_amount: Some("10.00".into()),
+                max_amount: Some("500.00".into()),
+                period_days: Some("30".into()),
+                max_date: Some("31.12.2030".into()),
+            },
+        })
+        .await
+        .unwrap();
+    assert!(started.is_approved());
+    let results = join_all((0..20).map(|i| {
+        let engine = if i % 2 == 0 {
+            h.engine.clone()
+        } else {
+            second.clone()
+        };
+        let req = RecurringChargeRequest {
+            merchant_id: A,
+            initial_order_number: initial.clone(),
+            order_number: h.next_order(),
+            amount: "100.00".into(),
+            currency: "RUB".into(),
+        };
+        async move { engine.recurring_charge(req).await }
+    }))
+    .await;
+    let approved = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|p| p.is_approved()))
+        .count();
+    assert_eq!(approved, 1, "one charge per period");
+    for r in results
+        .iter()
+        .filter(|r| !r.as_ref().is_ok_and(|p| p.is_approved()))
+    {
+        assert_eq!(
+            r.as_ref().map_err(|e| e.fault()).unwrap_err(),
+            oneclick_actors::Fault::RecurringOutOfTerms
+        );
+    }
+    assert_eq!(h.acquirer.calls(), 2, "the initial payment and one charge");
+}
+
+both_backends!(
+    r16_the_same_order_sent_to_two_engines_at_once_is_charged_once,
+    r15_concurrent_charges_of_one_agreement_are_charged_once_per_period
+);
+
+/// Many customers paying at once on one engine: every payment is answered and approved (the
+/// vault's writers share the database without failing each other).
+async fn payments_of_many_customers_at_once_are_all_approved(h: Harness) {
+    let requests: Vec<PayNewCardRequest> = (0..200).map(|i| request(&h, &format!("customer-{}", i % 50))).collect();
+    let results = join_all(requests.into_iter().map(|r| h.engine.pay_new_card(r))).await;
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.as_ref().is_ok_and(|p| p.is_approved()))
+        .map(|r| format!("{r:?}"))
+        .collect();
+    assert!(failed.is_empty(), "{} of 200 payments failed: {:#?}", failed.len(), &failed[..failed.len().min(3)]);
+    assert_eq!(h.number("SELECT COUNT(*) AS n FROM orders WHERE state = 'Approved'"), 200);
+    assert_eq!(h.count_rows("cards"), 50);
+}
+
+both_backends!(payments_of_many_customers_at_once_are_all_approved);
