@@ -15,8 +15,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    oneclick::telemetry::init(&settings.log);
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let mut log = settings.log.clone();
+    if !matches!(command, Command::Serve) {
+        // Tools print their result on stdout; only warnings belong on stderr.
+        log.level = "warn".into();
+    }
+    oneclick::telemetry::init(&log);
+    let result = match command {
         Command::Serve => serve(settings),
         Command::Admin(cmd) => oneclick::cli::admin::run(&settings, cmd),
         Command::Client(args) => oneclick::cli::client::run(&settings, args),
