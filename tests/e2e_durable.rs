@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use diesel::{Connection as _, RunQueryDsl as _};
 use futures::StreamExt;
 use oneclick::subjects::Subjects;
 use oneclick::wire::CommandEnvelope;
@@ -127,9 +128,17 @@ async fn recurring_charges_flow_through_the_command_stream() {
         json!({"command_id": id, "kind": "recurring_charge", "merchant_id": DEMO_MERCHANT,
                "initial_order_number": "rec-1", "order_number": order_no, "order_amount": amount, "order_currency": "RUB"})
     };
+    // Too soon: the initial payment starts the 30-day period.
+    publish(&stack.client, &stack.app.prefix, "rc-0", &charge("rc-0", "rec-1-c0", "120.00")).await;
+    let events = wait_events(&stack.client, &stack.app.prefix, 1).await;
+    assert_eq!(events[0]["fault"]["faultstring"], 7, "{events:?}");
+    // A period later (moved back in the vault, as time would).
+    let db = stack.dir.path().join("oneclick.db");
+    let mut conn = diesel::SqliteConnection::establish(&db.display().to_string()).expect("sqlite");
+    diesel::sql_query("UPDATE recurring_agreements SET last_charge_on = '2020-01-01'").execute(&mut conn).expect("update");
     publish(&stack.client, &stack.app.prefix, "rc-1", &charge("rc-1", "rec-1-c1", "120.00")).await;
     publish(&stack.client, &stack.app.prefix, "rc-2", &charge("rc-2", "rec-1-c2", "200.00")).await;
-    let events = wait_events(&stack.client, &stack.app.prefix, 2).await;
+    let events = wait_events(&stack.client, &stack.app.prefix, 3).await;
     let by_id = |id: &str| events.iter().find(|e| e["command_id"] == id).cloned().unwrap_or_else(|| panic!("{id}: {events:?}"));
     assert_eq!(by_id("rc-1")["result"]["order_state"], "Approved");
     let refused = by_id("rc-2");

@@ -1119,6 +1119,12 @@ async fn r15_charges_must_stay_within_the_agreed_amounts_period_and_end_date(h: 
     ));
     assert!(initial_tx.is_some());
 
+    // The initial payment starts the series: a charge the same day is too soon.
+    assert_eq!(
+        charge(&h, &initial, "100.00").await.unwrap_err(),
+        Fault::RecurringOutOfTerms
+    );
+    h.exec("UPDATE recurring_agreements SET last_charge_on = '2020-01-01'");
     let first = charge(&h, &initial, "100.00").await.unwrap();
     assert!(first.is_approved());
     assert_eq!(first.kind, "recurring_charge");
@@ -1175,6 +1181,7 @@ async fn r15_charges_must_stay_within_the_agreed_amounts_period_and_end_date(h: 
 async fn r15_without_mit_cof_charges_go_as_regular_recurring_payments(h: Harness) {
     h.update_merchant(A, |m| m.mit_cof = false);
     let initial = start_agreement(&h).await;
+    h.exec("UPDATE recurring_agreements SET last_charge_on = '2020-01-01'");
     assert!(charge(&h, &initial, "100.00").await.unwrap().is_approved());
     assert_eq!(
         h.acquirer.last().kind,

@@ -274,6 +274,7 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
     };
     let new_agreement = match (&plan.card, &plan.new_agreement) {
         (CardSource::New(c), Some(params)) => Some(NewAgreement {
+            initial_date: today_for(&plan.merchant),
             pan: c.pan.clone(),
             expiry: c.expiry,
             holder: c.holder.as_str().to_string(),

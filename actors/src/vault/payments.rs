@@ -275,6 +275,8 @@ pub struct SaveCard {
 /// A recurring agreement to create with an approved initial payment (R15).
 #[derive(Debug, Clone)]
 pub struct NewAgreement {
+    /// The initial payment's date (merchant's zone): the first charge waits a period from it.
+    pub initial_date: NaiveDate,
     pub pan: Pan,
     pub expiry: Expiry,
     pub holder: String,
@@ -312,6 +314,7 @@ vault_message!(Complete => Completed, complete);
 
 pub fn complete(conn: &mut AnyConnection, keyring: &Keyring, msg: Complete) -> Result<Completed, VaultError> {
     conn.transaction(|conn| {
+        super::connection::lock_for_writing(conn)?;
         let current: (String, Option<String>) =
             orders::table.find(msg.order_id).select((orders::state, orders::result_json)).first(conn)?;
         if current.0 != OrderState::InProcess.as_str() {
@@ -468,6 +471,7 @@ fn create_agreement(
     now_ms: i64,
 ) -> Result<(), VaultError> {
     let sealed = keyring.seal(a.pan.expose().as_bytes(), &agreement_aad(merchant_id, order_number))?;
+    let initial_date = a.initial_date.format("%Y-%m-%d").to_string();
     diesel::insert_into(recurring_agreements::table)
         .values(NewAgreementRow {
             merchant_id,
@@ -487,7 +491,8 @@ fn create_agreement(
             pan_ciphertext: &sealed.blob,
             key_version: sealed.key_version as i32,
             network_tx_id,
-            last_charge_on: None,
+            // The initial payment is the first of the series: the next waits a period (R15).
+            last_charge_on: Some(&initial_date),
             charges: 0,
             created_at: now_ms,
         })
