@@ -29,7 +29,11 @@ pub async fn spawn(listen: &str, ctx: Arc<Context>, stop: CancellationToken) -> 
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    ctx.metrics.render(ctx.engine.active_customers())
+    ctx.metrics.render(crate::metrics::EngineGauges {
+        active_customers: ctx.engine.active_customers(),
+        pool: ctx.engine.pool_state(),
+        batches: ctx.engine.batch_stats(),
+    })
 }
 
 async fn health(State(ctx): State<Arc<Context>>) -> impl IntoResponse {

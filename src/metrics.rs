@@ -16,6 +16,18 @@ pub struct Metrics {
     redeliveries: IntCounterVec,
     dead_letters: IntCounterVec,
     active_customers: IntGauge,
+    pool_connections: IntGauge,
+    pool_idle: IntGauge,
+    batches: IntGauge,
+    batch_steps: IntGauge,
+}
+
+/// Gauges read from the engine at scrape time.
+pub struct EngineGauges {
+    pub active_customers: usize,
+    pub pool: (u32, u32),
+    /// (transactions, payment steps, failed batches)
+    pub batches: (u64, u64, u64),
 }
 
 impl Default for Metrics {
@@ -59,12 +71,33 @@ impl Metrics {
                 .expect("valid metric");
         let active_customers =
             IntGauge::new("active_customer_actors", "Customer actors alive in this process").expect("valid metric");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let pool_connections = gauge("vault_pool_connections", "Open connections of the vault pool");
+        let pool_idle = gauge("vault_pool_idle_connections", "Idle connections of the vault pool");
+        let batches = gauge("group_commit_transactions", "Group-commit transactions since start");
+        let batch_steps = gauge("group_commit_steps", "Payment steps written by group commit since start");
+        for g in [&pool_connections, &pool_idle, &batches, &batch_steps] {
+            let _ = registry.register(Box::new(g.clone()));
+        }
         for c in [&requests, &payments, &commands, &redeliveries, &dead_letters] {
             let _ = registry.register(Box::new(c.clone()));
         }
         let _ = registry.register(Box::new(latency.clone()));
         let _ = registry.register(Box::new(active_customers.clone()));
-        Metrics { registry, requests, latency, payments, commands, redeliveries, dead_letters, active_customers }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            payments,
+            commands,
+            redeliveries,
+            dead_letters,
+            active_customers,
+            pool_connections,
+            pool_idle,
+            batches,
+            batch_steps,
+        }
     }
 
     pub fn observe_request(&self, endpoint: &str, outcome: &str, elapsed: Duration) {
@@ -91,8 +124,12 @@ impl Metrics {
     }
 
     /// The text exposition, with gauges refreshed.
-    pub fn render(&self, active_customers: usize) -> String {
-        self.active_customers.set(active_customers as i64);
+    pub fn render(&self, engine: EngineGauges) -> String {
+        self.active_customers.set(engine.active_customers as i64);
+        self.pool_connections.set(i64::from(engine.pool.0));
+        self.pool_idle.set(i64::from(engine.pool.1));
+        self.batches.set(engine.batches.0 as i64);
+        self.batch_steps.set(engine.batches.1 as i64);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

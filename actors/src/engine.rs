@@ -122,6 +122,7 @@ pub struct Engine {
     deps: Arc<Deps>,
     registry: Registry,
     merchants: merchants::MerchantCache,
+    pool: Pool,
     _arbiters: Arc<Vec<Arbiter>>,
 }
 
@@ -131,7 +132,7 @@ impl Engine {
         let vault = Vault::start(pool.clone(), keyring.clone(), settings.vault_workers);
         let batch_stats = Arc::new(BatchStats::default());
         let writer = GroupCommit::start(
-            pool,
+            pool.clone(),
             keyring.clone(),
             settings.group_commit_writers,
             settings.group_commit_max_batch,
@@ -142,7 +143,7 @@ impl Engine {
         let deps = Arc::new(Deps { vault, writer, batch_stats, acquirer, keyring, settings: settings.clone() });
         let registry = Registry::new(settings.registry_shards, handles, Arc::downgrade(&deps));
         let merchants = merchants::MerchantCache::new(deps.vault.clone(), settings.merchant_cache, settings.credential_cache);
-        Engine { deps, registry, merchants, _arbiters: Arc::new(arbiters) }
+        Engine { deps, registry, merchants, pool, _arbiters: Arc::new(arbiters) }
     }
 
     pub fn vault(&self) -> &Addr<Vault> {
@@ -158,6 +159,12 @@ impl Engine {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.deps.batch_stats;
         (s.batches.load(Relaxed), s.steps.load(Relaxed), s.failed_batches.load(Relaxed))
+    }
+
+    /// Vault pool use: (open connections, idle connections).
+    pub fn pool_state(&self) -> (u32, u32) {
+        let s = self.pool.state();
+        (s.connections, s.idle_connections)
     }
 
     /// Number of customer actors alive in the registry.
