@@ -2,6 +2,7 @@
 //! holds a PAN, a CVC, or an unkeyed SHA-256 of a PAN (as text, hex or raw bytes); and a
 //! ciphertext moved to another card row does not decrypt, so the payment fails instead of
 //! charging the other card. Each test runs on SQLite and on PostgreSQL.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod support;
 
@@ -269,6 +270,8 @@ async fn run_with_known_cards(h: &Harness) {
         .await
         .unwrap();
     assert!(started.is_approved());
+    // A period later (the initial payment starts the period).
+    h.exec("UPDATE recurring_agreements SET last_charge_on = '2020-01-01'");
     let charged = h
         .engine
         .recurring_charge(RecurringChargeRequest {

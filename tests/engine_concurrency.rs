@@ -1,6 +1,7 @@
 //! R12 under load: concurrent payments of one customer can never together exceed a limit, on one
 //! engine (serialised by the customer's actor) or on two engines sharing one database (serialised
 //! by the database's per-customer lock). Each test runs on SQLite and on PostgreSQL.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod support;
 
@@ -240,6 +241,8 @@ async fn r15_concurrent_charges_of_one_agreement_are_charged_once_per_period(h: 
         .await
         .unwrap();
     assert!(started.is_approved());
+    // A period later (the initial payment starts the period).
+    h.exec("UPDATE recurring_agreements SET last_charge_on = '2020-01-01'");
     let results = join_all((0..20).map(|i| {
         let engine = if i % 2 == 0 {
             h.engine.clone()
@@ -281,16 +284,78 @@ both_backends!(
 /// Many customers paying at once on one engine: every payment is answered and approved (the
 /// vault's writers share the database without failing each other).
 async fn payments_of_many_customers_at_once_are_all_approved(h: Harness) {
-    let requests: Vec<PayNewCardRequest> = (0..200).map(|i| request(&h, &format!("customer-{}", i % 50))).collect();
+    let requests: Vec<PayNewCardRequest> = (0..200)
+        .map(|i| request(&h, &format!("customer-{}", i % 50)))
+        .collect();
     let results = join_all(requests.into_iter().map(|r| h.engine.pay_new_card(r))).await;
     let failed: Vec<String> = results
         .iter()
         .filter(|r| !r.as_ref().is_ok_and(|p| p.is_approved()))
         .map(|r| format!("{r:?}"))
         .collect();
-    assert!(failed.is_empty(), "{} of 200 payments failed: {:#?}", failed.len(), &failed[..failed.len().min(3)]);
-    assert_eq!(h.number("SELECT COUNT(*) AS n FROM orders WHERE state = 'Approved'"), 200);
+    assert!(
+        failed.is_empty(),
+        "{} of 200 payments failed: {:#?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert_eq!(
+        h.number("SELECT COUNT(*) AS n FROM orders WHERE state = 'Approved'"),
+        200
+    );
     assert_eq!(h.count_rows("cards"), 50);
 }
 
 both_backends!(payments_of_many_customers_at_once_are_all_approved);
+
+/// Many customers' status changes and deletions (with command ids) at once, among payments:
+/// every command succeeds.
+async fn commands_of_many_customers_at_once_all_succeed(h: Harness) {
+    let customers: Vec<String> = (0..40).map(|i| format!("customer-{i}")).collect();
+    let tokens = join_all(customers.iter().map(|c| h.save_card(A, c, VISA_OK))).await;
+    let work = customers
+        .iter()
+        .zip(&tokens)
+        .enumerate()
+        .map(|(i, (c, token))| {
+            let h = &h;
+            async move {
+                let status = h
+                    .set_status(A, c, "deny", Some(&format!("deny-{i}")))
+                    .await
+                    .map(|_| ());
+                let paid = h
+                    .pay_saved(A, c, "1.00", token, Some(CVC))
+                    .await
+                    .map(|p| assert!(p.is_approved()));
+                let deleted = h
+                    .delete(A, c, token, Some(&format!("delete-{i}")))
+                    .await
+                    .map(|_| ());
+                let again = h
+                    .delete(A, c, token, Some(&format!("delete-{i}")))
+                    .await
+                    .map(|_| ());
+                vec![status, paid, deleted, again]
+            }
+        });
+    let failed: Vec<String> = join_all(work)
+        .await
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.err().map(|e| format!("{e:?}")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} commands failed: {:#?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert_eq!(
+        h.number("SELECT COUNT(*) AS n FROM cards WHERE state = 'deleted'"),
+        40
+    );
+    assert_eq!(h.count_rows("processed_commands"), 80);
+}
+
+both_backends!(commands_of_many_customers_at_once_all_succeed);

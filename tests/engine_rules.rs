@@ -2,6 +2,7 @@
 //! database: each test runs on SQLite and on PostgreSQL (`<name>::on_sqlite`, `<name>::on_postgres`).
 //! Also: union joins refused on colliding customer numbers, supervision of customer actors, idle
 //! stop, and bad input (every invalid field gets its fault and changes nothing).
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod support;
 
@@ -719,6 +720,8 @@ async fn r8_token_pay_and_merchant_initiated_charges_send_no_cvc(h: Harness) {
         .is_approved());
     assert!(!h.acquirer.last().had_cvc);
     let initial = start_agreement(&h).await;
+    // A period later (the initial payment starts the period).
+    h.exec("UPDATE recurring_agreements SET last_charge_on = '2020-01-01'");
     assert!(charge(&h, &initial, "20.00").await.unwrap().is_approved());
     let seen = h.acquirer.last();
     assert!(matches!(seen.kind, AuthKind::MerchantInitiated { .. }));

@@ -16,6 +16,7 @@
 //! - [`both_backends!`]: one `async fn(h: Harness)` body becomes a module with two `#[test]`s,
 //!   `on_sqlite` and `on_postgres`, each in its own actix System on a multi-threaded tokio runtime
 //!   (STACK.md: plain `#[tokio::test]` panics with actix).
+#![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -368,7 +369,9 @@ impl Harness {
         let db = TestDb::new(backend);
         let url = DatabaseUrl::parse(&db.url).expect("database url");
         url.run_migrations().expect("migrations");
-        let pool = url.pool((settings.vault_workers + settings.group_commit_writers) as u32 + 1).expect("pool");
+        let pool = url
+            .pool((settings.vault_workers + settings.group_commit_writers) as u32 + 1)
+            .expect("pool");
         let keyring = Arc::new(
             Keyring::new(vec![(1, MasterKey::generate())], 1, MasterKey::generate())
                 .expect("keyring of fresh keys"),
@@ -408,7 +411,9 @@ impl Harness {
     /// keys, as a second oneclick process would be.
     pub fn another_engine(&self, settings: EngineSettings) -> Engine {
         let url = DatabaseUrl::parse(&self.db.url).expect("database url");
-        let pool = url.pool((settings.vault_workers + settings.group_commit_writers) as u32 + 1).expect("pool");
+        let pool = url
+            .pool((settings.vault_workers + settings.group_commit_writers) as u32 + 1)
+            .expect("pool");
         Engine::start(settings, pool, self.keyring.clone(), self.acquirer.clone())
     }
 

@@ -133,6 +133,19 @@ impl DatabaseUrl {
     }
 }
 
+/// Takes SQLite's write lock at the start of a write transaction (PostgreSQL: nothing to do).
+///
+/// SQLite transactions begin deferred: one that reads first holds a read snapshot, and its first
+/// write then fails at once with `SQLITE_BUSY` ("database is locked", without waiting for
+/// `busy_timeout`) if another connection committed meanwhile. A write statement first (this
+/// no-op `UPDATE`) waits for the lock instead, as `BEGIN IMMEDIATE` would.
+pub(crate) fn lock_for_writing(conn: &mut AnyConnection) -> Result<(), VaultError> {
+    if let AnyConnection::Sqlite(c) = conn {
+        c.batch_execute("UPDATE unions SET id = id WHERE 0")?;
+    }
+    Ok(())
+}
+
 /// Removes anything that looks like `user:password@` from an error text.
 fn redact_url(text: &str) -> String {
     match (text.find("://"), text.find('@')) {

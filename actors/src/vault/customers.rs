@@ -175,6 +175,7 @@ pub fn delete_card(
     msg: DeleteCard,
 ) -> Result<Applied<DeleteOutcome>, VaultError> {
     conn.transaction(|conn| {
+        super::connection::lock_for_writing(conn)?;
         if let Some(key) = &msg.command {
             if let Some(done) = find_command(conn, key)? {
                 return Ok(done);
@@ -232,6 +233,7 @@ vault_message!(SetStatus => Applied<CustomerSnapshot>, set_status);
 
 pub fn set_status(conn: &mut AnyConnection, _: &Keyring, msg: SetStatus) -> Result<Applied<CustomerSnapshot>, VaultError> {
     conn.transaction(move |conn| {
+        super::connection::lock_for_writing(conn)?;
         if let Some(key) = &msg.command {
             if let Some(done) = find_command(conn, key)? {
                 return Ok(done);

@@ -138,6 +138,8 @@ fn writer(rx: Arc<Mutex<Receiver<Pending>>>, pool: Pool, keyring: Arc<Keyring>, 
         stats.steps.fetch_add(batch.len() as u64, Relaxed);
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
         let committed = conn.transaction::<_, VaultError, _>(|conn| {
+            // A step may read before it writes (SQLite would then refuse the write).
+            super::connection::lock_for_writing(conn)?;
             for pending in &batch {
                 outcomes.push(exec(conn, &keyring, &pending.step));
             }
