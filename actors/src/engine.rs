@@ -390,7 +390,12 @@ impl Engine {
     /// The personal-account view: customers of the merchant's union and all their cards.
     pub async fn list_customers(&self, req: ListCustomersRequest) -> EngineResult<CustomerPage> {
         let merchant = self.merchant(req.merchant_id).await?;
-        let search = req.search.as_deref().map(|s| CustomerNumber::parse(s).map(|n| n.as_str().to_string())).transpose()?;
+        let search = req
+            .search
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| CustomerNumber::parse(s).map(|n| n.as_str().to_string()))
+            .transpose()?;
         let limit = if req.limit <= 0 { 50 } else { req.limit.min(500) };
         let (total, entries) = flatten(
             self.deps
