@@ -27,7 +27,11 @@ pub struct NatsAcquirer {
 
 impl NatsAcquirer {
     pub fn new(client: async_nats::Client, subject: String, timeout: Duration) -> NatsAcquirer {
-        NatsAcquirer { client, subject, timeout }
+        NatsAcquirer {
+            client,
+            subject,
+            timeout,
+        }
     }
 }
 
@@ -65,7 +69,12 @@ pub struct AcquirerReply {
 }
 
 fn timeout_outcome() -> AuthOutcome {
-    AuthOutcome { state: AuthState::Timeout, response_code: "AS998".into(), network_tx_id: None, approval_code: None }
+    AuthOutcome {
+        state: AuthState::Timeout,
+        response_code: "AS998".into(),
+        network_tx_id: None,
+        approval_code: None,
+    }
 }
 
 impl Acquirer for NatsAcquirer {
@@ -75,7 +84,9 @@ impl Acquirer for NatsAcquirer {
             AuthKind::Verify => ("verify", None),
             AuthKind::CardOnFile => ("card_on_file", None),
             AuthKind::RecurringInitial => ("recurring_initial", None),
-            AuthKind::MerchantInitiated { network_tx_id } => ("merchant_initiated", network_tx_id.clone()),
+            AuthKind::MerchantInitiated { network_tx_id } => {
+                ("merchant_initiated", network_tx_id.clone())
+            }
         };
         let wire = AcquirerRequest {
             merchant_id: req.merchant_id,

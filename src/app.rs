@@ -49,19 +49,25 @@ pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Cli
         options = options.user_and_password(user.clone(), password.expose().to_string());
     }
     // retry_on_initial_connect returns at once; bound the first connection by a deadline.
-    let client = options.connect(&settings.nats.url).await.context("connecting to NATS")?;
+    let client = options
+        .connect(&settings.nats.url)
+        .await
+        .context("connecting to NATS")?;
     Ok(client)
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         settings.validate()?;
-        let url = DatabaseUrl::parse(&settings.database.url)?.with_sqlite_synchronous(settings.database.sqlite_synchronous);
+        let url = DatabaseUrl::parse(&settings.database.url)?
+            .with_sqlite_synchronous(settings.database.sqlite_synchronous);
         let migrated = url.run_migrations().context("running vault migrations")?;
         if migrated > 0 {
             tracing::info!(migrated, "vault migrations applied");
         }
-        let pool = url.pool(settings.database.pool_size).context("opening the vault pool")?;
+        let pool = url
+            .pool(settings.database.pool_size)
+            .context("opening the vault pool")?;
         let keyring = Arc::new(load_keyring(&settings)?);
         let client = connect_nats(&settings).await?;
         let acquirer: Arc<dyn Acquirer> = match settings.acquirer.kind.as_str() {
@@ -70,12 +76,20 @@ impl Application {
                 settings.acquirer.nats_subject.clone(),
                 Duration::from_millis(settings.acquirer.timeout_ms),
             )),
-            _ => Arc::new(Simulator::new(Duration::from_millis(settings.acquirer.simulator_latency_ms))),
+            _ => Arc::new(Simulator::new(Duration::from_millis(
+                settings.acquirer.simulator_latency_ms,
+            ))),
         };
         let engine = Engine::start(settings.engine_settings(), pool, keyring, acquirer);
         let subjects = Subjects::new(&settings.nats.prefix);
         let metrics = Arc::new(Metrics::new());
-        Ok(Application { settings, engine, client, subjects, metrics })
+        Ok(Application {
+            settings,
+            engine,
+            client,
+            subjects,
+            metrics,
+        })
     }
 
     /// Serves until `shutdown` resolves, then drains (see the module header).
@@ -92,7 +106,8 @@ impl Application {
             stop: stop.clone(),
         });
         let service = crate::surfaces::start(ctx.clone()).await?;
-        let http = crate::http::spawn(&self.settings.http.listen, ctx.clone(), stop.clone()).await?;
+        let http =
+            crate::http::spawn(&self.settings.http.listen, ctx.clone(), stop.clone()).await?;
         tracing::info!(prefix = %self.settings.nats.prefix, "oneclick is serving");
 
         shutdown.await;

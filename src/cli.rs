@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "oneclick", version, about = "One Click card-on-file payments over NATS")]
+#[command(
+    name = "oneclick",
+    version,
+    about = "One Click card-on-file payments over NATS"
+)]
 pub struct Cli {
     /// Settings file (default: config/base.toml + config/$ONECLICK_ENV.toml + ONECLICK__* env).
     #[arg(long, global = true, env = "ONECLICK_CONFIG")]

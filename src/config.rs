@@ -536,8 +536,12 @@ impl Settings {
         if !(1..=4096).contains(&e.registry_shards) {
             return Err(invalid("engine.registry_shards", "must be 1..=4096"));
         }
-        if e.group_commit_writers == 0 || e.group_commit_writers >= self.database.pool_size as usize {
-            return Err(invalid("engine.group_commit_writers", "must be at least 1 and below database.pool_size"));
+        if e.group_commit_writers == 0 || e.group_commit_writers >= self.database.pool_size as usize
+        {
+            return Err(invalid(
+                "engine.group_commit_writers",
+                "must be at least 1 and below database.pool_size",
+            ));
         }
         if !(1..=1024).contains(&e.group_commit_max_batch) {
             return Err(invalid("engine.group_commit_max_batch", "must be 1..=1024"));

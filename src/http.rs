@@ -12,16 +12,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::surfaces::{health_reply, Context};
 
-pub async fn spawn(listen: &str, ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn spawn(
+    listen: &str,
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     if listen.is_empty() {
         return Ok(tokio::spawn(async {}));
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
-    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(ctx);
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .with_state(ctx);
     Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = served.await {
             tracing::warn!(error = %e, "http server ended");
         }
@@ -43,7 +51,11 @@ async fn health(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
                 .ok()
                 .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(|s| s == "ok"))
                 .unwrap_or(false);
-            let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let code = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             (code, [("content-type", "application/json")], body).into_response()
         }
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),

@@ -12,7 +12,8 @@ use crate::config::KeysSettings;
 
 pub fn load(keys: &KeysSettings) -> anyhow::Result<Keyring> {
     if let Some(file) = &keys.file {
-        return Keyring::load_file(file).with_context(|| format!("keys.file {}", Path::new(file).display()));
+        return Keyring::load_file(file)
+            .with_context(|| format!("keys.file {}", Path::new(file).display()));
     }
     let (Some(spec), Some(fingerprint)) = (&keys.master_keys, &keys.fingerprint_key) else {
         bail!(
@@ -22,8 +23,12 @@ pub fn load(keys: &KeysSettings) -> anyhow::Result<Keyring> {
         )
     };
     let list = Keyring::parse_spec(spec.expose()).context("keys.master_keys")?;
-    let current = keys.current.or_else(|| list.iter().map(|(v, _)| *v).max()).context("keys.master_keys: empty")?;
-    let fingerprint = MasterKey::from_base64(fingerprint.expose()).context("keys.fingerprint_key")?;
+    let current = keys
+        .current
+        .or_else(|| list.iter().map(|(v, _)| *v).max())
+        .context("keys.master_keys: empty")?;
+    let fingerprint =
+        MasterKey::from_base64(fingerprint.expose()).context("keys.fingerprint_key")?;
     Keyring::new(list, current, fingerprint).context("keys")
 }
 
@@ -57,7 +62,8 @@ pub fn write_new_file(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Adds key `n+1` to a key file and makes it current (rotation step 1); returns the new version.
 pub fn add_rotation_key(path: &Path) -> anyhow::Result<u32> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let keyring = Keyring::parse_file(&text).with_context(|| format!("{}", path.display()))?;
     let next = keyring.versions().into_iter().max().unwrap_or(0) + 1;
     let mut out = String::new();
@@ -69,7 +75,10 @@ pub fn add_rotation_key(path: &Path) -> anyhow::Result<u32> {
             out.push('\n');
         }
     }
-    out.push_str(&format!("key.{next} = {}\n", MasterKey::generate().to_base64().as_str()));
+    out.push_str(&format!(
+        "key.{next} = {}\n",
+        MasterKey::generate().to_base64().as_str()
+    ));
     let tmp = path.with_extension("rotating");
     let _ = std::fs::remove_file(&tmp);
     write_new_file(&tmp, &out)?;
@@ -92,6 +101,9 @@ mod tests {
         let second = Keyring::load_file(&path).unwrap();
         assert_eq!(second.current_version(), 2);
         assert_eq!(second.versions(), vec![1, 2]);
-        assert!(write_new_file(&path, "x").is_err(), "never overwrites a key file");
+        assert!(
+            write_new_file(&path, "x").is_err(),
+            "never overwrites a key file"
+        );
     }
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use oneclick_actors::engine::replies::PaymentResult;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -40,46 +42,83 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new_custom(Some("oneclick".into()), None).unwrap_or_default();
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "Request-reply requests by endpoint and outcome (ok or fault name)"),
+            Opts::new(
+                "requests_total",
+                "Request-reply requests by endpoint and outcome (ok or fault name)",
+            ),
             &["endpoint", "outcome"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("request_seconds", "Request handling time by endpoint").buckets(vec![
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
+            HistogramOpts::new("request_seconds", "Request handling time by endpoint").buckets(
+                vec![
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
             &["endpoint"],
         )
         .expect("valid metric");
         let payments = IntCounterVec::new(
-            Opts::new("payments_total", "Payment results by kind, order state and response code"),
+            Opts::new(
+                "payments_total",
+                "Payment results by kind, order state and response code",
+            ),
             &["kind", "state", "code"],
         )
         .expect("valid metric");
         let commands = IntCounterVec::new(
-            Opts::new("commands_total", "Durable JetStream commands by kind and outcome"),
+            Opts::new(
+                "commands_total",
+                "Durable JetStream commands by kind and outcome",
+            ),
             &["kind", "outcome"],
         )
         .expect("valid metric");
         let redeliveries = IntCounterVec::new(
-            Opts::new("jetstream_redeliveries_total", "Commands received again after a failed or unacknowledged delivery"),
+            Opts::new(
+                "jetstream_redeliveries_total",
+                "Commands received again after a failed or unacknowledged delivery",
+            ),
             &["kind"],
         )
         .expect("valid metric");
-        let dead_letters =
-            IntCounterVec::new(Opts::new("dead_letters_total", "Commands given up after max_deliver"), &["kind"])
-                .expect("valid metric");
-        let active_customers =
-            IntGauge::new("active_customer_actors", "Customer actors alive in this process").expect("valid metric");
+        let dead_letters = IntCounterVec::new(
+            Opts::new("dead_letters_total", "Commands given up after max_deliver"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let active_customers = IntGauge::new(
+            "active_customer_actors",
+            "Customer actors alive in this process",
+        )
+        .expect("valid metric");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
-        let pool_connections = gauge("vault_pool_connections", "Open connections of the vault pool");
-        let pool_idle = gauge("vault_pool_idle_connections", "Idle connections of the vault pool");
-        let batches = gauge("group_commit_transactions", "Group-commit transactions since start");
-        let batch_steps = gauge("group_commit_steps", "Payment steps written by group commit since start");
+        let pool_connections = gauge(
+            "vault_pool_connections",
+            "Open connections of the vault pool",
+        );
+        let pool_idle = gauge(
+            "vault_pool_idle_connections",
+            "Idle connections of the vault pool",
+        );
+        let batches = gauge(
+            "group_commit_transactions",
+            "Group-commit transactions since start",
+        );
+        let batch_steps = gauge(
+            "group_commit_steps",
+            "Payment steps written by group commit since start",
+        );
         for g in [&pool_connections, &pool_idle, &batches, &batch_steps] {
             let _ = registry.register(Box::new(g.clone()));
         }
-        for c in [&requests, &payments, &commands, &redeliveries, &dead_letters] {
+        for c in [
+            &requests,
+            &payments,
+            &commands,
+            &redeliveries,
+            &dead_letters,
+        ] {
             let _ = registry.register(Box::new(c.clone()));
         }
         let _ = registry.register(Box::new(latency.clone()));
@@ -102,12 +141,18 @@ impl Metrics {
 
     pub fn observe_request(&self, endpoint: &str, outcome: &str, elapsed: Duration) {
         self.requests.with_label_values(&[endpoint, outcome]).inc();
-        self.latency.with_label_values(&[endpoint]).observe(elapsed.as_secs_f64());
+        self.latency
+            .with_label_values(&[endpoint])
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn observe_payment(&self, result: &PaymentResult) {
         self.payments
-            .with_label_values(&[result.kind.as_str(), result.order_state.as_str(), result.response_code.as_str()])
+            .with_label_values(&[
+                result.kind.as_str(),
+                result.order_state.as_str(),
+                result.response_code.as_str(),
+            ])
             .inc();
     }
 

@@ -56,8 +56,14 @@ pub async fn start(ctx: Arc<Context>) -> anyhow::Result<Service> {
         .map_err(|e| anyhow::anyhow!("starting the NATS service: {e}"))?;
     gateway::register(&service, ctx.clone()).await?;
     merchant::register(&service, ctx.clone()).await?;
-    add_endpoint(&service, ctx.clone(), "health", ctx.subjects.health(), |ctx, _| async move { health_reply(&ctx).await })
-        .await?;
+    add_endpoint(
+        &service,
+        ctx.clone(),
+        "health",
+        ctx.subjects.health(),
+        |ctx, _| async move { health_reply(&ctx).await },
+    )
+    .await?;
     durable::start(ctx.clone()).await?;
     Ok(service)
 }
@@ -112,7 +118,12 @@ where
             tracker.spawn(async move {
                 let started = Instant::now();
                 let language = sniff_language(&request.message.payload);
-                let reply = match tokio::time::timeout(deadline, handler(ctx.clone(), request.message.clone())).await {
+                let reply = match tokio::time::timeout(
+                    deadline,
+                    handler(ctx.clone(), request.message.clone()),
+                )
+                .await
+                {
                     Ok(reply) => reply,
                     Err(_) => Err(Fault::Timeout),
                 };
@@ -120,7 +131,8 @@ where
                     Ok(_) => "ok",
                     Err(f) => f.name(),
                 };
-                ctx.metrics.observe_request(name, outcome, started.elapsed());
+                ctx.metrics
+                    .observe_request(name, outcome, started.elapsed());
                 let bytes = reply.unwrap_or_else(|fault| fault_bytes(fault, language));
                 if let Err(e) = request.respond(Ok(bytes.into())).await {
                     tracing::warn!(endpoint = name, error = %e, "could not send the reply");
@@ -140,8 +152,15 @@ pub fn fault_bytes(fault: Fault, language: Language) -> Vec<u8> {
 pub fn to_fault(endpoint: &str, merchant_id: i64, e: oneclick_actors::EngineError) -> Fault {
     let fault = e.fault();
     match fault {
-        Fault::Internal | Fault::Unavailable => tracing::error!(endpoint, merchant_id, error = %e, "request failed"),
-        _ => tracing::debug!(endpoint, merchant_id, fault = fault.name(), "request refused"),
+        Fault::Internal | Fault::Unavailable => {
+            tracing::error!(endpoint, merchant_id, error = %e, "request failed")
+        }
+        _ => tracing::debug!(
+            endpoint,
+            merchant_id,
+            fault = fault.name(),
+            "request refused"
+        ),
     }
     fault
 }

@@ -72,7 +72,8 @@ fn steps(doc: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_walkthrough_reproduces_its_output() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
     let steps = steps(&doc);
     assert!(steps.len() >= 8, "the walkthrough has its steps");
     let stack = Stack::start().await;
@@ -91,15 +92,25 @@ async fn the_readme_walkthrough_reproduces_its_output() {
             .output()
             .expect("run the client");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let mut got: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{line}: not JSON: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
-        let mut want: Value = serde_json::from_str(&expected).unwrap_or_else(|e| panic!("{line}: the document's output is not JSON: {e}"));
+        let mut got: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| {
+            panic!(
+                "{line}: not JSON: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let mut want: Value = serde_json::from_str(&expected)
+            .unwrap_or_else(|e| panic!("{line}: the document's output is not JSON: {e}"));
         if token.is_empty() {
             if let Some(t) = got.get("token").and_then(Value::as_str) {
                 token = t.to_string();
             }
         }
         let is_fault = got.get("fault").is_some_and(|f| !f.is_null());
-        assert_eq!(out.status.code(), Some(if is_fault { 3 } else { 0 }), "{line}: exit code");
+        assert_eq!(
+            out.status.code(),
+            Some(if is_fault { 3 } else { 0 }),
+            "{line}: exit code"
+        );
         normalize(&mut got);
         normalize(&mut want);
         assert_eq!(got, want, "{line}");

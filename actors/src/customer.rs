@@ -49,7 +49,11 @@ pub enum NextState {
 
 /// A unit of work run inside the actor with the customer's current snapshot.
 pub type Job<R> = Box<
-    dyn FnOnce(Arc<Deps>, Option<Arc<CustomerSnapshot>>) -> std::pin::Pin<Box<dyn Future<Output = (Result<R, EngineError>, NextState)>>>
+    dyn FnOnce(
+            Arc<Deps>,
+            Option<Arc<CustomerSnapshot>>,
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = (Result<R, EngineError>, NextState)>>>
         + Send,
 >;
 
@@ -123,7 +127,10 @@ impl actix::Supervised for CustomerActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         // Forget everything cached: the next message reloads from the vault.
         self.state = None;
-        tracing::warn!(union_id = self.key.union_id, "customer actor restarted by its supervisor");
+        tracing::warn!(
+            union_id = self.key.union_id,
+            "customer actor restarted by its supervisor"
+        );
     }
 }
 
@@ -144,11 +151,16 @@ impl<R: 'static> Handler<Run<R>> for CustomerActor {
                 None => {
                     let loaded = deps
                         .vault
-                        .send(LoadCustomer { union_id: key.union_id, customer_number: key.customer_number.to_string() })
+                        .send(LoadCustomer {
+                            union_id: key.union_id,
+                            customer_number: key.customer_number.to_string(),
+                        })
                         .await;
                     match loaded {
                         Ok(Ok(s)) => (s.map(Arc::new), true),
-                        Ok(Err(e)) => return (Err(EngineError::from(e)), NextState::Invalidate, None),
+                        Ok(Err(e)) => {
+                            return (Err(EngineError::from(e)), NextState::Invalidate, None)
+                        }
                         Err(e) => return (Err(EngineError::from(e)), NextState::Invalidate, None),
                     }
                 }
@@ -156,22 +168,24 @@ impl<R: 'static> Handler<Run<R>> for CustomerActor {
             let (result, next) = (msg.0)(deps, snapshot.clone()).await;
             (result, next, loaded.then_some(snapshot))
         };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(result, next, loaded), act, ctx| {
-            if let Some(snapshot) = loaded {
-                act.state = Some(snapshot);
-                act.loaded_at = Instant::now();
-            }
-            match next {
-                NextState::Keep => {}
-                NextState::Replace(s) => {
-                    act.state = Some(s);
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            |(result, next, loaded), act, ctx| {
+                if let Some(snapshot) = loaded {
+                    act.state = Some(snapshot);
                     act.loaded_at = Instant::now();
                 }
-                NextState::Invalidate => act.state = None,
-                NextState::Restart => ctx.stop(),
-            }
-            result
-        })))
+                match next {
+                    NextState::Keep => {}
+                    NextState::Replace(s) => {
+                        act.state = Some(s);
+                        act.loaded_at = Instant::now();
+                    }
+                    NextState::Invalidate => act.state = None,
+                    NextState::Restart => ctx.stop(),
+                }
+                result
+            },
+        )))
     }
 }
 

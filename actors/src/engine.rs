@@ -23,10 +23,12 @@ use crate::customer::{InjectFailure, NextState, Run};
 use crate::domain::{CustomerNumber, DomainError, Token};
 use crate::fault::Fault;
 use crate::registry::{CustomerKey, Registry};
-use crate::vault::customers::{Applied, CommandKey, DeleteCard, DeleteOutcome, ListCustomers, SetStatus};
+use crate::vault::customers::{
+    Applied, CommandKey, DeleteCard, DeleteOutcome, ListCustomers, SetStatus,
+};
+use crate::vault::group_commit::{BatchStats, GroupCommit};
 use crate::vault::payments::FindOrder;
 use crate::vault::records::{CustomerSnapshot, MerchantRecord};
-use crate::vault::group_commit::{BatchStats, GroupCommit};
 use crate::vault::{now_ms, Pool, Vault, VaultError};
 use replies::*;
 use requests::*;
@@ -97,7 +99,9 @@ impl Default for EngineSettings {
             state_ttl: Duration::from_millis(1000),
             credential_cache: Duration::from_secs(60),
             merchant_cache: Duration::from_millis(1000),
-            arbiters: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            arbiters: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             vault_workers: 6,
             group_commit_writers: 2,
             group_commit_max_batch: 64,
@@ -128,7 +132,12 @@ pub struct Engine {
 
 impl Engine {
     /// Starts the vault workers, the actor threads and the registry.
-    pub fn start(settings: EngineSettings, pool: Pool, keyring: Arc<Keyring>, acquirer: Arc<dyn Acquirer>) -> Engine {
+    pub fn start(
+        settings: EngineSettings,
+        pool: Pool,
+        keyring: Arc<Keyring>,
+        acquirer: Arc<dyn Acquirer>,
+    ) -> Engine {
         let vault = Vault::start(pool.clone(), keyring.clone(), settings.vault_workers);
         let batch_stats = Arc::new(BatchStats::default());
         let writer = GroupCommit::start(
@@ -138,12 +147,31 @@ impl Engine {
             settings.group_commit_max_batch,
             batch_stats.clone(),
         );
-        let arbiters: Vec<Arbiter> = (0..settings.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+        let arbiters: Vec<Arbiter> = (0..settings.arbiters.max(1))
+            .map(|_| Arbiter::new())
+            .collect();
         let handles: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
-        let deps = Arc::new(Deps { vault, writer, batch_stats, acquirer, keyring, settings: settings.clone() });
+        let deps = Arc::new(Deps {
+            vault,
+            writer,
+            batch_stats,
+            acquirer,
+            keyring,
+            settings: settings.clone(),
+        });
         let registry = Registry::new(settings.registry_shards, handles, Arc::downgrade(&deps));
-        let merchants = merchants::MerchantCache::new(deps.vault.clone(), settings.merchant_cache, settings.credential_cache);
-        Engine { deps, registry, merchants, pool, _arbiters: Arc::new(arbiters) }
+        let merchants = merchants::MerchantCache::new(
+            deps.vault.clone(),
+            settings.merchant_cache,
+            settings.credential_cache,
+        );
+        Engine {
+            deps,
+            registry,
+            merchants,
+            pool,
+            _arbiters: Arc::new(arbiters),
+        }
     }
 
     pub fn vault(&self) -> &Addr<Vault> {
@@ -158,7 +186,11 @@ impl Engine {
     pub fn batch_stats(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.deps.batch_stats;
-        (s.batches.load(Relaxed), s.steps.load(Relaxed), s.failed_batches.load(Relaxed))
+        (
+            s.batches.load(Relaxed),
+            s.steps.load(Relaxed),
+            s.failed_batches.load(Relaxed),
+        )
     }
 
     /// Vault pool use: (open connections, idle connections).
@@ -180,9 +212,14 @@ impl Engine {
         F: Fn() -> crate::customer::Job<R>,
     {
         for attempt in 0..3 {
-            let addr = self.registry.get_or_start(key).ok_or(EngineError::Fault(Fault::ShuttingDown))?;
+            let addr = self
+                .registry
+                .get_or_start(key)
+                .ok_or(EngineError::Fault(Fault::ShuttingDown))?;
             match addr.send(Run(job())).await {
-                Ok(Err(EngineError::Retired)) | Err(MailboxError::Closed) if attempt < 2 => continue,
+                Ok(Err(EngineError::Retired)) | Err(MailboxError::Closed) if attempt < 2 => {
+                    continue
+                }
                 Ok(result) => return result,
                 Err(e) => return Err(e.into()),
             }
@@ -191,12 +228,20 @@ impl Engine {
     }
 
     fn customer_key(merchant: &MerchantRecord, number: &CustomerNumber) -> CustomerKey {
-        CustomerKey { union_id: merchant.union_id, customer_number: Arc::from(number.as_str()) }
+        CustomerKey {
+            union_id: merchant.union_id,
+            customer_number: Arc::from(number.as_str()),
+        }
     }
 
     /// Checks a web-service user's login and password (argon2, cached once verified).
-    pub async fn authenticate(&self, credentials: &Credentials) -> EngineResult<Arc<MerchantRecord>> {
-        self.merchants.authenticate_with(&self.deps.keyring, credentials).await
+    pub async fn authenticate(
+        &self,
+        credentials: &Credentials,
+    ) -> EngineResult<Arc<MerchantRecord>> {
+        self.merchants
+            .authenticate_with(&self.deps.keyring, credentials)
+            .await
     }
 
     /// A merchant by id (cached), or `UnknownMerchant`.
@@ -223,7 +268,10 @@ impl Engine {
             Box::new(move |_deps, snapshot: Option<Arc<CustomerSnapshot>>| {
                 Box::pin(async move {
                     let today = chrono::Utc::now().with_timezone(&tz).date_naive();
-                    (Ok(decide::offer(&merchant, snapshot.as_deref(), today)), NextState::Keep)
+                    (
+                        Ok(decide::offer(&merchant, snapshot.as_deref(), today)),
+                        NextState::Keep,
+                    )
                 })
             })
         })
@@ -256,7 +304,10 @@ impl Engine {
     }
 
     /// A merchant-initiated charge on a recurring agreement (R15).
-    pub async fn recurring_charge(&self, req: RecurringChargeRequest) -> EngineResult<PaymentResult> {
+    pub async fn recurring_charge(
+        &self,
+        req: RecurringChargeRequest,
+    ) -> EngineResult<PaymentResult> {
         let merchant = self.merchant(req.merchant_id).await?;
         payment::recurring_charge(self, merchant, req).await
     }
@@ -269,41 +320,58 @@ impl Engine {
         let number = CustomerNumber::parse(&req.customer_number)?;
         let token = Token::parse(&req.token).map_err(|_| Fault::TokenNotFound)?;
         let command = match &req.command_id {
-            Some(id) => Some(self.command_key(&merchant, id, "delete_card", &[number.as_str().as_bytes(), token.as_str().as_bytes()])?),
+            Some(id) => Some(self.command_key(
+                &merchant,
+                id,
+                "delete_card",
+                &[number.as_str().as_bytes(), token.as_str().as_bytes()],
+            )?),
             None => None,
         };
         let key = Self::customer_key(&merchant, &number);
         self.on_customer(&key, || {
             let (token, command) = (token.clone(), command.clone());
-            Box::new(move |deps: Arc<Deps>, snapshot: Option<Arc<CustomerSnapshot>>| {
-                Box::pin(async move {
-                    let Some(snapshot) = snapshot else {
-                        return (Err(Fault::TokenNotFound.into()), NextState::Keep);
-                    };
-                    // Known-missing tokens answer from the cache only when no command id needs replaying.
-                    if command.is_none() && !snapshot.cards.iter().any(|c| c.token == token.as_str()) {
-                        return (Err(Fault::TokenNotFound.into()), NextState::Keep);
-                    }
-                    let removed = TokenRemoved::of(token.as_str());
-                    let sent = deps
-                        .vault
-                        .send(DeleteCard {
-                            customer_id: snapshot.id,
-                            token: token.as_str().to_string(),
-                            command,
-                            result_json: json(&removed),
-                            now_ms: now_ms(),
-                        })
-                        .await;
-                    match flatten(sent) {
-                        Ok(Applied::Done(DeleteOutcome::Deleted(s))) => (Ok(removed), NextState::Replace(Some(Arc::new(s)))),
-                        Ok(Applied::Done(DeleteOutcome::NotFound)) => (Err(Fault::TokenNotFound.into()), NextState::Invalidate),
-                        Ok(Applied::Replay(stored)) => (parse_stored(&stored), NextState::Invalidate),
-                        Ok(Applied::Conflict) => (Err(Fault::IdempotencyConflict.into()), NextState::Keep),
-                        Err(e) => (Err(e), NextState::Invalidate),
-                    }
-                })
-            })
+            Box::new(
+                move |deps: Arc<Deps>, snapshot: Option<Arc<CustomerSnapshot>>| {
+                    Box::pin(async move {
+                        let Some(snapshot) = snapshot else {
+                            return (Err(Fault::TokenNotFound.into()), NextState::Keep);
+                        };
+                        // Known-missing tokens answer from the cache only when no command id needs replaying.
+                        if command.is_none()
+                            && !snapshot.cards.iter().any(|c| c.token == token.as_str())
+                        {
+                            return (Err(Fault::TokenNotFound.into()), NextState::Keep);
+                        }
+                        let removed = TokenRemoved::of(token.as_str());
+                        let sent = deps
+                            .vault
+                            .send(DeleteCard {
+                                customer_id: snapshot.id,
+                                token: token.as_str().to_string(),
+                                command,
+                                result_json: json(&removed),
+                                now_ms: now_ms(),
+                            })
+                            .await;
+                        match flatten(sent) {
+                            Ok(Applied::Done(DeleteOutcome::Deleted(s))) => {
+                                (Ok(removed), NextState::Replace(Some(Arc::new(s))))
+                            }
+                            Ok(Applied::Done(DeleteOutcome::NotFound)) => {
+                                (Err(Fault::TokenNotFound.into()), NextState::Invalidate)
+                            }
+                            Ok(Applied::Replay(stored)) => {
+                                (parse_stored(&stored), NextState::Invalidate)
+                            }
+                            Ok(Applied::Conflict) => {
+                                (Err(Fault::IdempotencyConflict.into()), NextState::Keep)
+                            }
+                            Err(e) => (Err(e), NextState::Invalidate),
+                        }
+                    })
+                },
+            )
         })
         .await
     }
@@ -322,7 +390,12 @@ impl Engine {
             _ => return Err(Fault::InvalidStatus.into()),
         };
         let command = match &req.command_id {
-            Some(id) => Some(self.command_key(&merchant, id, "set_status", &[number.as_str().as_bytes(), req.status.as_bytes()])?),
+            Some(id) => Some(self.command_key(
+                &merchant,
+                id,
+                "set_status",
+                &[number.as_str().as_bytes(), req.status.as_bytes()],
+            )?),
             None => None,
         };
         let key = Self::customer_key(&merchant, &number);
@@ -360,8 +433,12 @@ impl Engine {
                             };
                             (Ok(reply), NextState::Replace(Some(Arc::new(s))))
                         }
-                        Ok(Applied::Replay(stored)) => (parse_stored(&stored), NextState::Invalidate),
-                        Ok(Applied::Conflict) => (Err(Fault::IdempotencyConflict.into()), NextState::Keep),
+                        Ok(Applied::Replay(stored)) => {
+                            (parse_stored(&stored), NextState::Invalidate)
+                        }
+                        Ok(Applied::Conflict) => {
+                            (Err(Fault::IdempotencyConflict.into()), NextState::Keep)
+                        }
                         Err(e) => (Err(e), NextState::Invalidate),
                     }
                 })
@@ -379,8 +456,13 @@ impl Engine {
             let merchant = merchant.clone();
             Box::new(move |_deps, snapshot: Option<Arc<CustomerSnapshot>>| {
                 Box::pin(async move {
-                    let today = chrono::Utc::now().with_timezone(&merchant.time_zone).date_naive();
-                    (Ok(decide::token_list(&merchant, snapshot.as_deref(), today)), NextState::Keep)
+                    let today = chrono::Utc::now()
+                        .with_timezone(&merchant.time_zone)
+                        .date_naive();
+                    (
+                        Ok(decide::token_list(&merchant, snapshot.as_deref(), today)),
+                        NextState::Keep,
+                    )
                 })
             })
         })
@@ -396,15 +478,32 @@ impl Engine {
             .filter(|s| !s.is_empty())
             .map(|s| CustomerNumber::parse(s).map(|n| n.as_str().to_string()))
             .transpose()?;
-        let limit = if req.limit <= 0 { 50 } else { req.limit.min(500) };
+        let limit = if req.limit <= 0 {
+            50
+        } else {
+            req.limit.min(500)
+        };
         let (total, entries) = flatten(
             self.deps
                 .vault
-                .send(ListCustomers { union_id: merchant.union_id, search, offset: req.offset.max(0), limit })
+                .send(ListCustomers {
+                    union_id: merchant.union_id,
+                    search,
+                    offset: req.offset.max(0),
+                    limit,
+                })
                 .await,
         )?;
-        let today = chrono::Utc::now().with_timezone(&merchant.time_zone).date_naive();
-        Ok(CustomerPage { total, customers: entries.into_iter().map(|e| decide::account_customer(e, today)).collect() })
+        let today = chrono::Utc::now()
+            .with_timezone(&merchant.time_zone)
+            .date_naive();
+        Ok(CustomerPage {
+            total,
+            customers: entries
+                .into_iter()
+                .map(|e| decide::account_customer(e, today))
+                .collect(),
+        })
     }
 
     /// The state of one of the merchant's orders.
@@ -414,7 +513,10 @@ impl Engine {
         let found = flatten(
             self.deps
                 .vault
-                .send(FindOrder { merchant_id: merchant.id, order_number: number.as_str().to_string() })
+                .send(FindOrder {
+                    merchant_id: merchant.id,
+                    order_number: number.as_str().to_string(),
+                })
                 .await,
         )?;
         let (row, card) = found.ok_or(Fault::OrderNotFound)?;
@@ -423,16 +525,33 @@ impl Engine {
 
     /// Test hook for the supervision test: makes the customer's actor fail.
     #[doc(hidden)]
-    pub async fn inject_customer_failure(&self, merchant_id: i64, customer_number: &str, panic: bool) -> EngineResult<()> {
+    pub async fn inject_customer_failure(
+        &self,
+        merchant_id: i64,
+        customer_number: &str,
+        panic: bool,
+    ) -> EngineResult<()> {
         let merchant = self.merchant(merchant_id).await?;
         let key = Self::customer_key(&merchant, &CustomerNumber::parse(customer_number)?);
-        let addr = self.registry.get_or_start(&key).ok_or(Fault::ShuttingDown)?;
+        let addr = self
+            .registry
+            .get_or_start(&key)
+            .ok_or(Fault::ShuttingDown)?;
         let _ = addr.send(InjectFailure { panic }).await;
         Ok(())
     }
 
-    fn command_key(&self, merchant: &MerchantRecord, command_id: &str, kind: &'static str, parts: &[&[u8]]) -> EngineResult<CommandKey> {
-        if command_id.is_empty() || command_id.len() > 64 || !command_id.chars().all(|c| c.is_ascii_graphic()) {
+    fn command_key(
+        &self,
+        merchant: &MerchantRecord,
+        command_id: &str,
+        kind: &'static str,
+        parts: &[&[u8]],
+    ) -> EngineResult<CommandKey> {
+        if command_id.is_empty()
+            || command_id.len() > 64
+            || !command_id.chars().all(|c| c.is_ascii_graphic())
+        {
             return Err(Fault::InvalidCommandId.into());
         }
         let mut all: Vec<&[u8]> = vec![kind.as_bytes()];
@@ -456,5 +575,6 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(stored: &str) -> EngineResult<T> {
-    serde_json::from_str(stored).map_err(|e| EngineError::Vault(VaultError::Corrupt(format!("stored result: {e}"))))
+    serde_json::from_str(stored)
+        .map_err(|e| EngineError::Vault(VaultError::Corrupt(format!("stored result: {e}"))))
 }

@@ -40,7 +40,9 @@ impl Registry {
     pub fn new(shards: usize, arbiters: Vec<ArbiterHandle>, deps: Weak<Deps>) -> Registry {
         Registry {
             inner: Arc::new(Inner {
-                shards: (0..shards.max(1)).map(|_| Mutex::new(HashMap::new())).collect(),
+                shards: (0..shards.max(1))
+                    .map(|_| Mutex::new(HashMap::new()))
+                    .collect(),
                 arbiters,
                 hasher: Default::default(),
                 deps,
@@ -52,7 +54,10 @@ impl Registry {
         self.inner.hasher.hash_one(key)
     }
 
-    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashMap<CustomerKey, Addr<CustomerActor>>> {
+    fn shard(
+        &self,
+        hash: u64,
+    ) -> std::sync::MutexGuard<'_, HashMap<CustomerKey, Addr<CustomerActor>>> {
         let shard = &self.inner.shards[(hash % self.inner.shards.len() as u64) as usize];
         // A poisoned shard only means a thread panicked while holding it; the map is still valid.
         shard.lock().unwrap_or_else(|p| p.into_inner())
@@ -68,9 +73,11 @@ impl Registry {
             }
         }
         let deps = self.inner.deps.upgrade()?;
-        let arbiter = &self.inner.arbiters[((hash >> 32) % self.inner.arbiters.len() as u64) as usize];
+        let arbiter =
+            &self.inner.arbiters[((hash >> 32) % self.inner.arbiters.len() as u64) as usize];
         let (k, registry) = (key.clone(), self.clone());
-        let addr = Supervisor::start_in_arbiter(arbiter, move |_| CustomerActor::new(k, deps, registry));
+        let addr =
+            Supervisor::start_in_arbiter(arbiter, move |_| CustomerActor::new(k, deps, registry));
         shard.insert(key.clone(), addr.clone());
         Some(addr)
     }
@@ -85,7 +92,11 @@ impl Registry {
 
     /// Number of registered actors (a metric; takes each shard lock briefly).
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.lock().map(|m| m.len()).unwrap_or(0)).sum()
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -11,8 +11,8 @@ use oneclick_actors::crypto::Keyring;
 use oneclick_actors::engine::merchants::hash_password;
 use oneclick_actors::vault::keys::{key_status, rotate_batch, GetKeyStatus, RotateBatch};
 use oneclick_actors::vault::merchants::{
-    create_union, join_union, set_merchant_user, upsert_merchant, CreateUnion, JoinOutcome, JoinUnion, SetMerchantUser,
-    UpsertMerchant,
+    create_union, join_union, set_merchant_user, upsert_merchant, CreateUnion, JoinOutcome,
+    JoinUnion, SetMerchantUser, UpsertMerchant,
 };
 use oneclick_actors::vault::DatabaseUrl;
 
@@ -122,7 +122,8 @@ pub enum KeysCommand {
 }
 
 fn open(settings: &Settings) -> anyhow::Result<(DatabaseUrl, oneclick_actors::vault::Pool)> {
-    let url = DatabaseUrl::parse(&settings.database.url)?.with_sqlite_synchronous(settings.database.sqlite_synchronous);
+    let url = DatabaseUrl::parse(&settings.database.url)?
+        .with_sqlite_synchronous(settings.database.sqlite_synchronous);
     url.run_migrations()?;
     let pool = url.pool(2)?;
     Ok((url, pool))
@@ -139,13 +140,20 @@ fn keyring_or_dummy(settings: &Settings) -> Keyring {
 
 fn parse_limit(raw: &str) -> anyhow::Result<(String, Option<i64>, Option<i64>)> {
     let parts: Vec<&str> = raw.split(':').collect();
-    let [currency, day, week] = parts[..] else { bail!("--limit {raw}: expected CURRENCY:DAY:WEEK") };
-    let currency = oneclick_actors::domain::Currency::parse(currency).map_err(|e| anyhow::anyhow!("--limit {raw}: {e}"))?;
+    let [currency, day, week] = parts[..] else {
+        bail!("--limit {raw}: expected CURRENCY:DAY:WEEK")
+    };
+    let currency = oneclick_actors::domain::Currency::parse(currency)
+        .map_err(|e| anyhow::anyhow!("--limit {raw}: {e}"))?;
     let amount = |s: &str| -> anyhow::Result<Option<i64>> {
         if s == "-" || s.is_empty() {
             return Ok(None);
         }
-        Ok(Some(oneclick_actors::domain::Amount::parse(s).map_err(|e| anyhow::anyhow!("--limit {raw}: {e}"))?.minor()))
+        Ok(Some(
+            oneclick_actors::domain::Amount::parse(s)
+                .map_err(|e| anyhow::anyhow!("--limit {raw}: {e}"))?
+                .minor(),
+        ))
     };
     Ok((currency.as_str().to_string(), amount(day)?, amount(week)?))
 }
@@ -159,7 +167,10 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::Keys(KeysCommand::Generate { out }) => {
             crate::keys::write_new_file(&out, &crate::keys::generate_file_text())?;
-            println!("wrote {} (mode 0600): keep it secret, never commit it", out.display());
+            println!(
+                "wrote {} (mode 0600): keep it secret, never commit it",
+                out.display()
+            );
         }
         AdminCommand::Keys(KeysCommand::Add { file }) => {
             let v = crate::keys::add_rotation_key(&file)?;
@@ -184,7 +195,10 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
                 eprintln!("re-encrypted {total} so far");
             }
             let status = key_status(&mut *pool.get()?, &keyring, GetKeyStatus)?;
-            println!("re-encrypted {total}; now: {}", serde_json::to_string(&status)?);
+            println!(
+                "re-encrypted {total}; now: {}",
+                serde_json::to_string(&status)?
+            );
         }
         AdminCommand::DemoSeed => {
             let (_, pool) = open(settings)?;
@@ -213,7 +227,8 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
                 SetMerchantUser {
                     merchant_id: DEMO_MERCHANT_ID,
                     login: DEMO_LOGIN.into(),
-                    password_hash: hash_password(DEMO_PASSWORD).map_err(|e| anyhow::anyhow!("{e}"))?,
+                    password_hash: hash_password(DEMO_PASSWORD)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
                 },
             )?;
             println!(
@@ -223,20 +238,32 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Merchant(m) => {
             let (_, pool) = open(settings)?;
             let keyring = keyring_or_dummy(settings);
-            oneclick_actors::domain::MerchantMode::parse(&m.mode).map_err(|_| anyhow::anyhow!("--mode: expected standard, saved_cards_only or save_only"))?;
-            oneclick_actors::domain::limits::parse_time_zone(&m.time_zone).map_err(|_| anyhow::anyhow!("--time-zone: not an IANA zone"))?;
+            oneclick_actors::domain::MerchantMode::parse(&m.mode).map_err(|_| {
+                anyhow::anyhow!("--mode: expected standard, saved_cards_only or save_only")
+            })?;
+            oneclick_actors::domain::limits::parse_time_zone(&m.time_zone)
+                .map_err(|_| anyhow::anyhow!("--time-zone: not an IANA zone"))?;
             let signature_key = match m.signature_key {
                 Some(k) => {
-                    base64::engine::general_purpose::STANDARD.decode(&k).context("--signature-key: not base64")?;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(&k)
+                        .context("--signature-key: not base64")?;
                     k
                 }
                 None => {
-                    let k = oneclick_actors::crypto::MasterKey::generate().to_base64().as_str().to_string();
+                    let k = oneclick_actors::crypto::MasterKey::generate()
+                        .to_base64()
+                        .as_str()
+                        .to_string();
                     println!("generated signature key (base64): {k}");
                     k
                 }
             };
-            let limits = m.limits.iter().map(|l| parse_limit(l)).collect::<anyhow::Result<Vec<_>>>()?;
+            let limits = m
+                .limits
+                .iter()
+                .map(|l| parse_limit(l))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             upsert_merchant(
                 &mut *pool.get()?,
                 &keyring,
@@ -255,13 +282,25 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
             )?;
             println!("merchant {} saved", m.id);
         }
-        AdminCommand::User { merchant, login, password } => {
+        AdminCommand::User {
+            merchant,
+            login,
+            password,
+        } => {
             if login.chars().count() > 20 || password.chars().count() > 30 {
                 bail!("login is at most 20 characters and password at most 30 (the original's limits)");
             }
             let (_, pool) = open(settings)?;
             let hash = hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
-            set_merchant_user(&mut *pool.get()?, &keyring_or_dummy(settings), SetMerchantUser { merchant_id: merchant, login, password_hash: hash })?;
+            set_merchant_user(
+                &mut *pool.get()?,
+                &keyring_or_dummy(settings),
+                SetMerchantUser {
+                    merchant_id: merchant,
+                    login,
+                    password_hash: hash,
+                },
+            )?;
             println!("user saved");
         }
         AdminCommand::Union(UnionCommand::Create { kind, name }) => {
@@ -269,17 +308,35 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
                 bail!("--kind: expected legal_entity, legal_entity_group or merchant_group");
             }
             let (_, pool) = open(settings)?;
-            let id = create_union(&mut *pool.get()?, &keyring_or_dummy(settings), CreateUnion { kind, name })?;
+            let id = create_union(
+                &mut *pool.get()?,
+                &keyring_or_dummy(settings),
+                CreateUnion { kind, name },
+            )?;
             println!("{id}");
         }
         AdminCommand::Union(UnionCommand::Join { merchant, union }) => {
             let (_, pool) = open(settings)?;
-            match join_union(&mut *pool.get()?, &keyring_or_dummy(settings), JoinUnion { merchant_id: merchant, union_id: union })? {
-                JoinOutcome::Joined { customers_moved } => println!("joined; {customers_moved} customers moved"),
+            match join_union(
+                &mut *pool.get()?,
+                &keyring_or_dummy(settings),
+                JoinUnion {
+                    merchant_id: merchant,
+                    union_id: union,
+                },
+            )? {
+                JoinOutcome::Joined { customers_moved } => {
+                    println!("joined; {customers_moved} customers moved")
+                }
                 JoinOutcome::UnknownMerchant => bail!("unknown merchant {merchant}"),
                 JoinOutcome::UnknownUnion => bail!("unknown union {union}"),
-                JoinOutcome::SharedUnion => bail!("merchant {merchant} shares its union with other merchants"),
-                JoinOutcome::Collision(numbers) => bail!("refused: these customer numbers exist in both: {}", numbers.join(", ")),
+                JoinOutcome::SharedUnion => {
+                    bail!("merchant {merchant} shares its union with other merchants")
+                }
+                JoinOutcome::Collision(numbers) => bail!(
+                    "refused: these customer numbers exist in both: {}",
+                    numbers.join(", ")
+                ),
             }
         }
     }

@@ -51,7 +51,11 @@ pub async fn start(ctx: Arc<Context>) -> anyhow::Result<()> {
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: Duration::from_secs(n.ack_wait_secs),
                     max_deliver: n.max_deliver,
-                    backoff: n.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+                    backoff: n
+                        .backoff_ms
+                        .iter()
+                        .map(|ms| Duration::from_millis(*ms))
+                        .collect(),
                     max_ack_pending: 1,
                     ..Default::default()
                 },
@@ -60,7 +64,8 @@ pub async fn start(ctx: Arc<Context>) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
         let ctx2 = ctx.clone();
         let js2 = js.clone();
-        ctx.tracker.spawn(async move { consume(ctx2, js2, consumer, partition).await });
+        ctx.tracker
+            .spawn(async move { consume(ctx2, js2, consumer, partition).await });
     }
     Ok(())
 }
@@ -96,7 +101,12 @@ pub async fn ensure_streams(ctx: &Context, js: &jetstream::Context) -> anyhow::R
     Ok(())
 }
 
-async fn consume(ctx: Arc<Context>, js: jetstream::Context, consumer: jetstream::consumer::PullConsumer, partition: u32) {
+async fn consume(
+    ctx: Arc<Context>,
+    js: jetstream::Context,
+    consumer: jetstream::consumer::PullConsumer,
+    partition: u32,
+) {
     let mut messages = match consumer.messages().await {
         Ok(m) => m,
         Err(e) => {
@@ -122,7 +132,10 @@ async fn consume(ctx: Arc<Context>, js: jetstream::Context, consumer: jetstream:
 
 /// Faults worth another delivery (the cause may pass), as opposed to a final answer.
 fn is_transient(fault: Fault) -> bool {
-    matches!(fault, Fault::Unavailable | Fault::Timeout | Fault::ShuttingDown | Fault::Internal)
+    matches!(
+        fault,
+        Fault::Unavailable | Fault::Timeout | Fault::ShuttingDown | Fault::Internal
+    )
 }
 
 async fn process(ctx: &Context, js: &jetstream::Context, message: jetstream::Message) {
@@ -138,13 +151,24 @@ async fn process(ctx: &Context, js: &jetstream::Context, message: jetstream::Mes
     if delivered > 1 {
         ctx.metrics.observe_redelivery(&kind_name);
     }
-    let envelope: CommandEnvelope = match parse_request(&message.payload, ctx.settings.service.max_request_bytes) {
-        Ok(e) => e,
-        Err(fault) => {
-            dead_letter(ctx, js, &message, None, &kind_name, delivered, stream_sequence, fault).await;
-            return;
-        }
-    };
+    let envelope: CommandEnvelope =
+        match parse_request(&message.payload, ctx.settings.service.max_request_bytes) {
+            Ok(e) => e,
+            Err(fault) => {
+                dead_letter(
+                    ctx,
+                    js,
+                    &message,
+                    None,
+                    &kind_name,
+                    delivered,
+                    stream_sequence,
+                    fault,
+                )
+                .await;
+                return;
+            }
+        };
     crash_hook(&envelope.command_id, delivered);
     let kind = envelope.kind();
     let command_id = envelope.command_id.clone();
@@ -158,7 +182,17 @@ async fn process(ctx: &Context, js: &jetstream::Context, message: jetstream::Mes
         Ok(event) => event,
         Err(fault) if is_transient(fault) => {
             if delivered >= ctx.settings.nats.max_deliver.max(1) as u64 {
-                dead_letter(ctx, js, &message, Some(envelope), &kind_name, delivered, stream_sequence, fault).await;
+                dead_letter(
+                    ctx,
+                    js,
+                    &message,
+                    Some(envelope),
+                    &kind_name,
+                    delivered,
+                    stream_sequence,
+                    fault,
+                )
+                .await;
             } else {
                 let delay = backoff(ctx, delivered);
                 ctx.metrics.observe_command(kind.as_str(), "retry");
@@ -172,7 +206,9 @@ async fn process(ctx: &Context, js: &jetstream::Context, message: jetstream::Mes
     let subject = ctx.subjects.event(merchant_id, kind);
     if publish(js, subject, &command_id, &event).await.is_err() {
         // The effect is committed; the redelivery will find the stored result and publish again.
-        let _ = message.ack_with(AckKind::Nak(Some(backoff(ctx, delivered)))).await;
+        let _ = message
+            .ack_with(AckKind::Nak(Some(backoff(ctx, delivered))))
+            .await;
         return;
     }
     ctx.metrics.observe_command(kind.as_str(), outcome);
@@ -183,7 +219,11 @@ async fn process(ctx: &Context, js: &jetstream::Context, message: jetstream::Mes
 
 fn backoff(ctx: &Context, delivered: u64) -> Duration {
     let steps = &ctx.settings.nats.backoff_ms;
-    let ms = steps.get((delivered as usize).saturating_sub(1)).or(steps.last()).copied().unwrap_or(1000);
+    let ms = steps
+        .get((delivered as usize).saturating_sub(1))
+        .or(steps.last())
+        .copied()
+        .unwrap_or(1000);
     Duration::from_millis(ms)
 }
 
@@ -217,12 +257,23 @@ async fn apply(ctx: &Context, envelope: CommandEnvelope) -> Result<CommandEvent,
     })
 }
 
-async fn publish<T: serde::Serialize>(js: &jetstream::Context, subject: String, msg_id: &str, body: &T) -> Result<(), ()> {
+async fn publish<T: serde::Serialize>(
+    js: &jetstream::Context,
+    subject: String,
+    msg_id: &str,
+    body: &T,
+) -> Result<(), ()> {
     let payload = serde_json::to_vec(body).map_err(|_| ())?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", msg_id);
-    match js.publish_with_headers(subject, headers, payload.into()).await {
-        Ok(ack) => ack.await.map(|_| ()).map_err(|e| tracing::warn!(error = %e, "event not stored")),
+    match js
+        .publish_with_headers(subject, headers, payload.into())
+        .await
+    {
+        Ok(ack) => ack
+            .await
+            .map(|_| ())
+            .map_err(|e| tracing::warn!(error = %e, "event not stored")),
         Err(e) => {
             tracing::warn!(error = %e, "event not published");
             Err(())
@@ -251,12 +302,23 @@ async fn dead_letter(
         command,
     };
     let id = format!("dlq-{stream_sequence}");
-    tracing::error!(kind, deliveries, stream_sequence, fault = fault.name(), "command dead-lettered");
+    tracing::error!(
+        kind,
+        deliveries,
+        stream_sequence,
+        fault = fault.name(),
+        "command dead-lettered"
+    );
     ctx.metrics.observe_dead_letter(kind);
-    if publish(js, ctx.subjects.dead_letter(kind), &id, &letter).await.is_ok() {
+    if publish(js, ctx.subjects.dead_letter(kind), &id, &letter)
+        .await
+        .is_ok()
+    {
         let _ = message.ack_with(AckKind::Term).await;
     } else {
-        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
     }
 }
 
@@ -264,7 +326,9 @@ async fn dead_letter(
 /// this command id, the first delivery aborts the process before the engine runs, exactly like a
 /// crash. Never set in production.
 fn crash_hook(command_id: &str, delivered: u64) {
-    if delivered == 1 && std::env::var("ONECLICK_TEST_CRASH_BEFORE_COMMIT").is_ok_and(|id| id == command_id) {
+    if delivered == 1
+        && std::env::var("ONECLICK_TEST_CRASH_BEFORE_COMMIT").is_ok_and(|id| id == command_id)
+    {
         eprintln!("ONECLICK_TEST_CRASH_BEFORE_COMMIT: aborting before commit (test hook)");
         std::process::abort();
     }

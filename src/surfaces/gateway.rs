@@ -22,9 +22,13 @@ pub async fn register(service: &Service, ctx: Arc<Context>) -> anyhow::Result<()
             GatewayEndpoint::Register => "gw_register",
             GatewayEndpoint::DeleteCard => "gw_delete_card",
         };
-        add_endpoint(service, ctx.clone(), name, subject, move |ctx, msg| async move {
-            handle(&ctx, endpoint, &msg.payload).await
-        })
+        add_endpoint(
+            service,
+            ctx.clone(),
+            name,
+            subject,
+            move |ctx, msg| async move { handle(&ctx, endpoint, &msg.payload).await },
+        )
         .await?;
     }
     Ok(())
@@ -42,34 +46,49 @@ pub async fn handle(ctx: &Context, endpoint: GatewayEndpoint, bytes: &[u8]) -> R
         GatewayEndpoint::Offer => {
             let req = body::<OfferBody>(ctx, bytes)?.into_request()?;
             let merchant = req.order.merchant_id;
-            let offer = engine.offer(req).await.map_err(|e| to_fault(name, merchant, e))?;
+            let offer = engine
+                .offer(req)
+                .await
+                .map_err(|e| to_fault(name, merchant, e))?;
             encode(&OfferReply::from(offer))
         }
         GatewayEndpoint::Pay => {
             let req = body::<PayBody>(ctx, bytes)?.into_request()?;
             let merchant = req.order.merchant_id;
-            let result = engine.pay_new_card(req).await.map_err(|e| to_fault(name, merchant, e))?;
+            let result = engine
+                .pay_new_card(req)
+                .await
+                .map_err(|e| to_fault(name, merchant, e))?;
             ctx.metrics.observe_payment(&result);
             encode(&PaymentReply::from(result))
         }
         GatewayEndpoint::PaySaved => {
             let req = body::<PaySavedBody>(ctx, bytes)?.into_request()?;
             let merchant = req.order.merchant_id;
-            let result = engine.pay_saved_card(req).await.map_err(|e| to_fault(name, merchant, e))?;
+            let result = engine
+                .pay_saved_card(req)
+                .await
+                .map_err(|e| to_fault(name, merchant, e))?;
             ctx.metrics.observe_payment(&result);
             encode(&PaymentReply::from(result))
         }
         GatewayEndpoint::Register => {
             let req = body::<RegisterBody>(ctx, bytes)?.into_request()?;
             let merchant = req.order.merchant_id;
-            let result = engine.register(req).await.map_err(|e| to_fault(name, merchant, e))?;
+            let result = engine
+                .register(req)
+                .await
+                .map_err(|e| to_fault(name, merchant, e))?;
             ctx.metrics.observe_payment(&result);
             encode(&PaymentReply::from(result))
         }
         GatewayEndpoint::DeleteCard => {
             let req = body::<DeleteCardBody>(ctx, bytes)?.into_request()?;
             let merchant = req.merchant_id;
-            let removed = engine.delete_card(req).await.map_err(|e| to_fault(name, merchant, e))?;
+            let removed = engine
+                .delete_card(req)
+                .await
+                .map_err(|e| to_fault(name, merchant, e))?;
             encode(&TokenRemovedReply::from(removed))
         }
     }

@@ -30,10 +30,20 @@ pub async fn register(service: &Service, ctx: Arc<Context>) -> anyhow::Result<()
             MerchantEndpoint::CustomersList => "merchant_customers_list",
             MerchantEndpoint::CustomersStatus => "merchant_customers_status",
         };
-        add_endpoint(service, ctx.clone(), name, subject, move |ctx, msg| async move {
-            let merchant_id = ctx.subjects.parse_merchant(msg.subject.as_str()).ok_or(Fault::UnknownMerchant)?.merchant_id;
-            handle(&ctx, endpoint, merchant_id, &msg.payload).await
-        })
+        add_endpoint(
+            service,
+            ctx.clone(),
+            name,
+            subject,
+            move |ctx, msg| async move {
+                let merchant_id = ctx
+                    .subjects
+                    .parse_merchant(msg.subject.as_str())
+                    .ok_or(Fault::UnknownMerchant)?
+                    .merchant_id;
+                handle(&ctx, endpoint, merchant_id, &msg.payload).await
+            },
+        )
         .await?;
     }
     Ok(())
@@ -46,44 +56,82 @@ fn body<T: DeserializeOwned>(ctx: &Context, bytes: &[u8]) -> Result<T, Fault> {
 /// Authenticates the call, then runs it.
 async fn authed<R>(ctx: &Context, call: MerchantCall<R>, name: &str) -> Result<R, Fault> {
     let merchant_id = call.credentials.merchant_id;
-    ctx.engine.authenticate(&call.credentials).await.map_err(|e| to_fault(name, merchant_id, e))?;
+    ctx.engine
+        .authenticate(&call.credentials)
+        .await
+        .map_err(|e| to_fault(name, merchant_id, e))?;
     Ok(call.request)
 }
 
 /// Handles one merchant request for the merchant named by the subject.
-pub async fn handle(ctx: &Context, endpoint: MerchantEndpoint, merchant_id: i64, bytes: &[u8]) -> Reply {
+pub async fn handle(
+    ctx: &Context,
+    endpoint: MerchantEndpoint,
+    merchant_id: i64,
+    bytes: &[u8],
+) -> Reply {
     let engine = &ctx.engine;
     let name = endpoint.as_str();
     let fail = |e| to_fault(name, merchant_id, e);
     match endpoint {
         MerchantEndpoint::TokenList => {
-            let req = authed(ctx, body::<TokenListBody>(ctx, bytes)?.into_request(merchant_id)?, name).await?;
+            let req = authed(
+                ctx,
+                body::<TokenListBody>(ctx, bytes)?.into_request(merchant_id)?,
+                name,
+            )
+            .await?;
             let list = engine.token_list(req).await.map_err(fail)?;
             encode(&TokenListReply::from(list))
         }
         MerchantEndpoint::TokenRemove => {
-            let req = authed(ctx, body::<TokenRemoveBody>(ctx, bytes)?.into_request(merchant_id)?, name).await?;
+            let req = authed(
+                ctx,
+                body::<TokenRemoveBody>(ctx, bytes)?.into_request(merchant_id)?,
+                name,
+            )
+            .await?;
             let removed = engine.delete_card(req).await.map_err(fail)?;
             encode(&TokenRemovedReply::from(removed))
         }
         MerchantEndpoint::TokenPay => {
-            let req = authed(ctx, body::<TokenPayBody>(ctx, bytes)?.into_request(merchant_id)?, name).await?;
+            let req = authed(
+                ctx,
+                body::<TokenPayBody>(ctx, bytes)?.into_request(merchant_id)?,
+                name,
+            )
+            .await?;
             let result = engine.token_pay(req).await.map_err(fail)?;
             ctx.metrics.observe_payment(&result);
             encode(&PaymentReply::from(result))
         }
         MerchantEndpoint::OrderState => {
-            let req = authed(ctx, body::<OrderStateBody>(ctx, bytes)?.into_request(merchant_id)?, name).await?;
+            let req = authed(
+                ctx,
+                body::<OrderStateBody>(ctx, bytes)?.into_request(merchant_id)?,
+                name,
+            )
+            .await?;
             let state = engine.order_state(req).await.map_err(fail)?;
             encode(&OrderStateReply::from(state))
         }
         MerchantEndpoint::CustomersList => {
-            let req = authed(ctx, body::<CustomersListBody>(ctx, bytes)?.into_request(merchant_id)?, name).await?;
+            let req = authed(
+                ctx,
+                body::<CustomersListBody>(ctx, bytes)?.into_request(merchant_id)?,
+                name,
+            )
+            .await?;
             let page = engine.list_customers(req).await.map_err(fail)?;
             encode(&CustomersReply::from(page))
         }
         MerchantEndpoint::CustomersStatus => {
-            let req = authed(ctx, body::<CustomerStatusBody>(ctx, bytes)?.into_request(merchant_id)?, name).await?;
+            let req = authed(
+                ctx,
+                body::<CustomerStatusBody>(ctx, bytes)?.into_request(merchant_id)?,
+                name,
+            )
+            .await?;
             let changed = engine.set_status(req).await.map_err(fail)?;
             encode(&StatusReply::from(changed))
         }

@@ -14,19 +14,31 @@ use crate::vault::VaultError;
 
 /// R6: the customer's status from its flags and cards.
 pub fn status_of(snapshot: &CustomerSnapshot, today: NaiveDate) -> CustomerStatus {
-    let usable = snapshot.cards.iter().filter(|c| c.is_usable_on(today)).count();
+    let usable = snapshot
+        .cards
+        .iter()
+        .filter(|c| c.is_usable_on(today))
+        .count();
     status::derive(snapshot.deny, snapshot.fraud, usable, snapshot.cards.len())
 }
 
 /// Cards not deleted, last used first (R7).
 fn by_recency(snapshot: &CustomerSnapshot) -> Vec<&CardRecord> {
-    let mut cards: Vec<&CardRecord> = snapshot.cards.iter().filter(|c| c.state != CardState::Deleted).collect();
+    let mut cards: Vec<&CardRecord> = snapshot
+        .cards
+        .iter()
+        .filter(|c| c.state != CardState::Deleted)
+        .collect();
     cards.sort_by(|a, b| b.recency().cmp(&a.recency()).then(b.id.cmp(&a.id)));
     cards
 }
 
 /// R4/R7/R18: the offer for the payment page.
-pub fn offer(merchant: &MerchantRecord, snapshot: Option<&CustomerSnapshot>, today: NaiveDate) -> Offer {
+pub fn offer(
+    merchant: &MerchantRecord,
+    snapshot: Option<&CustomerSnapshot>,
+    today: NaiveDate,
+) -> Offer {
     let (status, deny, fraud) = match snapshot {
         Some(s) => (status_of(s, today), s.deny, s.fraud),
         None => (CustomerStatus::New, false, false),
@@ -37,7 +49,10 @@ pub fn offer(merchant: &MerchantRecord, snapshot: Option<&CustomerSnapshot>, tod
         Some(s) if saved_card_payments => by_recency(s)
             .into_iter()
             .filter(|c| c.is_usable_on(today) && c.success_count >= merchant.list_threshold)
-            .map(|c| OfferCard { token: c.token.clone(), card: MaskedCard::of(c) })
+            .map(|c| OfferCard {
+                token: c.token.clone(),
+                card: MaskedCard::of(c),
+            })
             .collect(),
         _ => Vec::new(),
     };
@@ -51,8 +66,14 @@ pub fn offer(merchant: &MerchantRecord, snapshot: Option<&CustomerSnapshot>, tod
 }
 
 /// DESIGN §7 token list: every card not deleted, `active: false` when expired or blocked.
-pub fn token_list(merchant: &MerchantRecord, snapshot: Option<&CustomerSnapshot>, today: NaiveDate) -> Vec<TokenListEntry> {
-    let Some(snapshot) = snapshot else { return Vec::new() };
+pub fn token_list(
+    merchant: &MerchantRecord,
+    snapshot: Option<&CustomerSnapshot>,
+    today: NaiveDate,
+) -> Vec<TokenListEntry> {
+    let Some(snapshot) = snapshot else {
+        return Vec::new();
+    };
     by_recency(snapshot)
         .into_iter()
         .map(|c| TokenListEntry {
@@ -70,7 +91,11 @@ pub fn token_list(merchant: &MerchantRecord, snapshot: Option<&CustomerSnapshot>
 
 /// The personal-account entry of one customer.
 pub fn account_customer(entry: AccountEntry, today: NaiveDate) -> AccountCustomer {
-    let live: Vec<&CardRecord> = entry.cards.iter().filter(|c| c.state != CardState::Deleted).collect();
+    let live: Vec<&CardRecord> = entry
+        .cards
+        .iter()
+        .filter(|c| c.state != CardState::Deleted)
+        .collect();
     let usable = live.iter().filter(|c| c.is_usable_on(today)).count();
     let status = status::derive(entry.deny, entry.fraud, usable, live.len());
     let mut ranked: Vec<&CardRecord> = live.clone();
@@ -96,22 +121,33 @@ pub fn account_customer(entry: AccountEntry, today: NaiveDate) -> AccountCustome
                 saved_at: iso_time(c.saved_at),
                 last_success_at: c.last_used_at.map(iso_time),
                 success_count: c.success_count,
-                order: if c.state == CardState::Deleted { None } else { rank_of(c.id) },
+                order: if c.state == CardState::Deleted {
+                    None
+                } else {
+                    rank_of(c.id)
+                },
             }
         })
         .collect();
-    AccountCustomer { customer_number: entry.customer_number, status, created_at: iso_time(entry.created_at), cards }
+    AccountCustomer {
+        customer_number: entry.customer_number,
+        status,
+        created_at: iso_time(entry.created_at),
+        cards,
+    }
 }
 
 /// Order status from the stored row.
 pub fn order_status(row: OrderRow, card: Option<CardRecord>) -> EngineResult<OrderStatus> {
-    let corrupt = |what: &str| EngineError::Vault(VaultError::Corrupt(format!("order {}: {what}", row.id)));
+    let corrupt =
+        |what: &str| EngineError::Vault(VaultError::Corrupt(format!("order {}: {what}", row.id)));
     let amount = crate::domain::Amount::from_minor(row.amount).ok_or_else(|| corrupt("amount"))?;
     Ok(OrderStatus {
         merchant_id: row.merchant_id,
         kind: row.kind.clone(),
         order_state: OrderState::parse(&row.state).map_err(|_| corrupt("state"))?,
-        response_code: ResponseCode::parse(&row.response_code).map_err(|_| corrupt("response code"))?,
+        response_code: ResponseCode::parse(&row.response_code)
+            .map_err(|_| corrupt("response code"))?,
         amount: amount.to_string(),
         currency: row.currency.clone(),
         created_at: iso_time(row.created_at),

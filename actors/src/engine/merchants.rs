@@ -52,12 +52,15 @@ impl MerchantCache {
     pub async fn get(&self, merchant_id: i64) -> EngineResult<Arc<MerchantRecord>> {
         let cached = {
             let map = self.merchants.lock().unwrap_or_else(|p| p.into_inner());
-            map.get(&merchant_id).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, m)| m.clone())
+            map.get(&merchant_id)
+                .filter(|(at, _)| at.elapsed() < self.ttl)
+                .map(|(_, m)| m.clone())
         };
         let found = match cached {
             Some(found) => found,
             None => {
-                let loaded = flatten(self.vault.send(LoadMerchant { merchant_id }).await)?.map(Arc::new);
+                let loaded =
+                    flatten(self.vault.send(LoadMerchant { merchant_id }).await)?.map(Arc::new);
                 let mut map = self.merchants.lock().unwrap_or_else(|p| p.into_inner());
                 map.insert(merchant_id, (Instant::now(), loaded.clone()));
                 loaded
@@ -67,12 +70,21 @@ impl MerchantCache {
     }
 
     pub fn invalidate(&self, merchant_id: i64) {
-        self.merchants.lock().unwrap_or_else(|p| p.into_inner()).remove(&merchant_id);
+        self.merchants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&merchant_id);
     }
 
     /// Verifies a web-service user; see the module header for the cache.
-    pub async fn authenticate_with(&self, keyring: &Keyring, credentials: &Credentials) -> EngineResult<Arc<MerchantRecord>> {
-        if credentials.login.chars().count() > 20 || credentials.password.expose().chars().count() > 30 {
+    pub async fn authenticate_with(
+        &self,
+        keyring: &Keyring,
+        credentials: &Credentials,
+    ) -> EngineResult<Arc<MerchantRecord>> {
+        if credentials.login.chars().count() > 20
+            || credentials.password.expose().chars().count() > 30
+        {
             return Err(Fault::FieldTooLong.into());
         }
         if credentials.login.is_empty() || credentials.password.expose().is_empty() {
@@ -105,14 +117,21 @@ impl MerchantCache {
         if !ok {
             return Err(Fault::AuthenticationFailed.into());
         }
-        self.credentials.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), digest));
+        self.credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (Instant::now(), digest));
         Ok(merchant)
     }
 }
 
 /// argon2 verification of a PHC string.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(phc).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 /// argon2id PHC string of a new password (admin CLI).

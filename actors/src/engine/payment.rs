@@ -15,12 +15,14 @@ use super::{Deps, Engine, EngineError, EngineResult};
 use crate::acquirer::{AuthCvc, AuthKind, AuthPan, AuthRequest, AuthState};
 use crate::customer::NextState;
 use crate::domain::{
-    limits, recurring, signature, Amount, CardState, CardholderName, Currency, CustomerNumber, Cvc, Expiry, OrderNumber,
-    OrderState, Pan, RecurringParams, ResponseCode, Token,
+    limits, recurring, signature, Amount, CardState, CardholderName, Currency, CustomerNumber, Cvc,
+    Expiry, OrderNumber, OrderState, Pan, RecurringParams, ResponseCode, Token,
 };
 use crate::fault::Fault;
 use crate::registry::CustomerKey;
-use crate::vault::payments::{AgreementCharge, Complete, LimitCheck, NewAgreement, Reservation, Reserve, SaveCard};
+use crate::vault::payments::{
+    AgreementCharge, Complete, LimitCheck, NewAgreement, Reservation, Reserve, SaveCard,
+};
 use crate::vault::records::{CardRecord, CustomerSnapshot, MerchantRecord};
 use crate::vault::{now_ms, VaultError};
 
@@ -35,7 +37,12 @@ pub struct ValidOrder {
 
 /// Validates the order fields; with a customer number, checks One Click is enabled (R1) and,
 /// when `signed`, the signature over the values as received (R2).
-pub fn validate_order(merchant: &MerchantRecord, order: &OrderInput, signed: bool, allow_zero: bool) -> EngineResult<ValidOrder> {
+pub fn validate_order(
+    merchant: &MerchantRecord,
+    order: &OrderInput,
+    signed: bool,
+    allow_zero: bool,
+) -> EngineResult<ValidOrder> {
     let order_number = OrderNumber::parse(&order.order_number)?;
     let amount = Amount::parse(&order.amount)?;
     if amount.is_zero() && !allow_zero {
@@ -63,7 +70,12 @@ pub fn validate_order(merchant: &MerchantRecord, order: &OrderInput, signed: boo
             Some(number)
         }
     };
-    Ok(ValidOrder { order_number, amount, currency, customer })
+    Ok(ValidOrder {
+        order_number,
+        amount,
+        currency,
+        customer,
+    })
 }
 
 /// A new card's fields, validated; expired cards are refused.
@@ -74,10 +86,22 @@ pub struct ValidCard {
     pub cvc: Option<Cvc>,
 }
 
-pub fn validate_card(card: &NewCardInput, today: chrono::NaiveDate, cvc_required: bool) -> EngineResult<ValidCard> {
+pub fn validate_card(
+    card: &NewCardInput,
+    today: chrono::NaiveDate,
+    cvc_required: bool,
+) -> EngineResult<ValidCard> {
     let pan = Pan::parse(card.number.expose())?;
-    let month: u32 = card.expiry_month.trim().parse().map_err(|_| Fault::InvalidExpiry)?;
-    let year: u32 = card.expiry_year.trim().parse().map_err(|_| Fault::InvalidExpiry)?;
+    let month: u32 = card
+        .expiry_month
+        .trim()
+        .parse()
+        .map_err(|_| Fault::InvalidExpiry)?;
+    let year: u32 = card
+        .expiry_year
+        .trim()
+        .parse()
+        .map_err(|_| Fault::InvalidExpiry)?;
     let expiry = Expiry::from_parts(month, year)?;
     if expiry.is_expired_on(today) {
         return Err(Fault::InvalidExpiry.into());
@@ -91,14 +115,25 @@ pub fn validate_card(card: &NewCardInput, today: chrono::NaiveDate, cvc_required
     if cvc.as_ref().is_some_and(|c| !c.fits(pan.brand())) {
         return Err(Fault::InvalidCvc.into());
     }
-    Ok(ValidCard { pan, expiry, holder, cvc })
+    Ok(ValidCard {
+        pan,
+        expiry,
+        holder,
+        cvc,
+    })
 }
 
 /// Where the card of a payment comes from.
 enum CardSource {
     New(ValidCard),
-    Saved { record: CardRecord, cvc: Option<Cvc> },
-    Agreement { initial_order_number: String, today: chrono::NaiveDate },
+    Saved {
+        record: CardRecord,
+        cvc: Option<Cvc>,
+    },
+    Agreement {
+        initial_order_number: String,
+        today: chrono::NaiveDate,
+    },
 }
 
 /// Everything the pipeline needs for one payment.
@@ -116,7 +151,9 @@ struct Plan {
 }
 
 fn today_for(merchant: &MerchantRecord) -> chrono::NaiveDate {
-    chrono::Utc::now().with_timezone(&merchant.time_zone).date_naive()
+    chrono::Utc::now()
+        .with_timezone(&merchant.time_zone)
+        .date_naive()
 }
 
 fn digest(deps: &Deps, kind: &str, order: &ValidOrder, card_identity: &[u8]) -> [u8; 32] {
@@ -124,7 +161,12 @@ fn digest(deps: &Deps, kind: &str, order: &ValidOrder, card_identity: &[u8]) -> 
         kind.as_bytes(),
         &order.amount.minor().to_be_bytes(),
         order.currency.as_str().as_bytes(),
-        order.customer.as_ref().map(|c| c.as_str()).unwrap_or("").as_bytes(),
+        order
+            .customer
+            .as_ref()
+            .map(|c| c.as_str())
+            .unwrap_or("")
+            .as_bytes(),
         card_identity,
     ])
 }
@@ -140,7 +182,9 @@ fn base_result(plan: &Plan) -> PaymentResult {
             }),
             None,
         ),
-        CardSource::Saved { record, .. } => (Some(MaskedCard::of(record)), Some(record.token.clone())),
+        CardSource::Saved { record, .. } => {
+            (Some(MaskedCard::of(record)), Some(record.token.clone()))
+        }
         CardSource::Agreement { .. } => (None, None),
     };
     let code = ResponseCode::AS105;
@@ -176,13 +220,24 @@ fn limit_check(merchant: &MerchantRecord, currency: Currency) -> Option<LimitChe
 /// The pipeline. Returns the reply and what the customer's cache should become.
 async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextState) {
     let mut result = base_result(&plan);
-    let customer = plan.order.customer.as_ref().map(|c| (plan.union_id, c.as_str().to_string()));
+    let customer = plan
+        .order
+        .customer
+        .as_ref()
+        .map(|c| (plan.union_id, c.as_str().to_string()));
     let has_customer = customer.is_some();
     let (token, agreement) = match &plan.card {
         CardSource::Saved { record, .. } => (Some(record.token.clone()), None),
-        CardSource::Agreement { initial_order_number, today } => {
-            (None, Some(AgreementCharge { initial_order_number: initial_order_number.clone(), today: *today }))
-        }
+        CardSource::Agreement {
+            initial_order_number,
+            today,
+        } => (
+            None,
+            Some(AgreementCharge {
+                initial_order_number: initial_order_number.clone(),
+                today: *today,
+            }),
+        ),
         CardSource::New(_) => (None, None),
     };
     let reserve = Reserve {
@@ -195,17 +250,35 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
         amount: plan.order.amount.minor(),
         currency: plan.order.currency.as_str().to_string(),
         digest: plan.digest,
-        limits: if plan.check_limits { limit_check(&plan.merchant, plan.order.currency) } else { None },
+        limits: if plan.check_limits {
+            limit_check(&plan.merchant, plan.order.currency)
+        } else {
+            None
+        },
         limit_declined: result.clone(),
         now_ms: now_ms(),
     };
-    let invalidate = if has_customer { NextState::Invalidate } else { NextState::Keep };
-    let reservation = match deps.writer.reserve(reserve).await.map_err(EngineError::from) {
+    let invalidate = if has_customer {
+        NextState::Invalidate
+    } else {
+        NextState::Keep
+    };
+    let reservation = match deps
+        .writer
+        .reserve(reserve)
+        .await
+        .map_err(EngineError::from)
+    {
         Ok(r) => r,
         Err(e) => return (Err(e), invalidate),
     };
     let (order_id, customer_id, reserved_card, agreement) = match reservation {
-        Reservation::Reserved { order_id, customer_id, card, agreement } => (order_id, customer_id, card, agreement),
+        Reservation::Reserved {
+            order_id,
+            customer_id,
+            card,
+            agreement,
+        } => (order_id, customer_id, card, agreement),
         Reservation::Replay(Some(stored), _) => return (Ok(stored), NextState::Keep),
         Reservation::Replay(None, row) => {
             result.order_state = OrderState::InProcess;
@@ -219,25 +292,42 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
         Reservation::Conflict => return (Err(Fault::IdempotencyConflict.into()), NextState::Keep),
         Reservation::LimitExceeded(stored) => return (Ok(stored), invalidate),
         Reservation::CardUnavailable => return (Err(Fault::TokenNotFound.into()), invalidate),
-        Reservation::AgreementNotFound => return (Err(Fault::AgreementNotFound.into()), NextState::Keep),
-        Reservation::OutOfTerms => return (Err(Fault::RecurringOutOfTerms.into()), NextState::Keep),
+        Reservation::AgreementNotFound => {
+            return (Err(Fault::AgreementNotFound.into()), NextState::Keep)
+        }
+        Reservation::OutOfTerms => {
+            return (Err(Fault::RecurringOutOfTerms.into()), NextState::Keep)
+        }
         Reservation::CustomerFraud => return (Err(Fault::CustomerFraud.into()), invalidate),
     };
 
     // The card for the acquirer: typed now, or decrypted by the vault in the reservation.
     let (pan, expiry, cvc, used_card_id) = match (&plan.card, &reserved_card) {
         (CardSource::New(c), _) => (c.pan.clone(), c.expiry, c.cvc.clone(), None),
-        (CardSource::Saved { cvc, .. }, Some((record, pan))) => (pan.clone(), record.expiry, cvc.clone(), Some(record.id)),
+        (CardSource::Saved { cvc, .. }, Some((record, pan))) => {
+            (pan.clone(), record.expiry, cvc.clone(), Some(record.id))
+        }
         (CardSource::Agreement { .. }, Some((record, pan))) => {
             result.card = Some(MaskedCard::of(record));
             (pan.clone(), record.expiry, None, None)
         }
-        _ => return (Err(EngineError::Vault(VaultError::Corrupt("reservation without card".into()))), invalidate),
+        _ => {
+            return (
+                Err(EngineError::Vault(VaultError::Corrupt(
+                    "reservation without card".into(),
+                ))),
+                invalidate,
+            )
+        }
     };
     let auth_kind = match (&plan.auth_kind, &agreement) {
-        (AuthKind::MerchantInitiated { .. }, Some((_, ntx, _))) => {
-            AuthKind::MerchantInitiated { network_tx_id: if plan.merchant.mit_cof { ntx.clone() } else { None } }
-        }
+        (AuthKind::MerchantInitiated { .. }, Some((_, ntx, _))) => AuthKind::MerchantInitiated {
+            network_tx_id: if plan.merchant.mit_cof {
+                ntx.clone()
+            } else {
+                None
+            },
+        },
         (k, _) => k.clone(),
     };
     let outcome = deps
@@ -269,7 +359,11 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
     result.message = code.message().to_string();
 
     let save = match (&plan.card, plan.save) {
-        (CardSource::New(c), true) => Some(SaveCard { pan: c.pan.clone(), expiry: c.expiry, holder: c.holder.as_str().to_string() }),
+        (CardSource::New(c), true) => Some(SaveCard {
+            pan: c.pan.clone(),
+            expiry: c.expiry,
+            holder: c.holder.as_str().to_string(),
+        }),
         _ => None,
     };
     let new_agreement = match (&plan.card, &plan.new_agreement) {
@@ -278,7 +372,7 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
             pan: c.pan.clone(),
             expiry: c.expiry,
             holder: c.holder.as_str().to_string(),
-            params: params.clone(),
+            params: *params,
             currency: plan.order.currency.as_str().to_string(),
         }),
         _ => None,
@@ -314,7 +408,10 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
 
 /// The acquirer has answered: recording it is worth a few retries over a short outage
 /// (`Complete` is idempotent, so a retry after an unknown commit outcome applies nothing twice).
-async fn complete_with_retry(deps: &Deps, msg: Complete) -> EngineResult<crate::vault::payments::Completed> {
+async fn complete_with_retry(
+    deps: &Deps,
+    msg: Complete,
+) -> EngineResult<crate::vault::payments::Completed> {
     let mut delay = Duration::from_millis(100);
     loop {
         match deps.writer.complete(msg.clone()).await {
@@ -329,7 +426,12 @@ async fn complete_with_retry(deps: &Deps, msg: Complete) -> EngineResult<crate::
 }
 
 /// Runs `plan_for(snapshot)` in the customer's actor, or directly when there is no customer.
-async fn run<F>(engine: &Engine, merchant: &MerchantRecord, customer: Option<&CustomerNumber>, plan_for: F) -> EngineResult<PaymentResult>
+async fn run<F>(
+    engine: &Engine,
+    merchant: &MerchantRecord,
+    customer: Option<&CustomerNumber>,
+    plan_for: F,
+) -> EngineResult<PaymentResult>
 where
     F: Fn(Option<&CustomerSnapshot>) -> EngineResult<Plan> + Clone + Send + 'static,
 {
@@ -337,18 +439,23 @@ where
         let plan = plan_for(None)?;
         return execute(&engine.deps, plan).await.0;
     };
-    let key = CustomerKey { union_id: merchant.union_id, customer_number: Arc::from(number.as_str()) };
+    let key = CustomerKey {
+        union_id: merchant.union_id,
+        customer_number: Arc::from(number.as_str()),
+    };
     engine
         .on_customer(&key, || {
             let plan_for = plan_for.clone();
-            Box::new(move |deps: Arc<Deps>, snapshot: Option<Arc<CustomerSnapshot>>| {
-                Box::pin(async move {
-                    match plan_for(snapshot.as_deref()) {
-                        Ok(plan) => execute(&deps, plan).await,
-                        Err(e) => (Err(e), NextState::Keep),
-                    }
-                })
-            })
+            Box::new(
+                move |deps: Arc<Deps>, snapshot: Option<Arc<CustomerSnapshot>>| {
+                    Box::pin(async move {
+                        match plan_for(snapshot.as_deref()) {
+                            Ok(plan) => execute(&deps, plan).await,
+                            Err(e) => (Err(e), NextState::Keep),
+                        }
+                    })
+                },
+            )
         })
         .await
 }
@@ -360,7 +467,11 @@ fn refuse_fraud(snapshot: Option<&CustomerSnapshot>) -> EngineResult<()> {
     Ok(())
 }
 
-pub(super) async fn pay_new_card(engine: &Engine, merchant: Arc<MerchantRecord>, req: PayNewCardRequest) -> EngineResult<PaymentResult> {
+pub(super) async fn pay_new_card(
+    engine: &Engine,
+    merchant: Arc<MerchantRecord>,
+    req: PayNewCardRequest,
+) -> EngineResult<PaymentResult> {
     let order = validate_order(&merchant, &req.order, true, false)?;
     let r = &req.recurring;
     let any_recurring = recurring::any_field_present(
@@ -380,70 +491,115 @@ pub(super) async fn pay_new_card(engine: &Engine, merchant: Arc<MerchantRecord>,
     )?;
     let today = today_for(&merchant);
     let card = validate_card(&req.card, today, true)?;
-    let fingerprint = engine.deps.keyring.fingerprint(card.pan.expose().as_bytes());
-    let kind = if params.is_some() { "recurring_initial" } else { "purchase" };
+    let fingerprint = engine
+        .deps
+        .keyring
+        .fingerprint(card.pan.expose().as_bytes());
+    let kind = if params.is_some() {
+        "recurring_initial"
+    } else {
+        "purchase"
+    };
     let digest = digest(&engine.deps, kind, &order, &fingerprint);
     let consent = req.save.unwrap_or(true);
     let card = Arc::new(card);
     let m = merchant.clone();
     let o = order.clone();
-    run(engine, &merchant, order.customer.as_ref(), move |snapshot| {
-        refuse_fraud(snapshot)?;
-        let deny = snapshot.is_some_and(|s| s.deny);
-        let save = o.customer.is_some() && consent && m.oneclick_enabled && m.mode.may_save_new_cards() && !deny;
-        Ok(Plan {
-            merchant: m.clone(),
-            kind,
-            order: o.clone(),
-            union_id: m.union_id,
-            card: CardSource::New(clone_card(&card)),
-            save,
-            new_agreement: params.clone(),
-            check_limits: o.customer.is_some(),
-            auth_kind: if params.is_some() { AuthKind::RecurringInitial } else { AuthKind::Purchase },
-            digest,
-        })
-    })
+    run(
+        engine,
+        &merchant,
+        order.customer.as_ref(),
+        move |snapshot| {
+            refuse_fraud(snapshot)?;
+            let deny = snapshot.is_some_and(|s| s.deny);
+            let save = o.customer.is_some()
+                && consent
+                && m.oneclick_enabled
+                && m.mode.may_save_new_cards()
+                && !deny;
+            Ok(Plan {
+                merchant: m.clone(),
+                kind,
+                order: o.clone(),
+                union_id: m.union_id,
+                card: CardSource::New(clone_card(&card)),
+                save,
+                new_agreement: params,
+                check_limits: o.customer.is_some(),
+                auth_kind: if params.is_some() {
+                    AuthKind::RecurringInitial
+                } else {
+                    AuthKind::Purchase
+                },
+                digest,
+            })
+        },
+    )
     .await
 }
 
 fn clone_card(c: &ValidCard) -> ValidCard {
-    ValidCard { pan: c.pan.clone(), expiry: c.expiry, holder: c.holder.clone(), cvc: c.cvc.clone() }
+    ValidCard {
+        pan: c.pan.clone(),
+        expiry: c.expiry,
+        holder: c.holder.clone(),
+        cvc: c.cvc.clone(),
+    }
 }
 
-pub(super) async fn register(engine: &Engine, merchant: Arc<MerchantRecord>, req: RegisterRequest) -> EngineResult<PaymentResult> {
+pub(super) async fn register(
+    engine: &Engine,
+    merchant: Arc<MerchantRecord>,
+    req: RegisterRequest,
+) -> EngineResult<PaymentResult> {
     let order = validate_order(&merchant, &req.order, true, true)?;
     if order.customer.is_some() && !merchant.mode.may_save_new_cards() {
         return Err(Fault::ModeForbids.into());
     }
     let card = Arc::new(validate_card(&req.card, today_for(&merchant), true)?);
-    let fingerprint = engine.deps.keyring.fingerprint(card.pan.expose().as_bytes());
+    let fingerprint = engine
+        .deps
+        .keyring
+        .fingerprint(card.pan.expose().as_bytes());
     let digest = digest(&engine.deps, "registration", &order, &fingerprint);
     let m = merchant.clone();
     let o = order.clone();
-    run(engine, &merchant, order.customer.as_ref(), move |snapshot| {
-        refuse_fraud(snapshot)?;
-        let deny = snapshot.is_some_and(|s| s.deny);
-        Ok(Plan {
-            merchant: m.clone(),
-            kind: "registration",
-            order: o.clone(),
-            union_id: m.union_id,
-            card: CardSource::New(clone_card(&card)),
-            save: o.customer.is_some() && !deny,
-            new_agreement: None,
-            check_limits: false,
-            auth_kind: AuthKind::Verify,
-            digest,
-        })
-    })
+    run(
+        engine,
+        &merchant,
+        order.customer.as_ref(),
+        move |snapshot| {
+            refuse_fraud(snapshot)?;
+            let deny = snapshot.is_some_and(|s| s.deny);
+            Ok(Plan {
+                merchant: m.clone(),
+                kind: "registration",
+                order: o.clone(),
+                union_id: m.union_id,
+                card: CardSource::New(clone_card(&card)),
+                save: o.customer.is_some() && !deny,
+                new_agreement: None,
+                check_limits: false,
+                auth_kind: AuthKind::Verify,
+                digest,
+            })
+        },
+    )
     .await
 }
 
 /// The saved card of `token`, if this customer has it usable today.
-fn saved_card(snapshot: Option<&CustomerSnapshot>, token: &Token, today: chrono::NaiveDate) -> EngineResult<CardRecord> {
+fn saved_card(
+    snapshot: Option<&CustomerSnapshot>,
+    token: &Token,
+    today: chrono::NaiveDate,
+) -> EngineResult<CardRecord> {
     let card = snapshot
-        .and_then(|s| s.cards.iter().find(|c| c.token == token.as_str() && c.state != CardState::Deleted))
+        .and_then(|s| {
+            s.cards
+                .iter()
+                .find(|c| c.token == token.as_str() && c.state != CardState::Deleted)
+        })
         .ok_or(Fault::TokenNotFound)?;
     if !card.is_usable_on(today) {
         return Err(Fault::CardExpired.into());
@@ -451,18 +607,31 @@ fn saved_card(snapshot: Option<&CustomerSnapshot>, token: &Token, today: chrono:
     Ok(card.clone())
 }
 
-pub(super) async fn pay_saved_card(engine: &Engine, merchant: Arc<MerchantRecord>, req: PaySavedCardRequest) -> EngineResult<PaymentResult> {
+pub(super) async fn pay_saved_card(
+    engine: &Engine,
+    merchant: Arc<MerchantRecord>,
+    req: PaySavedCardRequest,
+) -> EngineResult<PaymentResult> {
     let order = validate_order(&merchant, &req.order, true, false)?;
     let number = order.customer.clone().ok_or(Fault::MissingField)?;
     if !merchant.mode.may_pay_with_saved_card() {
         return Err(Fault::ModeForbids.into());
     }
     let token = Token::parse(&req.token).map_err(|_| Fault::TokenNotFound)?;
-    let cvc = req.cvc.as_ref().map(|c| Cvc::parse(c.expose())).transpose()?;
+    let cvc = req
+        .cvc
+        .as_ref()
+        .map(|c| Cvc::parse(c.expose()))
+        .transpose()?;
     if merchant.need_cvc && cvc.is_none() {
         return Err(Fault::CvcRequired.into());
     }
-    let digest = digest(&engine.deps, "saved_card", &order, token.as_str().as_bytes());
+    let digest = digest(
+        &engine.deps,
+        "saved_card",
+        &order,
+        token.as_str().as_bytes(),
+    );
     let today = today_for(&merchant);
     let m = merchant.clone();
     let o = order.clone();
@@ -477,7 +646,10 @@ pub(super) async fn pay_saved_card(engine: &Engine, merchant: Arc<MerchantRecord
             kind: "saved_card",
             order: o.clone(),
             union_id: m.union_id,
-            card: CardSource::Saved { record, cvc: cvc.clone() },
+            card: CardSource::Saved {
+                record,
+                cvc: cvc.clone(),
+            },
             save: false,
             new_agreement: None,
             check_limits: true,
@@ -488,7 +660,11 @@ pub(super) async fn pay_saved_card(engine: &Engine, merchant: Arc<MerchantRecord
     .await
 }
 
-pub(super) async fn token_pay(engine: &Engine, merchant: Arc<MerchantRecord>, req: TokenPayRequest) -> EngineResult<PaymentResult> {
+pub(super) async fn token_pay(
+    engine: &Engine,
+    merchant: Arc<MerchantRecord>,
+    req: TokenPayRequest,
+) -> EngineResult<PaymentResult> {
     if req.token_type != 5 {
         return Err(Fault::InvalidTokenType.into());
     }
@@ -540,17 +716,27 @@ pub(super) async fn recurring_charge(
         false,
     )?;
     let initial = OrderNumber::parse(&req.initial_order_number)?;
-    let digest = digest(&engine.deps, "recurring_charge", &order, initial.as_str().as_bytes());
+    let digest = digest(
+        &engine.deps,
+        "recurring_charge",
+        &order,
+        initial.as_str().as_bytes(),
+    );
     let plan = Plan {
         merchant: merchant.clone(),
         kind: "recurring_charge",
         order,
         union_id: merchant.union_id,
-        card: CardSource::Agreement { initial_order_number: initial.as_str().to_string(), today: today_for(&merchant) },
+        card: CardSource::Agreement {
+            initial_order_number: initial.as_str().to_string(),
+            today: today_for(&merchant),
+        },
         save: false,
         new_agreement: None,
         check_limits: false,
-        auth_kind: AuthKind::MerchantInitiated { network_tx_id: None },
+        auth_kind: AuthKind::MerchantInitiated {
+            network_tx_id: None,
+        },
         digest,
     };
     execute(&engine.deps, plan).await.0

@@ -155,7 +155,9 @@ pub struct TokenRemoved {
 
 impl TokenRemoved {
     pub fn of(token: &str) -> TokenRemoved {
-        TokenRemoved { message: format!("Token {token} is removed") }
+        TokenRemoved {
+            message: format!("Token {token} is removed"),
+        }
     }
 }
 

@@ -56,19 +56,29 @@ pub enum SqliteSync {
 impl DatabaseUrl {
     /// `postgres://…` / `postgresql://…` or `sqlite://PATH` / `sqlite:PATH`.
     pub fn parse(url: &str) -> Result<DatabaseUrl, VaultError> {
-        let (backend, target) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Backend::Postgres, url.to_string())
-        } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-            if path.is_empty() || path == ":memory:" {
-                return Err(VaultError::Config("an SQLite vault needs a file path (sqlite://PATH)".into()));
-            }
-            (Backend::Sqlite, path.to_string())
-        } else {
-            return Err(VaultError::Config(
-                "database.url must start with postgres:// or sqlite://".into(),
-            ));
-        };
-        Ok(DatabaseUrl { backend, target, sqlite_synchronous: SqliteSync::Full })
+        let (backend, target) =
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                (Backend::Postgres, url.to_string())
+            } else if let Some(path) = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+            {
+                if path.is_empty() || path == ":memory:" {
+                    return Err(VaultError::Config(
+                        "an SQLite vault needs a file path (sqlite://PATH)".into(),
+                    ));
+                }
+                (Backend::Sqlite, path.to_string())
+            } else {
+                return Err(VaultError::Config(
+                    "database.url must start with postgres:// or sqlite://".into(),
+                ));
+            };
+        Ok(DatabaseUrl {
+            backend,
+            target,
+            sqlite_synchronous: SqliteSync::Full,
+        })
     }
 
     pub fn with_sqlite_synchronous(mut self, sync: SqliteSync) -> Self {
@@ -87,8 +97,9 @@ impl DatabaseUrl {
             Backend::Sqlite => {
                 if let Some(parent) = std::path::Path::new(&self.target).parent() {
                     if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent)
-                            .map_err(|e| VaultError::Connect(format!("cannot create {}: {e}", parent.display())))?;
+                        std::fs::create_dir_all(parent).map_err(|e| {
+                            VaultError::Connect(format!("cannot create {}: {e}", parent.display()))
+                        })?;
                     }
                 }
                 let mut conn = SqliteConnection::establish(&self.target)
@@ -186,14 +197,27 @@ mod tests {
 
     #[test]
     fn url_scheme_picks_the_backend() {
-        assert_eq!(DatabaseUrl::parse("postgres://u:p@h/db").map(|u| u.backend).ok(), Some(Backend::Postgres));
-        assert_eq!(DatabaseUrl::parse("sqlite://x/y.db").map(|u| u.backend).ok(), Some(Backend::Sqlite));
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u:p@h/db")
+                .map(|u| u.backend)
+                .ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://x/y.db")
+                .map(|u| u.backend)
+                .ok(),
+            Some(Backend::Sqlite)
+        );
         assert!(DatabaseUrl::parse("mysql://h/db").is_err());
         assert!(DatabaseUrl::parse("sqlite://").is_err());
     }
 
     #[test]
     fn connection_errors_hide_the_password() {
-        assert_eq!(redact_url("bad postgres://u:secret@h/db"), "bad postgres://***@h/db");
+        assert_eq!(
+            redact_url("bad postgres://u:secret@h/db"),
+            "bad postgres://***@h/db"
+        );
     }
 }

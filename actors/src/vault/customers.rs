@@ -31,10 +31,17 @@ pub struct CommandKey {
 }
 
 /// Looks a command up: `None` when new, else its replay or conflict.
-pub(crate) fn find_command<T>(conn: &mut AnyConnection, key: &CommandKey) -> Result<Option<Applied<T>>, VaultError> {
+pub(crate) fn find_command<T>(
+    conn: &mut AnyConnection,
+    key: &CommandKey,
+) -> Result<Option<Applied<T>>, VaultError> {
     let found: Option<(String, Vec<u8>, String)> = processed_commands::table
         .find((key.merchant_id, &key.command_id))
-        .select((processed_commands::kind, processed_commands::request_digest, processed_commands::result_json))
+        .select((
+            processed_commands::kind,
+            processed_commands::request_digest,
+            processed_commands::result_json,
+        ))
         .first(conn)
         .optional()?;
     Ok(found.map(|(kind, digest, result)| {
@@ -78,7 +85,9 @@ pub(crate) fn lock_customer(
     let target = customers::table
         .filter(customers::union_id.eq(union_id))
         .filter(customers::customer_number.eq(customer_number));
-    let bumped = diesel::update(target).set(customers::version.eq(customers::version + 1)).execute(conn)?;
+    let bumped = diesel::update(target)
+        .set(customers::version.eq(customers::version + 1))
+        .execute(conn)?;
     if bumped == 0 {
         if !create {
             return Ok(None);
@@ -95,13 +104,18 @@ pub(crate) fn lock_customer(
             .on_conflict_do_nothing();
         on_backend!(&mut *conn, |c| insert.execute(c))?;
         // Taken by us just now, or by a concurrent creator whose commit we waited for.
-        diesel::update(target).set(customers::version.eq(customers::version + 1)).execute(conn)?;
+        diesel::update(target)
+            .set(customers::version.eq(customers::version + 1))
+            .execute(conn)?;
     }
     Ok(Some(target.select(customers::id).first(conn)?))
 }
 
 /// Same lock by id.
-pub(crate) fn lock_customer_id(conn: &mut AnyConnection, customer_id: i64) -> Result<bool, VaultError> {
+pub(crate) fn lock_customer_id(
+    conn: &mut AnyConnection,
+    customer_id: i64,
+) -> Result<bool, VaultError> {
     Ok(diesel::update(customers::table.find(customer_id))
         .set(customers::version.eq(customers::version + 1))
         .execute(conn)?
@@ -109,7 +123,10 @@ pub(crate) fn lock_customer_id(conn: &mut AnyConnection, customer_id: i64) -> Re
 }
 
 /// Reads a customer's snapshot (cards not deleted).
-pub(crate) fn snapshot(conn: &mut AnyConnection, customer_id: i64) -> Result<Option<CustomerSnapshot>, VaultError> {
+pub(crate) fn snapshot(
+    conn: &mut AnyConnection,
+    customer_id: i64,
+) -> Result<Option<CustomerSnapshot>, VaultError> {
     let Some(row) = customers::table
         .find(customer_id)
         .select(CustomerRow::as_select())
@@ -196,23 +213,28 @@ pub fn delete_card(
         if let Some(key) = &msg.command {
             record_command(conn, key, &msg.result_json, msg.now_ms)?;
         }
-        let snap = snapshot(conn, msg.customer_id)?
-            .ok_or_else(|| VaultError::Corrupt("customer vanished inside its transaction".into()))?;
+        let snap = snapshot(conn, msg.customer_id)?.ok_or_else(|| {
+            VaultError::Corrupt("customer vanished inside its transaction".into())
+        })?;
         Ok(Applied::Done(DeleteOutcome::Deleted(snap)))
     })
 }
 
 /// Marks the given (not yet deleted) cards deleted and wipes their secrets. Returns how many.
 fn wipe_cards(conn: &mut AnyConnection, ids: Vec<i64>, now_ms: i64) -> Result<usize, VaultError> {
-    Ok(diesel::update(cards::table.filter(cards::id.eq_any(ids)).filter(cards::state.ne("deleted")))
-        .set((
-            cards::state.eq("deleted"),
-            cards::pan_ciphertext.eq(None::<Vec<u8>>),
-            cards::key_version.eq(None::<i32>),
-            cards::fingerprint.eq(None::<Vec<u8>>),
-            cards::deleted_at.eq(Some(now_ms)),
-        ))
-        .execute(conn)?)
+    Ok(diesel::update(
+        cards::table
+            .filter(cards::id.eq_any(ids))
+            .filter(cards::state.ne("deleted")),
+    )
+    .set((
+        cards::state.eq("deleted"),
+        cards::pan_ciphertext.eq(None::<Vec<u8>>),
+        cards::key_version.eq(None::<i32>),
+        cards::fingerprint.eq(None::<Vec<u8>>),
+        cards::deleted_at.eq(Some(now_ms)),
+    ))
+    .execute(conn)?)
 }
 
 /// Sets or clears the merchant's flags (R6). `leave` = the customer leaves the service:
@@ -231,7 +253,11 @@ pub struct SetStatus {
 }
 vault_message!(SetStatus => Applied<CustomerSnapshot>, set_status);
 
-pub fn set_status(conn: &mut AnyConnection, _: &Keyring, msg: SetStatus) -> Result<Applied<CustomerSnapshot>, VaultError> {
+pub fn set_status(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: SetStatus,
+) -> Result<Applied<CustomerSnapshot>, VaultError> {
     conn.transaction(move |conn| {
         super::connection::lock_for_writing(conn)?;
         if let Some(key) = &msg.command {
@@ -243,16 +269,24 @@ pub fn set_status(conn: &mut AnyConnection, _: &Keyring, msg: SetStatus) -> Resu
             .ok_or_else(|| VaultError::Corrupt("customer not created".into()))?;
         let deny = if msg.leave { Some(true) } else { msg.deny };
         if let Some(deny) = deny {
-            diesel::update(customers::table.find(id)).set(customers::deny.eq(deny)).execute(conn)?;
+            diesel::update(customers::table.find(id))
+                .set(customers::deny.eq(deny))
+                .execute(conn)?;
         }
         if let Some(fraud) = msg.fraud {
-            diesel::update(customers::table.find(id)).set(customers::fraud.eq(fraud)).execute(conn)?;
+            diesel::update(customers::table.find(id))
+                .set(customers::fraud.eq(fraud))
+                .execute(conn)?;
         }
         if msg.leave {
-            let ids = cards::table.filter(cards::customer_id.eq(id)).select(cards::id).load::<i64>(conn)?;
+            let ids = cards::table
+                .filter(cards::customer_id.eq(id))
+                .select(cards::id)
+                .load::<i64>(conn)?;
             wipe_cards(conn, ids, msg.now_ms)?;
         }
-        let snap = snapshot(conn, id)?.ok_or_else(|| VaultError::Corrupt("customer vanished".into()))?;
+        let snap =
+            snapshot(conn, id)?.ok_or_else(|| VaultError::Corrupt("customer vanished".into()))?;
         if let Some(key) = &msg.command {
             let reply = (msg.reply)(&snap);
             record_command(conn, key, &reply, msg.now_ms)?;
@@ -288,11 +322,16 @@ pub fn list_customers(
 ) -> Result<(i64, Vec<AccountEntry>), VaultError> {
     let pattern = msg.search.as_deref().map(|s| {
         // LIKE metacharacters in the search are taken literally.
-        let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = s
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         format!("%{escaped}%")
     });
     let base = || {
-        let mut q = customers::table.filter(customers::union_id.eq(msg.union_id)).into_boxed();
+        let mut q = customers::table
+            .filter(customers::union_id.eq(msg.union_id))
+            .into_boxed();
         if let Some(p) = &pattern {
             q = q.filter(customers::customer_number.like(p.clone()).escape('\\'));
         }
@@ -317,9 +356,16 @@ pub fn list_customers(
     let entries = rows
         .into_iter()
         .map(|r| {
-            let (mine, rest): (Vec<_>, Vec<_>) = all_cards.drain(..).partition(|c| c.customer_id == r.id);
+            let (mine, rest): (Vec<_>, Vec<_>) =
+                all_cards.drain(..).partition(|c| c.customer_id == r.id);
             all_cards = rest;
-            AccountEntry { customer_number: r.customer_number, deny: r.deny, fraud: r.fraud, created_at: r.created_at, cards: mine }
+            AccountEntry {
+                customer_number: r.customer_number,
+                deny: r.deny,
+                fraud: r.fraud,
+                created_at: r.created_at,
+                cards: mine,
+            }
         })
         .collect();
     Ok((total, entries))

@@ -21,7 +21,11 @@ pub struct KeyStatus {
 pub struct GetKeyStatus;
 vault_message!(GetKeyStatus => KeyStatus, key_status);
 
-pub fn key_status(conn: &mut AnyConnection, keyring: &Keyring, _: GetKeyStatus) -> Result<KeyStatus, VaultError> {
+pub fn key_status(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    _: GetKeyStatus,
+) -> Result<KeyStatus, VaultError> {
     let card_counts: Vec<(Option<i32>, i64)> = cards::table
         .filter(cards::key_version.is_not_null())
         .group_by(cards::key_version)
@@ -53,21 +57,35 @@ pub struct RotateBatch {
 }
 vault_message!(RotateBatch => usize, rotate_batch);
 
-pub fn rotate_batch(conn: &mut AnyConnection, keyring: &Keyring, msg: RotateBatch) -> Result<usize, VaultError> {
+pub fn rotate_batch(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: RotateBatch,
+) -> Result<usize, VaultError> {
     let current = keyring.current_version() as i32;
     let mut done = 0;
     type StaleCard = (i64, String, Option<Vec<u8>>, Option<i32>);
     let stale: Vec<StaleCard> = cards::table
         .filter(cards::key_version.ne(current))
         .filter(cards::pan_ciphertext.is_not_null())
-        .select((cards::id, cards::token, cards::pan_ciphertext, cards::key_version))
+        .select((
+            cards::id,
+            cards::token,
+            cards::pan_ciphertext,
+            cards::key_version,
+        ))
         .limit(msg.batch)
         .load(conn)?;
     for (id, token, blob, version) in stale {
-        let (Some(blob), Some(version)) = (blob, version) else { continue };
+        let (Some(blob), Some(version)) = (blob, version) else {
+            continue;
+        };
         let sealed = keyring.reseal(version as u32, &blob, &card_aad(&token))?;
         done += diesel::update(cards::table.find(id).filter(cards::key_version.eq(version)))
-            .set((cards::pan_ciphertext.eq(Some(sealed.blob)), cards::key_version.eq(Some(sealed.key_version as i32))))
+            .set((
+                cards::pan_ciphertext.eq(Some(sealed.blob)),
+                cards::key_version.eq(Some(sealed.key_version as i32)),
+            ))
             .execute(conn)?;
     }
     let stale: Vec<(i64, i64, String, Vec<u8>, i32)> = recurring_agreements::table
@@ -82,13 +100,21 @@ pub fn rotate_batch(conn: &mut AnyConnection, keyring: &Keyring, msg: RotateBatc
         .limit(msg.batch)
         .load(conn)?;
     for (id, merchant_id, order_number, blob, version) in stale {
-        let sealed = keyring.reseal(version as u32, &blob, &agreement_aad(merchant_id, &order_number))?;
-        done += diesel::update(recurring_agreements::table.find(id).filter(recurring_agreements::key_version.eq(version)))
-            .set((
-                recurring_agreements::pan_ciphertext.eq(sealed.blob),
-                recurring_agreements::key_version.eq(sealed.key_version as i32),
-            ))
-            .execute(conn)?;
+        let sealed = keyring.reseal(
+            version as u32,
+            &blob,
+            &agreement_aad(merchant_id, &order_number),
+        )?;
+        done += diesel::update(
+            recurring_agreements::table
+                .find(id)
+                .filter(recurring_agreements::key_version.eq(version)),
+        )
+        .set((
+            recurring_agreements::pan_ciphertext.eq(sealed.blob),
+            recurring_agreements::key_version.eq(sealed.key_version as i32),
+        ))
+        .execute(conn)?;
     }
     Ok(done)
 }

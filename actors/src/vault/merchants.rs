@@ -40,8 +40,10 @@ pub fn load_merchant(
         .load(conn)?
         .into_iter()
         .map(|l| {
-            let limits = crate::domain::Limits::from_minor(l.day_limit, l.week_limit)
-                .map_err(|_| VaultError::Corrupt(format!("limits of merchant {}", l.merchant_id)))?;
+            let limits =
+                crate::domain::Limits::from_minor(l.day_limit, l.week_limit).map_err(|_| {
+                    VaultError::Corrupt(format!("limits of merchant {}", l.merchant_id))
+                })?;
             Ok((l.currency, limits))
         })
         .collect::<Result<HashMap<_, _>, VaultError>>()?;
@@ -72,7 +74,11 @@ pub struct UpsertMerchant {
 }
 vault_message!(UpsertMerchant => (), upsert_merchant);
 
-pub fn upsert_merchant(conn: &mut AnyConnection, _: &Keyring, msg: UpsertMerchant) -> Result<(), VaultError> {
+pub fn upsert_merchant(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: UpsertMerchant,
+) -> Result<(), VaultError> {
     conn.transaction(|conn| {
         let existing: Option<i64> = merchants::table
             .find(msg.id)
@@ -97,14 +103,24 @@ pub fn upsert_merchant(conn: &mut AnyConnection, _: &Keyring, msg: UpsertMerchan
             updated_at: now_ms(),
         };
         if existing.is_some() {
-            diesel::update(merchants::table.find(msg.id)).set(&row).execute(conn)?;
+            diesel::update(merchants::table.find(msg.id))
+                .set(&row)
+                .execute(conn)?;
         } else {
-            diesel::insert_into(merchants::table).values(&row).execute(conn)?;
+            diesel::insert_into(merchants::table)
+                .values(&row)
+                .execute(conn)?;
         }
-        diesel::delete(merchant_limits::table.filter(merchant_limits::merchant_id.eq(msg.id))).execute(conn)?;
+        diesel::delete(merchant_limits::table.filter(merchant_limits::merchant_id.eq(msg.id)))
+            .execute(conn)?;
         for (currency, day, week) in &msg.limits {
             diesel::insert_into(merchant_limits::table)
-                .values(LimitRow { merchant_id: msg.id, currency: currency.clone(), day_limit: *day, week_limit: *week })
+                .values(LimitRow {
+                    merchant_id: msg.id,
+                    currency: currency.clone(),
+                    day_limit: *day,
+                    week_limit: *week,
+                })
                 .execute(conn)?;
         }
         Ok(())
@@ -119,7 +135,11 @@ pub struct SetMerchantUser {
 }
 vault_message!(SetMerchantUser => (), set_merchant_user);
 
-pub fn set_merchant_user(conn: &mut AnyConnection, _: &Keyring, msg: SetMerchantUser) -> Result<(), VaultError> {
+pub fn set_merchant_user(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: SetMerchantUser,
+) -> Result<(), VaultError> {
     conn.transaction(|conn| {
         diesel::delete(
             merchant_users::table
@@ -140,7 +160,11 @@ pub fn set_merchant_user(conn: &mut AnyConnection, _: &Keyring, msg: SetMerchant
 
 fn create_union_in(conn: &mut AnyConnection, kind: &str, name: &str) -> Result<i64, VaultError> {
     let insert = diesel::insert_into(unions::table)
-        .values((unions::kind.eq(kind), unions::name.eq(name), unions::created_at.eq(now_ms())))
+        .values((
+            unions::kind.eq(kind),
+            unions::name.eq(name),
+            unions::created_at.eq(now_ms()),
+        ))
         .returning(unions::id);
     Ok(on_backend!(conn, |c| insert.get_result(c))?)
 }
@@ -152,7 +176,11 @@ pub struct CreateUnion {
 }
 vault_message!(CreateUnion => i64, create_union);
 
-pub fn create_union(conn: &mut AnyConnection, _: &Keyring, msg: CreateUnion) -> Result<i64, VaultError> {
+pub fn create_union(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: CreateUnion,
+) -> Result<i64, VaultError> {
     conn.transaction(|conn| create_union_in(conn, &msg.kind, &msg.name))
 }
 
@@ -165,7 +193,9 @@ pub struct JoinUnion {
 /// Why a join was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinOutcome {
-    Joined { customers_moved: usize },
+    Joined {
+        customers_moved: usize,
+    },
     UnknownMerchant,
     UnknownUnion,
     /// The merchant shares its current union with other merchants.
@@ -175,7 +205,11 @@ pub enum JoinOutcome {
 }
 vault_message!(JoinUnion => JoinOutcome, join_union);
 
-pub fn join_union(conn: &mut AnyConnection, _: &Keyring, msg: JoinUnion) -> Result<JoinOutcome, VaultError> {
+pub fn join_union(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: JoinUnion,
+) -> Result<JoinOutcome, VaultError> {
     conn.transaction(|conn| {
         let Some(current) = merchants::table
             .find(msg.merchant_id)
@@ -185,7 +219,13 @@ pub fn join_union(conn: &mut AnyConnection, _: &Keyring, msg: JoinUnion) -> Resu
         else {
             return Ok(JoinOutcome::UnknownMerchant);
         };
-        if unions::table.find(msg.union_id).select(unions::id).first::<i64>(conn).optional()?.is_none() {
+        if unions::table
+            .find(msg.union_id)
+            .select(unions::id)
+            .first::<i64>(conn)
+            .optional()?
+            .is_none()
+        {
             return Ok(JoinOutcome::UnknownUnion);
         }
         if current == msg.union_id {
@@ -223,6 +263,8 @@ pub fn join_union(conn: &mut AnyConnection, _: &Keyring, msg: JoinUnion) -> Resu
         diesel::update(merchants::table.find(msg.merchant_id))
             .set(merchants::union_id.eq(msg.union_id))
             .execute(conn)?;
-        Ok(JoinOutcome::Joined { customers_moved: moved })
+        Ok(JoinOutcome::Joined {
+            customers_moved: moved,
+        })
     })
 }

@@ -17,7 +17,7 @@ use super::records::{CardRecord, CustomerSnapshot};
 use super::rows::{CardMetaRow, NewAgreementRow, NewCardRow, NewOrderRow, OrderRow};
 use super::schema::{cards, customers, orders, recurring_agreements};
 use super::{on_backend, vault_message, AnyConnection, VaultError};
-use crate::crypto::{card_aad, agreement_aad, Keyring};
+use crate::crypto::{agreement_aad, card_aad, Keyring};
 use crate::domain::{Expiry, OrderState, Pan, RecurringParams, Token};
 use crate::engine::replies::PaymentResult;
 
@@ -58,6 +58,8 @@ pub struct AgreementCharge {
     pub today: NaiveDate,
 }
 
+// One short-lived value per payment step: boxing the large variants buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Reservation {
     /// Go ahead and ask the acquirer.
@@ -86,7 +88,11 @@ pub enum Reservation {
 }
 vault_message!(Reserve => Reservation, reserve);
 
-fn find_order(conn: &mut AnyConnection, merchant_id: i64, order_number: &str) -> Result<Option<OrderRow>, VaultError> {
+fn find_order(
+    conn: &mut AnyConnection,
+    merchant_id: i64,
+    order_number: &str,
+) -> Result<Option<OrderRow>, VaultError> {
     Ok(orders::table
         .filter(orders::merchant_id.eq(merchant_id))
         .filter(orders::order_number.eq(order_number))
@@ -99,31 +105,42 @@ fn replay(row: OrderRow, kind: &str, digest: &[u8; 32]) -> Result<Reservation, V
     if row.kind != kind || row.request_digest != digest {
         return Ok(Reservation::Conflict);
     }
-    let stored = match &row.result_json {
-        Some(json) => Some(
-            serde_json::from_str(json).map_err(|e| VaultError::Corrupt(format!("stored result of order {}: {e}", row.id)))?,
-        ),
-        None => None,
-    };
+    let stored =
+        match &row.result_json {
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| {
+                VaultError::Corrupt(format!("stored result of order {}: {e}", row.id))
+            })?),
+            None => None,
+        };
     Ok(Reservation::Replay(stored, row))
 }
 
-pub fn reserve(conn: &mut AnyConnection, keyring: &Keyring, msg: Reserve) -> Result<Reservation, VaultError> {
+pub fn reserve(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: Reserve,
+) -> Result<Reservation, VaultError> {
     // Fast path without any lock: a repeat of a known order.
     if let Some(row) = find_order(conn, msg.merchant_id, &msg.order_number)? {
         return replay(row, msg.kind, &msg.digest);
     }
     match conn.transaction(|conn| reserve_in(conn, keyring, &msg)) {
         // A concurrent twin inserted the same order first: answer as a repeat.
-        Err(e) if e.is_unique_violation() => match find_order(conn, msg.merchant_id, &msg.order_number)? {
-            Some(row) => replay(row, msg.kind, &msg.digest),
-            None => Err(e),
-        },
+        Err(e) if e.is_unique_violation() => {
+            match find_order(conn, msg.merchant_id, &msg.order_number)? {
+                Some(row) => replay(row, msg.kind, &msg.digest),
+                None => Err(e),
+            }
+        }
         other => other,
     }
 }
 
-fn reserve_in(conn: &mut AnyConnection, keyring: &Keyring, msg: &Reserve) -> Result<Reservation, VaultError> {
+fn reserve_in(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Reserve,
+) -> Result<Reservation, VaultError> {
     let customer_id = match &msg.customer {
         Some((union_id, number)) => lock_customer(conn, *union_id, number, true, msg.now_ms)?,
         None => None,
@@ -131,7 +148,11 @@ fn reserve_in(conn: &mut AnyConnection, keyring: &Keyring, msg: &Reserve) -> Res
     // R6 under the customer's lock: another process may have set the flag after this process
     // cached the customer, and its cache must not let a refused customer be charged.
     if let Some(cid) = customer_id {
-        if customers::table.find(cid).select(customers::fraud).first::<bool>(conn)? {
+        if customers::table
+            .find(cid)
+            .select(customers::fraud)
+            .first::<bool>(conn)?
+        {
             return Ok(Reservation::CustomerFraud);
         }
     }
@@ -141,7 +162,11 @@ fn reserve_in(conn: &mut AnyConnection, keyring: &Keyring, msg: &Reserve) -> Res
             .filter(cards::token.eq(token))
             .filter(cards::customer_id.eq(cid))
             .filter(cards::state.eq("active"))
-            .select((CardMetaRow::as_select(), cards::pan_ciphertext, cards::key_version))
+            .select((
+                CardMetaRow::as_select(),
+                cards::pan_ciphertext,
+                cards::key_version,
+            ))
             .first(conn)
             .optional()?;
         let Some((meta, Some(blob), Some(version))) = row else {
@@ -157,12 +182,21 @@ fn reserve_in(conn: &mut AnyConnection, keyring: &Keyring, msg: &Reserve) -> Res
         let target = recurring_agreements::table
             .filter(recurring_agreements::merchant_id.eq(msg.merchant_id))
             .filter(recurring_agreements::order_number.eq(&charge.initial_order_number));
-        if diesel::update(target).set(recurring_agreements::charges.eq(recurring_agreements::charges)).execute(conn)? == 0 {
+        if diesel::update(target)
+            .set(recurring_agreements::charges.eq(recurring_agreements::charges))
+            .execute(conn)?
+            == 0
+        {
             return Ok(Reservation::AgreementNotFound);
         }
-        let row: super::rows::AgreementRow = target.select(super::rows::AgreementRow::as_select()).first(conn)?;
+        let row: super::rows::AgreementRow = target
+            .select(super::rows::AgreementRow::as_select())
+            .first(conn)?;
         let params = agreement_params(&row)?;
-        let last = row.last_charge_on.as_deref().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let last = row
+            .last_charge_on
+            .as_deref()
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
         let amount = crate::domain::Amount::from_minor(msg.amount)
             .ok_or_else(|| VaultError::Corrupt("negative amount".into()))?;
         if row.currency != msg.currency
@@ -172,9 +206,17 @@ fn reserve_in(conn: &mut AnyConnection, keyring: &Keyring, msg: &Reserve) -> Res
         }
         // Reserve the period now; a decline puts the previous date back (see Complete).
         diesel::update(recurring_agreements::table.find(row.id))
-            .set(recurring_agreements::last_charge_on.eq(charge.today.format("%Y-%m-%d").to_string()))
+            .set(
+                recurring_agreements::last_charge_on
+                    .eq(charge.today.format("%Y-%m-%d").to_string()),
+            )
             .execute(conn)?;
-        let pan = open_pan(keyring, u32_version(row.key_version)?, &row.pan_ciphertext, &agreement_aad(row.merchant_id, &row.order_number))?;
+        let pan = open_pan(
+            keyring,
+            u32_version(row.key_version)?,
+            &row.pan_ciphertext,
+            &agreement_aad(row.merchant_id, &row.order_number),
+        )?;
         let expiry = Expiry::from_parts(row.expiry_month as u32, row.expiry_year as u32)
             .map_err(|_| VaultError::Corrupt("agreement expiry".into()))?;
         let record = CardRecord {
@@ -195,7 +237,11 @@ fn reserve_in(conn: &mut AnyConnection, keyring: &Keyring, msg: &Reserve) -> Res
             deleted_at: None,
         };
         card = Some((record, pan));
-        agreement = Some((row.id, row.network_tx_id.clone(), row.last_charge_on.clone()));
+        agreement = Some((
+            row.id,
+            row.network_tx_id.clone(),
+            row.last_charge_on.clone(),
+        ));
     }
     let mut state = OrderState::InProcess;
     let mut stored: Option<String> = None;
@@ -208,12 +254,25 @@ fn reserve_in(conn: &mut AnyConnection, keyring: &Keyring, msg: &Reserve) -> Res
             .filter(orders::created_at.ge(since))
             .select((orders::amount, orders::created_at))
             .load(conn)?;
-        let week_used: i64 = rows.iter().filter(|(_, t)| *t >= limits.week_start_ms).map(|(a, _)| a).sum();
-        let day_used: i64 = rows.iter().filter(|(_, t)| *t >= limits.day_start_ms).map(|(a, _)| a).sum();
-        let over = |limit: Option<i64>, used: i64| limit.is_some_and(|l| used.saturating_add(msg.amount) > l);
+        let week_used: i64 = rows
+            .iter()
+            .filter(|(_, t)| *t >= limits.week_start_ms)
+            .map(|(a, _)| a)
+            .sum();
+        let day_used: i64 = rows
+            .iter()
+            .filter(|(_, t)| *t >= limits.day_start_ms)
+            .map(|(a, _)| a)
+            .sum();
+        let over = |limit: Option<i64>, used: i64| {
+            limit.is_some_and(|l| used.saturating_add(msg.amount) > l)
+        };
         if over(limits.day, day_used) || over(limits.week, week_used) {
             state = OrderState::Declined;
-            stored = Some(serde_json::to_string(&msg.limit_declined).map_err(|e| VaultError::Corrupt(e.to_string()))?);
+            stored = Some(
+                serde_json::to_string(&msg.limit_declined)
+                    .map_err(|e| VaultError::Corrupt(e.to_string()))?,
+            );
         }
     }
     let declined = state == OrderState::Declined;
@@ -240,21 +299,36 @@ fn reserve_in(conn: &mut AnyConnection, keyring: &Keyring, msg: &Reserve) -> Res
     if declined {
         return Ok(Reservation::LimitExceeded(msg.limit_declined.clone()));
     }
-    Ok(Reservation::Reserved { order_id, customer_id, card, agreement })
+    Ok(Reservation::Reserved {
+        order_id,
+        customer_id,
+        card,
+        agreement,
+    })
 }
 
 fn u32_version(v: i32) -> Result<u32, VaultError> {
     u32::try_from(v).map_err(|_| VaultError::Corrupt("key version".into()))
 }
 
-fn open_pan(keyring: &Keyring, version: impl TryInto<u32>, blob: &[u8], aad: &[u8]) -> Result<Pan, VaultError> {
-    let version = version.try_into().map_err(|_| VaultError::Corrupt("key version".into()))?;
+fn open_pan(
+    keyring: &Keyring,
+    version: impl TryInto<u32>,
+    blob: &[u8],
+    aad: &[u8],
+) -> Result<Pan, VaultError> {
+    let version = version
+        .try_into()
+        .map_err(|_| VaultError::Corrupt("key version".into()))?;
     let plain = keyring.open(version, blob, aad)?;
-    let digits = std::str::from_utf8(&plain).map_err(|_| VaultError::Corrupt("card plaintext".into()))?;
+    let digits =
+        std::str::from_utf8(&plain).map_err(|_| VaultError::Corrupt("card plaintext".into()))?;
     Pan::parse(digits).map_err(|_| VaultError::Corrupt("card plaintext".into()))
 }
 
-pub(crate) fn agreement_params(row: &super::rows::AgreementRow) -> Result<RecurringParams, VaultError> {
+pub(crate) fn agreement_params(
+    row: &super::rows::AgreementRow,
+) -> Result<RecurringParams, VaultError> {
     let corrupt = || VaultError::Corrupt(format!("agreement {}", row.id));
     Ok(RecurringParams {
         min: crate::domain::Amount::from_minor(row.min_amount).ok_or_else(corrupt)?,
@@ -312,7 +386,11 @@ pub struct Completed {
 }
 vault_message!(Complete => Completed, complete);
 
-pub fn complete(conn: &mut AnyConnection, keyring: &Keyring, msg: Complete) -> Result<Completed, VaultError> {
+pub fn complete(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: Complete,
+) -> Result<Completed, VaultError> {
     conn.transaction(|conn| {
         super::connection::lock_for_writing(conn)?;
         let current: (String, Option<String>) =
@@ -470,7 +548,10 @@ fn create_agreement(
     network_tx_id: Option<&str>,
     now_ms: i64,
 ) -> Result<(), VaultError> {
-    let sealed = keyring.seal(a.pan.expose().as_bytes(), &agreement_aad(merchant_id, order_number))?;
+    let sealed = keyring.seal(
+        a.pan.expose().as_bytes(),
+        &agreement_aad(merchant_id, order_number),
+    )?;
     let initial_date = a.initial_date.format("%Y-%m-%d").to_string();
     diesel::insert_into(recurring_agreements::table)
         .values(NewAgreementRow {

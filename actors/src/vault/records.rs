@@ -169,7 +169,10 @@ impl CustomerSnapshot {
             deny: row.deny,
             fraud: row.fraud,
             version: row.version,
-            cards: cards.into_iter().map(CardRecord::try_from).collect::<Result<_, _>>()?,
+            cards: cards
+                .into_iter()
+                .map(CardRecord::try_from)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
