@@ -613,11 +613,6 @@ pub(super) async fn pay_saved_card(
     req: PaySavedCardRequest,
 ) -> EngineResult<PaymentResult> {
     let order = validate_order(&merchant, &req.order, true, false)?;
-    let number = order.customer.clone().ok_or(Fault::MissingField)?;
-    if !merchant.mode.may_pay_with_saved_card() {
-        return Err(Fault::ModeForbids.into());
-    }
-    let token = Token::parse(&req.token).map_err(|_| Fault::TokenNotFound)?;
     let cvc = req
         .cvc
         .as_ref()
@@ -626,38 +621,7 @@ pub(super) async fn pay_saved_card(
     if merchant.need_cvc && cvc.is_none() {
         return Err(Fault::CvcRequired.into());
     }
-    let digest = digest(
-        &engine.deps,
-        "saved_card",
-        &order,
-        token.as_str().as_bytes(),
-    );
-    let today = today_for(&merchant);
-    let m = merchant.clone();
-    let o = order.clone();
-    run(engine, &merchant, Some(&number), move |snapshot| {
-        refuse_fraud(snapshot)?;
-        let record = saved_card(snapshot, &token, today)?;
-        if cvc.as_ref().is_some_and(|c| !c.fits(record.brand)) {
-            return Err(Fault::InvalidCvc.into());
-        }
-        Ok(Plan {
-            merchant: m.clone(),
-            kind: "saved_card",
-            order: o.clone(),
-            union_id: m.union_id,
-            card: CardSource::Saved {
-                record,
-                cvc: cvc.clone(),
-            },
-            save: false,
-            new_agreement: None,
-            check_limits: true,
-            auth_kind: AuthKind::CardOnFile,
-            digest,
-        })
-    })
-    .await
+    pay_with_token(engine, merchant, order, &req.token, "saved_card", cvc).await
 }
 
 pub(super) async fn token_pay(
@@ -668,25 +632,44 @@ pub(super) async fn token_pay(
     if req.token_type != 5 {
         return Err(Fault::InvalidTokenType.into());
     }
+    // Authenticated by the merchant's web-service credentials, not an order signature (R14).
     let order = validate_order(&merchant, &req.order, false, false)?;
+    pay_with_token(engine, merchant, order, &req.token, "token_pay", None).await
+}
+
+/// A payment with a saved card: on the payment page (`saved_card`, CVC when the merchant
+/// needs it, R8) or by Token Pay (`token_pay`, no CVC, R14).
+async fn pay_with_token(
+    engine: &Engine,
+    merchant: Arc<MerchantRecord>,
+    order: ValidOrder,
+    raw_token: &str,
+    kind: &'static str,
+    cvc: Option<Cvc>,
+) -> EngineResult<PaymentResult> {
     let number = order.customer.clone().ok_or(Fault::MissingField)?;
     if !merchant.mode.may_pay_with_saved_card() {
         return Err(Fault::ModeForbids.into());
     }
-    let token = Token::parse(&req.token).map_err(|_| Fault::TokenNotFound)?;
-    let digest = digest(&engine.deps, "token_pay", &order, token.as_str().as_bytes());
+    let token = Token::parse(raw_token).map_err(|_| Fault::TokenNotFound)?;
+    let digest = digest(&engine.deps, kind, &order, token.as_str().as_bytes());
     let today = today_for(&merchant);
     let m = merchant.clone();
-    let o = order.clone();
     run(engine, &merchant, Some(&number), move |snapshot| {
         refuse_fraud(snapshot)?;
         let record = saved_card(snapshot, &token, today)?;
+        if cvc.as_ref().is_some_and(|c| !c.fits(record.brand)) {
+            return Err(Fault::InvalidCvc.into());
+        }
         Ok(Plan {
             merchant: m.clone(),
-            kind: "token_pay",
-            order: o.clone(),
+            kind,
+            order: order.clone(),
             union_id: m.union_id,
-            card: CardSource::Saved { record, cvc: None },
+            card: CardSource::Saved {
+                record,
+                cvc: cvc.clone(),
+            },
             save: false,
             new_agreement: None,
             check_limits: true,
