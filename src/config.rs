@@ -700,7 +700,8 @@ mod tests {
             assert_eq!(s.nats.backoff_ms, vec![500, 2000]);
             assert_eq!(s.keys.current, Some(2));
             assert_eq!(s.acquirer.kind, AcquirerKind::Nats);
-            assert_eq!(s.engine_settings().vault_workers, 32);
+            // Group-commit writers hold connections of the same pool.
+            assert_eq!(s.engine_settings().vault_workers, 32 - s.engine.group_commit_writers);
             let debug = format!("{s:?}");
             assert!(
                 !debug.contains("AAAAAAAA") && !debug.contains("BBBBBBBB"),
