@@ -223,7 +223,7 @@ impl Default for EngineSection {
         EngineSection {
             actor_idle_secs: 300,
             registry_shards: 64,
-            state_ttl_ms: 1000,
+            state_ttl_ms: 5000,
             credential_cache_secs: 60,
             merchant_cache_ms: 1000,
             group_commit_writers: 2,

@@ -57,8 +57,12 @@ pub type Job<R> = Box<
         + Send,
 >;
 
-/// Runs `job` for this customer, serialised with every other message of the customer.
-pub struct Run<R: 'static>(pub Job<R>);
+/// Runs `job` for this customer, serialised with every other message of the customer;
+/// `reload` first refreshes the cached snapshot from the vault whatever its age.
+pub struct Run<R: 'static> {
+    pub job: Job<R>,
+    pub reload: bool,
+}
 
 impl<R: 'static> Message for Run<R> {
     type Result = Result<R, EngineError>;
@@ -143,7 +147,7 @@ impl<R: 'static> Handler<Run<R>> for CustomerActor {
         }
         self.last_active = Instant::now();
         let deps = self.deps.clone();
-        let cached = self.fresh_state();
+        let cached = if msg.reload { None } else { self.fresh_state() };
         let key = self.key.clone();
         let work = async move {
             let (snapshot, loaded) = match cached {
@@ -165,7 +169,7 @@ impl<R: 'static> Handler<Run<R>> for CustomerActor {
                     }
                 }
             };
-            let (result, next) = (msg.0)(deps, snapshot.clone()).await;
+            let (result, next) = (msg.job)(deps, snapshot.clone()).await;
             (result, next, loaded.then_some(snapshot))
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(

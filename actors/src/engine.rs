@@ -96,7 +96,7 @@ impl Default for EngineSettings {
         EngineSettings {
             actor_idle: Duration::from_secs(300),
             registry_shards: 64,
-            state_ttl: Duration::from_millis(1000),
+            state_ttl: Duration::from_millis(5000),
             credential_cache: Duration::from_secs(60),
             merchant_cache: Duration::from_millis(1000),
             arbiters: std::thread::available_parallelism()
@@ -211,12 +211,26 @@ impl Engine {
         R: Send + 'static,
         F: Fn() -> crate::customer::Job<R>,
     {
+        self.on_customer_with(key, false, job).await
+    }
+
+    /// [`Self::on_customer`], optionally reloading the customer's snapshot first.
+    async fn on_customer_with<R, F>(
+        &self,
+        key: &CustomerKey,
+        reload: bool,
+        job: F,
+    ) -> EngineResult<R>
+    where
+        R: Send + 'static,
+        F: Fn() -> crate::customer::Job<R>,
+    {
         for attempt in 0..3 {
             let addr = self
                 .registry
                 .get_or_start(key)
                 .ok_or(EngineError::Fault(Fault::ShuttingDown))?;
-            match addr.send(Run(job())).await {
+            match addr.send(Run { job: job(), reload }).await {
                 Ok(Err(EngineError::Retired)) | Err(MailboxError::Closed) if attempt < 2 => {
                     continue
                 }

@@ -50,18 +50,22 @@ pub enum VaultError {
 }
 
 impl VaultError {
-    /// True when retrying the same operation later may succeed (connection loss, lock timeout,
-    /// serialization failure), as opposed to a bug or bad data.
+    /// True when retrying the same operation later may succeed (connection loss, serialization
+    /// failure, a deadlock victim between two processes' group commits, SQLite's busy lock), as
+    /// opposed to a bug or bad data.
     pub fn is_transient(&self) -> bool {
         use diesel::result::{DatabaseErrorKind, Error};
         match self {
             VaultError::Connect(_) | VaultError::Pool(_) => true,
-            VaultError::Query(Error::DatabaseError(kind, _)) => matches!(
-                kind,
-                DatabaseErrorKind::SerializationFailure
-                    | DatabaseErrorKind::ClosedConnection
-                    | DatabaseErrorKind::UnableToSendCommand
-            ),
+            VaultError::Query(Error::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::SerializationFailure
+                        | DatabaseErrorKind::ClosedConnection
+                        | DatabaseErrorKind::UnableToSendCommand
+                ) || info.message().contains("deadlock detected")
+                    || info.message().contains("database is locked")
+            }
             VaultError::Query(Error::BrokenTransactionManager) => true,
             _ => false,
         }

@@ -148,6 +148,8 @@ struct Plan {
     check_limits: bool,
     auth_kind: AuthKind,
     digest: [u8; 32],
+    /// The customer's cached snapshot the plan was made from (set by `run`).
+    snapshot: Option<Arc<CustomerSnapshot>>,
 }
 
 fn today_for(merchant: &MerchantRecord) -> chrono::NaiveDate {
@@ -391,11 +393,27 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
         result,
         now_ms: now_ms(),
     };
+    let now = complete.now_ms;
     match complete_with_retry(deps, complete).await {
         Ok(done) => {
-            let next = match done.snapshot {
-                Some(s) => NextState::Replace(Some(Arc::new(s))),
-                None => NextState::Keep,
+            let next = match (done.snapshot, &plan.snapshot) {
+                (Some(s), _) => NextState::Replace(Some(Arc::new(s))),
+                // The used card's counters moved: apply them to the cached copy (R7 order).
+                (None, Some(cached)) => {
+                    match used_card_id.filter(|_| state == OrderState::Approved) {
+                        Some(card_id) => {
+                            let mut s = (**cached).clone();
+                            if let Some(c) = s.cards.iter_mut().find(|c| c.id == card_id) {
+                                c.success_count += 1;
+                                c.last_used_at = Some(now);
+                            }
+                            NextState::Replace(Some(Arc::new(s)))
+                        }
+                        None => NextState::Keep,
+                    }
+                }
+                // A customer not cached before (its row may be new): reload next time.
+                (None, None) => invalidate,
             };
             (Ok(done.result), next)
         }
@@ -443,21 +461,30 @@ where
         union_id: merchant.union_id,
         customer_number: Arc::from(number.as_str()),
     };
-    engine
-        .on_customer(&key, || {
-            let plan_for = plan_for.clone();
-            Box::new(
-                move |deps: Arc<Deps>, snapshot: Option<Arc<CustomerSnapshot>>| {
-                    Box::pin(async move {
-                        match plan_for(snapshot.as_deref()) {
-                            Ok(plan) => execute(&deps, plan).await,
-                            Err(e) => (Err(e), NextState::Keep),
+    let make_job = || -> crate::customer::Job<PaymentResult> {
+        let plan_for = plan_for.clone();
+        Box::new(
+            move |deps: Arc<Deps>, snapshot: Option<Arc<CustomerSnapshot>>| {
+                Box::pin(async move {
+                    match plan_for(snapshot.as_deref()) {
+                        Ok(mut plan) => {
+                            plan.snapshot = snapshot;
+                            execute(&deps, plan).await
                         }
-                    })
-                },
-            )
-        })
-        .await
+                        Err(e) => (Err(e), NextState::Keep),
+                    }
+                })
+            },
+        )
+    };
+    match engine.on_customer(&key, make_job).await {
+        // The cached snapshot may predate a card saved or renewed by another process: ask the
+        // vault before refusing (nothing was stored by the first attempt).
+        Err(e) if matches!(e.fault(), Fault::TokenNotFound | Fault::CardExpired) => {
+            engine.on_customer_with(&key, true, make_job).await
+        }
+        other => other,
+    }
 }
 
 fn refuse_fraud(snapshot: Option<&CustomerSnapshot>) -> EngineResult<()> {
@@ -532,6 +559,7 @@ pub(super) async fn pay_new_card(
                     AuthKind::Purchase
                 },
                 digest,
+                snapshot: None,
             })
         },
     )
@@ -582,6 +610,7 @@ pub(super) async fn register(
                 check_limits: false,
                 auth_kind: AuthKind::Verify,
                 digest,
+                snapshot: None,
             })
         },
     )
@@ -675,6 +704,7 @@ async fn pay_with_token(
             check_limits: true,
             auth_kind: AuthKind::CardOnFile,
             digest,
+            snapshot: None,
         })
     })
     .await
@@ -721,6 +751,7 @@ pub(super) async fn recurring_charge(
             network_tx_id: None,
         },
         digest,
+        snapshot: None,
     };
     execute(&engine.deps, plan).await.0
 }

@@ -73,42 +73,53 @@ pub(crate) fn record_command(
     Ok(())
 }
 
+/// A customer under its write lock, with its `fraud` flag as committed (R6).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LockedCustomer {
+    pub id: i64,
+    pub fraud: bool,
+}
+
 /// Takes the customer's write lock by bumping its version (see the vault header); creates the
-/// customer first when `create` is set. Returns the customer id, or `None` when absent.
+/// customer first when `create` is set. One statement in the common case (`UPDATE … RETURNING`).
 pub(crate) fn lock_customer(
     conn: &mut AnyConnection,
     union_id: i64,
     customer_number: &str,
     create: bool,
     now_ms: i64,
-) -> Result<Option<i64>, VaultError> {
-    let target = customers::table
-        .filter(customers::union_id.eq(union_id))
-        .filter(customers::customer_number.eq(customer_number));
-    let bumped = diesel::update(target)
+) -> Result<Option<LockedCustomer>, VaultError> {
+    let bump = |conn: &mut AnyConnection| -> Result<Option<LockedCustomer>, VaultError> {
+        let update = diesel::update(
+            customers::table
+                .filter(customers::union_id.eq(union_id))
+                .filter(customers::customer_number.eq(customer_number)),
+        )
         .set(customers::version.eq(customers::version + 1))
-        .execute(conn)?;
-    if bumped == 0 {
-        if !create {
-            return Ok(None);
-        }
-        let insert = diesel::insert_into(customers::table)
-            .values((
-                customers::union_id.eq(union_id),
-                customers::customer_number.eq(customer_number),
-                customers::deny.eq(false),
-                customers::fraud.eq(false),
-                customers::version.eq(1i64),
-                customers::created_at.eq(now_ms),
-            ))
-            .on_conflict_do_nothing();
-        on_backend!(&mut *conn, |c| insert.execute(c))?;
-        // Taken by us just now, or by a concurrent creator whose commit we waited for.
-        diesel::update(target)
-            .set(customers::version.eq(customers::version + 1))
-            .execute(conn)?;
+        .returning((customers::id, customers::fraud));
+        let row: Option<(i64, bool)> =
+            on_backend!(&mut *conn, |c| update.get_result(c).optional())?;
+        Ok(row.map(|(id, fraud)| LockedCustomer { id, fraud }))
+    };
+    if let Some(locked) = bump(conn)? {
+        return Ok(Some(locked));
     }
-    Ok(Some(target.select(customers::id).first(conn)?))
+    if !create {
+        return Ok(None);
+    }
+    let insert = diesel::insert_into(customers::table)
+        .values((
+            customers::union_id.eq(union_id),
+            customers::customer_number.eq(customer_number),
+            customers::deny.eq(false),
+            customers::fraud.eq(false),
+            customers::version.eq(1i64),
+            customers::created_at.eq(now_ms),
+        ))
+        .on_conflict_do_nothing();
+    on_backend!(&mut *conn, |c| insert.execute(c))?;
+    // Taken by us just now, or by a concurrent creator whose commit we waited for.
+    bump(conn)
 }
 
 /// Same lock by id.
@@ -266,6 +277,7 @@ pub fn set_status(
             }
         }
         let id = lock_customer(conn, msg.union_id, &msg.customer_number, true, msg.now_ms)?
+            .map(|l| l.id)
             .ok_or_else(|| VaultError::Corrupt("customer not created".into()))?;
         let deny = if msg.leave { Some(true) } else { msg.deny };
         if let Some(deny) = deny {

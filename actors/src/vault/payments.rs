@@ -141,21 +141,16 @@ fn reserve_in(
     keyring: &Keyring,
     msg: &Reserve,
 ) -> Result<Reservation, VaultError> {
-    let customer_id = match &msg.customer {
+    let locked = match &msg.customer {
         Some((union_id, number)) => lock_customer(conn, *union_id, number, true, msg.now_ms)?,
         None => None,
     };
     // R6 under the customer's lock: another process may have set the flag after this process
     // cached the customer, and its cache must not let a refused customer be charged.
-    if let Some(cid) = customer_id {
-        if customers::table
-            .find(cid)
-            .select(customers::fraud)
-            .first::<bool>(conn)?
-        {
-            return Ok(Reservation::CustomerFraud);
-        }
+    if locked.is_some_and(|l| l.fraud) {
+        return Ok(Reservation::CustomerFraud);
     }
+    let customer_id = locked.map(|l| l.id);
     let mut card = None;
     if let (Some(token), Some(cid)) = (&msg.token, customer_id) {
         let row: Option<(CardMetaRow, Option<Vec<u8>>, Option<i32>)> = cards::table
@@ -393,32 +388,65 @@ pub fn complete(
 ) -> Result<Completed, VaultError> {
     conn.transaction(|conn| {
         super::connection::lock_for_writing(conn)?;
-        let current: (String, Option<String>) =
-            orders::table.find(msg.order_id).select((orders::state, orders::result_json)).first(conn)?;
-        if current.0 != OrderState::InProcess.as_str() {
-            let stored = current
-                .1
+        let approved = msg.state == OrderState::Approved;
+        let mut result = msg.result.clone();
+        // Without a card to save or an agreement to create, the reply is final already and one
+        // statement both claims and finishes the order.
+        let reply_is_final = !(approved && (msg.save.is_some() || msg.new_agreement.is_some()));
+        let final_json = if reply_is_final {
+            Some(serde_json::to_string(&result).map_err(|e| VaultError::Corrupt(e.to_string()))?)
+        } else {
+            None
+        };
+        // Saving a card takes the customer's lock (R11: same number → same card, across
+        // processes). Locks are always taken customer first, then order, as in `reserve`:
+        // the other order would deadlock with a concurrent twin of this order.
+        if let (true, Some(_), Some(cid)) = (approved, &msg.save, msg.customer_id) {
+            super::customers::lock_customer_id(conn, cid)?;
+        }
+        // Claim the order: only an order still In Process is completed, so a retry after a
+        // commit whose outcome was unknown applies nothing twice.
+        let claimed = diesel::update(
+            orders::table
+                .find(msg.order_id)
+                .filter(orders::state.eq(OrderState::InProcess.as_str())),
+        )
+        .set((
+            orders::state.eq(msg.state.as_str()),
+            orders::response_code.eq(msg.response_code),
+            // R12: a decline releases the reservation; approval and timeout (in doubt) keep it.
+            orders::counts_for_limits.eq(msg.state != OrderState::Declined),
+            orders::card_id.eq(msg.used_card_id),
+            orders::network_tx_id.eq(msg.network_tx_id.as_deref()),
+            orders::result_json.eq(final_json),
+            orders::updated_at.eq(msg.now_ms),
+        ))
+        .execute(conn)?;
+        if claimed == 0 {
+            let stored: Option<String> = orders::table
+                .find(msg.order_id)
+                .select(orders::result_json)
+                .first(conn)?;
+            let stored = stored
                 .as_deref()
                 .map(serde_json::from_str::<PaymentResult>)
                 .transpose()
                 .map_err(|e| VaultError::Corrupt(format!("stored result of order {}: {e}", msg.order_id)))?
-                .unwrap_or_else(|| msg.result.clone());
+                .unwrap_or(result);
             let snapshot = match msg.customer_id {
                 Some(cid) => snapshot(conn, cid)?,
                 None => None,
             };
             return Ok(Completed { result: stored, snapshot });
         }
-        let mut result = msg.result.clone();
-        let approved = msg.state == OrderState::Approved;
-        let mut card_id = msg.used_card_id;
-        if let Some(cid) = msg.customer_id {
-            super::customers::lock_customer_id(conn, cid)?;
-        }
+        let mut saved_card_id = None;
         if approved {
             if let Some(id) = msg.used_card_id {
                 diesel::update(cards::table.find(id))
-                    .set((cards::success_count.eq(cards::success_count + 1), cards::last_used_at.eq(Some(msg.now_ms))))
+                    .set((
+                        cards::success_count.eq(cards::success_count + 1),
+                        cards::last_used_at.eq(Some(msg.now_ms)),
+                    ))
                     .execute(conn)?;
             }
             if let (Some(save), Some(cid)) = (&msg.save, msg.customer_id) {
@@ -433,7 +461,7 @@ pub fn complete(
                 match saved {
                     Ok(None) => {}
                     Ok(Some((id, token))) => {
-                        card_id = Some(id);
+                        saved_card_id = Some(id);
                         result.token = Some(token);
                         result.card_saved = true;
                     }
@@ -443,7 +471,15 @@ pub fn complete(
             if let Some(agreement) = &msg.new_agreement {
                 let order_number = result.order_number.clone();
                 if let Err(e) = conn.transaction(|conn| {
-                    create_agreement(conn, keyring, msg.merchant_id, &order_number, agreement, msg.network_tx_id.as_deref(), msg.now_ms)
+                    create_agreement(
+                        conn,
+                        keyring,
+                        msg.merchant_id,
+                        &order_number,
+                        agreement,
+                        msg.network_tx_id.as_deref(),
+                        msg.now_ms,
+                    )
                 }) {
                     tracing::error!(order_id = msg.order_id, error = %e, "creating the recurring agreement failed; payment stands");
                 }
@@ -460,22 +496,20 @@ pub fn complete(
                     .execute(conn)?;
             }
         }
-        let json = serde_json::to_string(&result).map_err(|e| VaultError::Corrupt(e.to_string()))?;
-        diesel::update(orders::table.find(msg.order_id))
-            .set((
-                orders::state.eq(msg.state.as_str()),
-                orders::response_code.eq(msg.response_code),
-                // R12: a decline releases the reservation; approval and timeout (in doubt) keep it.
-                orders::counts_for_limits.eq(msg.state != OrderState::Declined),
-                orders::card_id.eq(card_id),
-                orders::network_tx_id.eq(msg.network_tx_id.as_deref()),
-                orders::result_json.eq(Some(json)),
-                orders::updated_at.eq(msg.now_ms),
-            ))
-            .execute(conn)?;
-        let snapshot = match msg.customer_id {
-            Some(cid) => snapshot(conn, cid)?,
-            None => None,
+        if !reply_is_final {
+            let json = serde_json::to_string(&result).map_err(|e| VaultError::Corrupt(e.to_string()))?;
+            diesel::update(orders::table.find(msg.order_id))
+                .set((
+                    orders::card_id.eq(saved_card_id.or(msg.used_card_id)),
+                    orders::result_json.eq(Some(json)),
+                ))
+                .execute(conn)?;
+        }
+        // The customer's cards changed only if one was saved; counters of a used card are
+        // applied by the caller to its cached copy.
+        let snapshot = match (saved_card_id, msg.customer_id) {
+            (Some(_), Some(cid)) => snapshot(conn, cid)?,
+            _ => None,
         };
         Ok(Completed { result, snapshot })
     })
