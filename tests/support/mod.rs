@@ -2,5 +2,6 @@
 //! uses the parts it needs, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod engine;
 pub mod nats;

@@ -17,7 +17,10 @@ pub const DEMO_PASSWORD: &str = "demo-password";
 pub const DEMO_KEY_B64: &str = "ZGVtby1zaWduYXR1cmUta2V5LTAxMjM0NTY3ODlhYmM=";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 fn wait_port(port: u16, within: Duration) -> bool {
@@ -46,7 +49,8 @@ impl NatsServer {
 
     /// Starts on a given port and store (used to restart a server with its data).
     pub fn start_on(port: u16, store: tempfile::TempDir) -> NatsServer {
-        let bin = std::env::var("ONECLICK_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let bin =
+            std::env::var("ONECLICK_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
         let child = Command::new(&bin)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store.path())
@@ -54,7 +58,10 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin} ({e}); run the suite with scripts/test, which installs nats-server"));
-        assert!(wait_port(port, Duration::from_secs(10)), "nats-server did not open port {port}");
+        assert!(
+            wait_port(port, Duration::from_secs(10)),
+            "nats-server did not open port {port}"
+        );
         NatsServer { child, port, store }
     }
 
@@ -89,23 +96,45 @@ impl OneClick {
     pub fn prepare(dir: &Path, nats_url: &str, database_url: Option<String>) -> OneClick {
         let keys = dir.join("keys.txt");
         if !keys.exists() {
-            let out = Command::new(bin()).args(["admin", "keys", "generate", "--out"]).arg(&keys).output().expect("keys");
-            assert!(out.status.success(), "keys generate: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(bin())
+                .args(["admin", "keys", "generate", "--out"])
+                .arg(&keys)
+                .output()
+                .expect("keys");
+            assert!(
+                out.status.success(),
+                "keys generate: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let http_port = free_port();
-        let db = database_url.unwrap_or_else(|| format!("sqlite://{}", dir.join("oneclick.db").display()));
+        let db = database_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("oneclick.db").display()));
         let env = vec![
             ("ONECLICK__DATABASE__URL".to_string(), db),
             ("ONECLICK__KEYS__FILE".into(), keys.display().to_string()),
             ("ONECLICK__NATS__URL".into(), nats_url.to_string()),
             ("ONECLICK__NATS__PREFIX".into(), prefix.clone()),
-            ("ONECLICK__HTTP__LISTEN".into(), format!("127.0.0.1:{http_port}")),
+            (
+                "ONECLICK__HTTP__LISTEN".into(),
+                format!("127.0.0.1:{http_port}"),
+            ),
             ("ONECLICK__LOG__LEVEL".into(), "debug".into()),
             ("ONECLICK__NATS__ACK_WAIT_SECS".into(), "3".into()),
-            ("ONECLICK__NATS__BACKOFF_MS".into(), "[200, 500, 1000]".into()),
+            (
+                "ONECLICK__NATS__BACKOFF_MS".into(),
+                "[200, 500, 1000]".into(),
+            ),
         ];
-        let app = OneClick { child: None, dir: dir.to_path_buf(), log: dir.join("oneclick.log"), env, prefix, http_port };
+        let app = OneClick {
+            child: None,
+            dir: dir.to_path_buf(),
+            log: dir.join("oneclick.log"),
+            env,
+            prefix,
+            http_port,
+        };
         app.admin(&["demo-seed"]);
         app
     }
@@ -117,14 +146,27 @@ impl OneClick {
 
     /// Runs `oneclick admin …` with this instance's settings; panics on failure.
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(bin()).arg("admin").args(args).envs(self.env.iter().cloned()).output().expect("admin");
-        assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bin())
+            .arg("admin")
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .expect("admin");
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     /// Starts `oneclick serve` and waits until its health subject answers.
     pub async fn start(&mut self, client: &async_nats::Client) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(bin())
             .arg("serve")
             .envs(self.env.iter().cloned())
@@ -136,13 +178,29 @@ impl OneClick {
         let subject = format!("{}.v1.health", self.prefix);
         let until = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), client.request(subject.clone(), "{}".into())).await {
+            if let Ok(Ok(_)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                client.request(subject.clone(), "{}".into()),
+            )
+            .await
+            {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("oneclick exited early ({status}); log:\n{}", self.log_text());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "oneclick exited early ({status}); log:\n{}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < until, "oneclick did not become healthy; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < until,
+                "oneclick did not become healthy; log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -154,7 +212,9 @@ impl OneClick {
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let until = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -207,7 +267,9 @@ impl OneClick {
 
     pub fn metrics(&self) -> String {
         use std::io::Write as _;
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http_port)) else { return String::new() };
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http_port)) else {
+            return String::new();
+        };
         let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
@@ -228,17 +290,29 @@ pub async fn request(client: &async_nats::Client, subject: String, body: &Value)
 }
 
 pub async fn request_raw(client: &async_nats::Client, subject: String, bytes: Vec<u8>) -> Value {
-    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(subject.clone(), bytes.into()))
-        .await
-        .unwrap_or_else(|_| panic!("no reply on {subject}"))
-        .unwrap_or_else(|e| panic!("request on {subject}: {e}"));
-    serde_json::from_slice(&reply.payload).unwrap_or_else(|_| panic!("reply is not JSON: {:?}", reply.payload))
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(subject.clone(), bytes.into()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no reply on {subject}"))
+    .unwrap_or_else(|e| panic!("request on {subject}: {e}"));
+    serde_json::from_slice(&reply.payload)
+        .unwrap_or_else(|_| panic!("reply is not JSON: {:?}", reply.payload))
 }
 
 /// R2 signature with the demo key.
 pub fn sign(merchant: i64, order: &str, amount: &str, currency: &str, customer: &str) -> String {
-    let key = base64::engine::general_purpose::STANDARD.decode(DEMO_KEY_B64).expect("demo key");
-    let msg = oneclick_actors::domain::signature::message(&merchant.to_string(), order, amount, currency, customer);
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(DEMO_KEY_B64)
+        .expect("demo key");
+    let msg = oneclick_actors::domain::signature::message(
+        &merchant.to_string(),
+        order,
+        amount,
+        currency,
+        customer,
+    );
     oneclick_actors::domain::signature::sign(&key, &msg)
 }
 
@@ -282,28 +356,52 @@ impl Stack {
         Self::start_with(None, |_| {}).await
     }
 
-    pub async fn start_with(database_url: Option<String>, configure: impl FnOnce(&mut OneClick)) -> Stack {
+    pub async fn start_with(
+        database_url: Option<String>,
+        configure: impl FnOnce(&mut OneClick),
+    ) -> Stack {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut app = OneClick::prepare(dir.path(), &nats.url(), database_url);
         configure(&mut app);
-        let client = async_nats::connect(nats.url()).await.expect("client connects");
+        let client = async_nats::connect(nats.url())
+            .await
+            .expect("client connects");
         app.start(&client).await;
-        Stack { nats, app, client, dir }
+        Stack {
+            nats,
+            app,
+            client,
+            dir,
+        }
     }
 
     pub async fn gw(&self, endpoint: &str, body: Value) -> Value {
-        request(&self.client, self.app.subject(&format!("gw.{endpoint}")), &body).await
+        request(
+            &self.client,
+            self.app.subject(&format!("gw.{endpoint}")),
+            &body,
+        )
+        .await
     }
 
     pub async fn merchant(&self, endpoint: &str, body: Value) -> Value {
         let body = merge(json!({"merchant": merchant_auth()}), body);
-        request(&self.client, self.app.subject(&format!("merchant.{DEMO_MERCHANT}.{endpoint}")), &body).await
+        request(
+            &self.client,
+            self.app
+                .subject(&format!("merchant.{DEMO_MERCHANT}.{endpoint}")),
+            &body,
+        )
+        .await
     }
 }
 
 /// `(faultcode, faultstring)` of a fault reply, if it is one.
 pub fn fault_of(reply: &Value) -> Option<(i64, i64)> {
     let f = reply.get("fault")?;
-    Some((f.get("faultcode")?.as_i64()?, f.get("faultstring")?.as_i64()?))
+    Some((
+        f.get("faultcode")?.as_i64()?,
+        f.get("faultstring")?.as_i64()?,
+    ))
 }

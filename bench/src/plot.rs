@@ -1,0 +1,198 @@
+//! `plot.svg`: throughput and p99 latency against concurrency, one line per (backend, scenario)
+//! and per baseline (dashed). Written by hand (a few dozen SVG elements) rather than pulling a
+//! plotting library into the workspace.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::report::Record;
+
+const COLORS: &[&str] = &[
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#bcbd22", "#7f7f7f", "#393b79", "#637939",
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{}k", (v / 1000.0 * 10.0).round() / 10.0)
+    } else if v >= 1.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}
+
+/// The SVG text; `None` when nothing was swept.
+pub fn svg(records: &[Record], title: &str) -> Option<String> {
+    let mut series: BTreeMap<String, Vec<(usize, f64, f64)>> = BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| matches!(r.group.as_str(), "oneclick" | "nats-echo" | "db-baseline"))
+    {
+        series
+            .entry(r.key())
+            .or_default()
+            .push((r.concurrency, r.throughput, r.latency_ms.p99));
+    }
+    if series.is_empty() {
+        return None;
+    }
+    let mut xs: Vec<usize> = series.values().flatten().map(|p| p.0).collect();
+    xs.sort_unstable();
+    xs.dedup();
+    let (pw, ph, top, left1, left2) = (480.0, 330.0, 60.0, 80.0, 680.0);
+    let legend_rows = series.len().div_ceil(2);
+    let height = top + ph + 70.0 + legend_rows as f64 * 20.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="1240" height="{height}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="620" y="24" text-anchor="middle" font-size="15">{}</text>"#,
+        esc(title)
+    );
+    let x_at = |left: f64, c: usize| {
+        let i = xs.iter().position(|x| *x == c).unwrap_or(0) as f64;
+        if xs.len() <= 1 {
+            left + pw / 2.0
+        } else {
+            left + 30.0 + i * (pw - 60.0) / (xs.len() - 1) as f64
+        }
+    };
+    for (panel, (left, label, pick)) in [
+        (left1, "throughput (requests/s)", 1usize),
+        (left2, "p99 latency (ms)", 2usize),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let value = |p: &(usize, f64, f64)| if pick == 1 { p.1 } else { p.2 };
+        // Log scale: oneclick's payments, its reads and the NATS echo differ by 100×.
+        let positive: Vec<f64> = series
+            .values()
+            .flatten()
+            .map(value)
+            .filter(|v| *v > 0.0)
+            .collect();
+        let lo = positive
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
+            .max(1e-3)
+            .log10()
+            .floor();
+        let hi = positive
+            .iter()
+            .copied()
+            .fold(0.0, f64::max)
+            .max(1e-3)
+            .log10()
+            .ceil()
+            .max(lo + 1.0);
+        let y_at = |v: f64| top + ph - (v.max(10f64.powf(lo)).log10() - lo) / (hi - lo) * ph;
+        let _ = writeln!(
+            s,
+            r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle" font-size="13">{label}, log scale</text>"#,
+            left + pw / 2.0,
+            top - 10.0
+        );
+        let mut decade = lo;
+        while decade <= hi {
+            for (m, major) in [(1.0, true), (2.0, false), (5.0, false)] {
+                let v = m * 10f64.powf(decade);
+                if v > 10f64.powf(hi) * 1.001 {
+                    continue;
+                }
+                let y = y_at(v);
+                let stroke = if major { "#ccc" } else { "#eee" };
+                let _ = writeln!(
+                    s,
+                    r#"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="{stroke}"/>"#,
+                    left + pw
+                );
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+                    left - 6.0,
+                    y + 4.0,
+                    fmt_tick(v)
+                );
+            }
+            decade += 1.0;
+        }
+        for c in &xs {
+            let x = x_at(left, *c);
+            let _ = writeln!(
+                s,
+                r#"<text x="{x}" y="{}" text-anchor="middle">{c}</text>"#,
+                top + ph + 18.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">concurrency (requests in flight)</text>"#,
+            left + pw / 2.0,
+            top + ph + 38.0
+        );
+        for (i, (name, points)) in series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let dash = if name.starts_with("oneclick") {
+                ""
+            } else {
+                r#" stroke-dasharray="6 4""#
+            };
+            let mut pts: Vec<&(usize, f64, f64)> = points.iter().collect();
+            pts.sort_by_key(|p| p.0);
+            let path: Vec<String> = pts
+                .iter()
+                .map(|p| format!("{:.1},{:.1}", x_at(left, p.0), y_at(value(p))))
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
+                path.join(" ")
+            );
+            for p in pts {
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                    x_at(left, p.0),
+                    y_at(value(p))
+                );
+            }
+            if panel == 0 {
+                let lx = 80.0 + (i % 2) as f64 * 600.0;
+                let ly = top + ph + 62.0 + (i / 2) as f64 * 20.0;
+                let _ = writeln!(
+                    s,
+                    r#"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/>"#,
+                    lx + 28.0
+                );
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{}" y="{}">{}</text>"#,
+                    lx + 34.0,
+                    ly + 4.0,
+                    esc(name)
+                );
+            }
+        }
+    }
+    s.push_str("</svg>\n");
+    Some(s)
+}

@@ -1,0 +1,376 @@
+//! Shared parts of the short chaos scenarios (`tests/chaos_short.rs`; the long versions are the
+//! `oneclick-chaos` binary, `chaos/`): a [`Cluster`] of one private nats-server, one fresh
+//! PostgreSQL database (from `ONECLICK_TEST_DATABASE_URL`, dropped at the end) and one or more
+//! real `oneclick` processes sharing the subject prefix and the key file, plus raw SQL to read
+//! what was really applied, and a merchant-surface caller for any merchant and credentials.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::engine::{Backend, RawConn, TestDb};
+use super::nats::*;
+
+/// The second merchant of the isolation scenario (its own union).
+pub const OTHER_MERCHANT: i64 = 452740;
+pub const OTHER_LOGIN: &str = "other";
+pub const OTHER_PASSWORD: &str = "other-password";
+
+/// NATS + PostgreSQL + `n` oneclick instances on one prefix and one key file.
+pub struct Cluster {
+    pub apps: Vec<OneClick>,
+    pub client: async_nats::Client,
+    pub nats: NatsServer,
+    sql: std::sync::Mutex<RawConn>,
+    // Last: the databases are dropped after the processes are killed.
+    _dirs: Vec<tempfile::TempDir>,
+    pub db: TestDb,
+}
+
+impl Cluster {
+    /// Starts `instances` oneclick processes; `setup` runs admin commands (through the first
+    /// instance's settings) after the demo merchant is seeded and before any process starts.
+    pub async fn start(instances: usize, setup: impl FnOnce(&OneClick)) -> Cluster {
+        let nats = NatsServer::start();
+        let db = TestDb::new(Backend::Postgres);
+        let mut apps: Vec<OneClick> = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 0..instances {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut app = OneClick::prepare(dir.path(), &nats.url(), Some(db.url.clone()));
+            if let Some(first) = apps.first() {
+                let keys = first.dir.join("keys.txt").display().to_string();
+                let prefix = first.prefix.clone();
+                app.set_env("ONECLICK__KEYS__FILE", &keys);
+                app.set_env("ONECLICK__NATS__PREFIX", &prefix);
+                app.prefix = prefix;
+            }
+            app.set_env("ONECLICK__SERVICE__NAME", &format!("oneclick-{i}"));
+            apps.push(app);
+            dirs.push(dir);
+        }
+        setup(&apps[0]);
+        let client = async_nats::connect(nats.url())
+            .await
+            .expect("client connects");
+        for app in apps.iter_mut() {
+            app.start(&client).await;
+            // The health subject is shared by the queue group: wait for this process's own HTTP.
+            let until = Instant::now() + Duration::from_secs(20);
+            while app.metrics().is_empty() {
+                assert!(
+                    Instant::now() < until,
+                    "instance did not open its HTTP port; log:\n{}",
+                    app.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let sql = std::sync::Mutex::new(RawConn::open(&db));
+        Cluster {
+            apps,
+            client,
+            nats,
+            sql,
+            _dirs: dirs,
+            db,
+        }
+    }
+
+    pub fn subject(&self, tail: &str) -> String {
+        self.apps[0].subject(tail)
+    }
+
+    pub async fn gw(&self, endpoint: &str, body: &Value) -> Value {
+        request(&self.client, self.subject(&format!("gw.{endpoint}")), body).await
+    }
+
+    /// A merchant request on `merchant.<subject_merchant>.<endpoint>` with the given credentials.
+    pub async fn merchant_as(
+        &self,
+        subject_merchant: i64,
+        auth: Value,
+        endpoint: &str,
+        body: Value,
+    ) -> Value {
+        let body = merge(json!({ "merchant": auth }), body);
+        request(
+            &self.client,
+            self.subject(&format!("merchant.{subject_merchant}.{endpoint}")),
+            &body,
+        )
+        .await
+    }
+
+    /// One BIGINT (the column must be named `n`).
+    pub fn number(&self, sql: &str) -> i64 {
+        let rows = self.sql.lock().expect("sql").numbers(sql);
+        assert_eq!(rows.len(), 1, "one row expected from {sql}");
+        rows[0]
+    }
+
+    /// Text rows (the column must be named `v`).
+    pub fn texts(&self, sql: &str) -> Vec<Option<String>> {
+        self.sql.lock().expect("sql").texts(sql)
+    }
+
+    /// The sum of a counter over every label set, from each instance's `/metrics`.
+    pub fn metric_per_instance(&self, name: &str) -> Vec<f64> {
+        self.apps
+            .iter()
+            .map(|a| metric_sum(&a.metrics(), name))
+            .collect()
+    }
+}
+
+/// Sums every sample of `name` (any labels) in a Prometheus text exposition.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Credentials of the demo merchant or of [`OTHER_MERCHANT`].
+pub fn auth_of(merchant_id: i64) -> Value {
+    if merchant_id == OTHER_MERCHANT {
+        json!({"merchant_id": OTHER_MERCHANT.to_string(), "login": OTHER_LOGIN, "password": OTHER_PASSWORD})
+    } else {
+        merchant_auth()
+    }
+}
+
+/// A signed order of `merchant_id` (both merchants share the demo signature key here).
+pub fn order_of(merchant_id: i64, order_no: &str, amount: &str, customer: &str) -> Value {
+    json!({
+        "merchant_id": merchant_id.to_string(),
+        "order_number": order_no,
+        "order_amount": amount,
+        "order_currency": "RUB",
+        "customer_number": customer,
+        "signature": sign(merchant_id, order_no, amount, "RUB", customer),
+    })
+}
+
+/// A Luhn-valid 16-digit PAN starting with `prefix`, unique per `n`, that the simulator approves
+/// (the first from `n` on whose last four are none of the simulator's decline/timeout endings).
+pub fn test_pan(prefix: &str, n: u64) -> String {
+    (n..)
+        .map(|n| {
+            let body = format!("{prefix}{:0width$}", n, width = 15 - prefix.len());
+            format!("{body}{}", luhn_digit(&body))
+        })
+        .find(|pan| {
+            ![
+                "0998", "0002", "0100", "0101", "0104", "0107", "0108", "0109", "0110",
+            ]
+            .contains(&&pan[12..])
+        })
+        .expect("some n fits")
+}
+
+/// The Luhn check digit of `body`.
+pub fn luhn_digit(body: &str) -> u32 {
+    let sum: u32 = body
+        .chars()
+        .rev()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = c.to_digit(10).expect("digits");
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+// ---- card-data sweep ---------------------------------------------------------------------------
+
+/// Something that must not be found anywhere.
+pub struct Needle {
+    pub what: String,
+    pub bytes: Vec<u8>,
+    /// Only a whole value counts: the bytes around it are not ASCII letters or digits (a 3-digit
+    /// CVC would otherwise be found inside timestamps, ids and random bytes).
+    pub whole: bool,
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+/// Every PAN in the forms a careless implementation would store it (plain, hex, base64) and its
+/// unkeyed SHA-256 (raw, hex, base64); every CVC as a whole value, and its SHA-256.
+pub fn needles(pans: &[String], cvcs: &[String]) -> Vec<Needle> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    for pan in pans {
+        let label = format!("{}…{}", &pan[..6], &pan[pan.len() - 4..]);
+        let sha = sha2::Sha256::digest(pan.as_bytes()).to_vec();
+        for (form, bytes) in [
+            ("PAN", pan.as_bytes().to_vec()),
+            ("PAN as hex", hex(pan.as_bytes()).into_bytes()),
+            ("PAN as base64", b64.encode(pan.as_bytes()).into_bytes()),
+            ("SHA-256 of the PAN, raw", sha.clone()),
+            ("SHA-256 of the PAN, hex", hex(&sha).into_bytes()),
+            (
+                "SHA-256 of the PAN, HEX",
+                hex(&sha).to_uppercase().into_bytes(),
+            ),
+            ("SHA-256 of the PAN, base64", b64.encode(&sha).into_bytes()),
+        ] {
+            out.push(Needle {
+                what: format!("{form} of {label}"),
+                bytes,
+                whole: false,
+            });
+        }
+    }
+    for cvc in cvcs {
+        let sha = sha2::Sha256::digest(cvc.as_bytes()).to_vec();
+        out.push(Needle {
+            what: format!("CVC {cvc}"),
+            bytes: cvc.as_bytes().to_vec(),
+            whole: true,
+        });
+        out.push(Needle {
+            what: format!("SHA-256 of CVC {cvc}, raw"),
+            bytes: sha.clone(),
+            whole: false,
+        });
+        out.push(Needle {
+            what: format!("SHA-256 of CVC {cvc}, hex"),
+            bytes: hex(&sha).into_bytes(),
+            whole: false,
+        });
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &Needle) -> bool {
+    let n = needle.bytes.len();
+    if n == 0 || haystack.len() < n {
+        return false;
+    }
+    (0..=haystack.len() - n).any(|i| {
+        haystack[i..i + n] == needle.bytes[..]
+            && (!needle.whole
+                || ((i == 0 || !haystack[i - 1].is_ascii_alphanumeric())
+                    && (i + n == haystack.len() || !haystack[i + n].is_ascii_alphanumeric())))
+    })
+}
+
+/// A place and its bytes.
+pub struct Haystack {
+    pub place: String,
+    pub bytes: Vec<u8>,
+    /// Database-assigned numbers (row ids, whole rows that start with one): a CVC-sized number
+    /// here is a sequence value, not input, so whole-value needles (CVCs) skip it.
+    pub numbers_only: bool,
+}
+
+/// Columns that hold database-assigned numbers only.
+fn assigned_numbers(column: &str) -> bool {
+    column == "id" || column.ends_with("_id")
+}
+
+/// Every value of every column of every table (text as UTF-8, `bytea` as raw bytes), and every
+/// whole row as PostgreSQL prints it.
+pub fn database_haystacks(cluster: &Cluster) -> Vec<Haystack> {
+    let mut out = Vec::new();
+    let tables = cluster.texts(
+        "SELECT CAST(table_name AS TEXT) AS v FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+    );
+    for table in tables.into_iter().flatten() {
+        let columns = cluster.texts(&format!(
+            "SELECT CAST(column_name AS TEXT) || ':' || CAST(data_type AS TEXT) AS v \
+             FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '{table}'"
+        ));
+        for column in columns.into_iter().flatten() {
+            let (name, data_type) = column.split_once(':').expect("name:type");
+            let binary = data_type == "bytea";
+            let sql = if binary {
+                format!("SELECT encode(\"{name}\", 'hex') AS v FROM \"{table}\"")
+            } else {
+                format!("SELECT CAST(\"{name}\" AS TEXT) AS v FROM \"{table}\"")
+            };
+            for v in cluster.texts(&sql).into_iter().flatten() {
+                let bytes = if binary { unhex(&v) } else { v.into_bytes() };
+                out.push(Haystack {
+                    place: format!("database {table}.{name}"),
+                    bytes,
+                    numbers_only: assigned_numbers(name),
+                });
+            }
+        }
+        for v in cluster
+            .texts(&format!("SELECT CAST(t AS TEXT) AS v FROM \"{table}\" t"))
+            .into_iter()
+            .flatten()
+        {
+            out.push(Haystack {
+                place: format!("database {table} (row)"),
+                bytes: v.into_bytes(),
+                numbers_only: true,
+            });
+        }
+    }
+    out
+}
+
+/// Every file under `dir`, raw bytes.
+pub fn file_haystacks(dir: &std::path::Path, label: &str) -> Vec<Haystack> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push(Haystack {
+                    place: format!("{label} {}", p.display()),
+                    bytes,
+                    numbers_only: false,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `(needle, place)` of every finding.
+pub fn sweep(haystacks: &[Haystack], needles: &[Needle]) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for n in needles {
+        for h in haystacks {
+            if !(n.whole && h.numbers_only) && contains(&h.bytes, n) {
+                found.push((n.what.clone(), h.place.clone()));
+            }
+        }
+    }
+    found
+}
