@@ -701,7 +701,10 @@ mod tests {
             assert_eq!(s.keys.current, Some(2));
             assert_eq!(s.acquirer.kind, AcquirerKind::Nats);
             // Group-commit writers hold connections of the same pool.
-            assert_eq!(s.engine_settings().vault_workers, 32 - s.engine.group_commit_writers);
+            assert_eq!(
+                s.engine_settings().vault_workers,
+                32 - s.engine.group_commit_writers
+            );
             let debug = format!("{s:?}");
             assert!(
                 !debug.contains("AAAAAAAA") && !debug.contains("BBBBBBBB"),
