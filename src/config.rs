@@ -216,6 +216,7 @@ pub struct EngineSection {
     pub merchant_cache_ms: u64,
     pub group_commit_writers: usize,
     pub group_commit_max_batch: usize,
+    pub in_doubt_after_secs: u64,
 }
 
 impl Default for EngineSection {
@@ -228,6 +229,7 @@ impl Default for EngineSection {
             merchant_cache_ms: 1000,
             group_commit_writers: 2,
             group_commit_max_batch: 64,
+            in_doubt_after_secs: 30,
         }
     }
 }
@@ -543,6 +545,9 @@ impl Settings {
                 "must be at least 1 and below database.pool_size",
             ));
         }
+        if e.in_doubt_after_secs == 0 {
+            return Err(invalid("engine.in_doubt_after_secs", "must be at least 1"));
+        }
         if !(1..=1024).contains(&e.group_commit_max_batch) {
             return Err(invalid("engine.group_commit_max_batch", "must be 1..=1024"));
         }
@@ -602,6 +607,7 @@ impl Settings {
             vault_workers: self.database.pool_size as usize - e.group_commit_writers,
             group_commit_writers: e.group_commit_writers,
             group_commit_max_batch: e.group_commit_max_batch,
+            in_doubt_after: Duration::from_secs(e.in_doubt_after_secs),
             ..oneclick_actors::engine::EngineSettings::default()
         }
     }

@@ -1196,6 +1196,55 @@ async fn r15_without_mit_cof_charges_go_as_regular_recurring_payments(h: Harness
 
 // ---- R16 -------------------------------------------------------------------------------------
 
+async fn r16_an_order_left_in_process_by_a_dead_process_is_settled_as_timeout(h: Harness) {
+    let number = h.next_order();
+    let request = || PayNewCardRequest {
+        order: h.order(A, &number, "10.00", "c-doubt"),
+        card: Harness::card(VISA_OK, Some(CVC)),
+        save: Some(false),
+        recurring: RecurringInput::default(),
+    };
+    assert!(h
+        .engine
+        .pay_new_card(request())
+        .await
+        .unwrap()
+        .is_approved());
+    // As if the process died between reserving and recording the acquirer's answer.
+    let reserved = format!(
+        "UPDATE orders SET state = 'In Process', response_code = 'AS300', result_json = NULL WHERE order_number = '{number}'"
+    );
+    h.exec(&reserved);
+    let calls = h.acquirer.calls();
+    let young = h.engine.pay_new_card(request()).await.unwrap();
+    assert_eq!(
+        (young.order_state, young.response_code),
+        (OrderState::InProcess, ResponseCode::AS300),
+        "still possibly at the acquirer in another process"
+    );
+    h.exec(&format!(
+        "UPDATE orders SET updated_at = updated_at - 3600000 WHERE order_number = '{number}'"
+    ));
+    let settled = h.engine.pay_new_card(request()).await.unwrap();
+    assert_eq!(
+        (settled.order_state, settled.response_code),
+        (OrderState::Timeout, ResponseCode::AS998),
+        "an abandoned reservation ends in doubt, not In Process for good"
+    );
+    assert_eq!(h.acquirer.calls(), calls, "the acquirer is not asked again");
+    assert_eq!(
+        h.text(&format!(
+            "SELECT state AS v FROM orders WHERE order_number = '{number}'"
+        )),
+        Some("Timeout".to_string())
+    );
+    assert_eq!(
+        h.engine.pay_new_card(request()).await.unwrap(),
+        settled,
+        "and stays settled"
+    );
+}
+
 async fn r16_a_repeated_order_returns_the_first_result_and_applies_nothing(h: Harness) {
     let number = h.next_order();
     let request = |cvc: &str| PayNewCardRequest {
@@ -1979,6 +2028,7 @@ both_backends!(
     r15_charges_must_stay_within_the_agreed_amounts_period_and_end_date,
     r15_without_mit_cof_charges_go_as_regular_recurring_payments,
     r16_a_repeated_order_returns_the_first_result_and_applies_nothing,
+    r16_an_order_left_in_process_by_a_dead_process_is_settled_as_timeout,
     r16_a_repeat_with_different_content_is_an_idempotency_conflict,
     r16_deletion_and_status_change_with_a_command_id_are_replayed,
     r17_another_merchant_cannot_see_or_change_a_customers_cards,

@@ -89,6 +89,9 @@ pub struct EngineSettings {
     pub group_commit_writers: usize,
     /// Most payment steps in one group-commit transaction.
     pub group_commit_max_batch: usize,
+    /// An order still `In Process` this long after its reservation was left by a process that
+    /// died at the acquirer step; a repeat records it as `Timeout` (in doubt).
+    pub in_doubt_after: Duration,
 }
 
 impl Default for EngineSettings {
@@ -105,6 +108,7 @@ impl Default for EngineSettings {
             vault_workers: 6,
             group_commit_writers: 2,
             group_commit_max_batch: 64,
+            in_doubt_after: Duration::from_secs(30),
         }
     }
 }

@@ -237,12 +237,12 @@ async fn apply(ctx: &Context, envelope: CommandEnvelope) -> Result<CommandEvent,
     let fail = |e| to_fault(name, merchant_id, e);
     Ok(match envelope.into_request()? {
         CommandRequest::TokenPay(req) => {
-            let result = engine.token_pay(req).await.map_err(fail)?;
+            let result = still_in_process(engine.token_pay(req).await.map_err(fail)?)?;
             ctx.metrics.observe_payment(&result);
             CommandEvent::succeeded(command_id, kind, &PaymentReply::from(result))
         }
         CommandRequest::RecurringCharge(req) => {
-            let result = engine.recurring_charge(req).await.map_err(fail)?;
+            let result = still_in_process(engine.recurring_charge(req).await.map_err(fail)?)?;
             ctx.metrics.observe_payment(&result);
             CommandEvent::succeeded(command_id, kind, &PaymentReply::from(result))
         }
@@ -255,6 +255,18 @@ async fn apply(ctx: &Context, envelope: CommandEnvelope) -> Result<CommandEvent,
             CommandEvent::succeeded(command_id, kind, &StatusReply::from(changed))
         }
     })
+}
+
+/// A redelivered payment whose first delivery died at the acquirer step answers `In Process`:
+/// that is not a result to acknowledge. It is retried with backoff until the engine settles it
+/// (after `engine.in_doubt_after_secs` it is recorded as Timeout) or, failing that, dead-lettered.
+fn still_in_process(
+    result: oneclick_actors::engine::replies::PaymentResult,
+) -> Result<oneclick_actors::engine::replies::PaymentResult, Fault> {
+    if result.order_state == oneclick_actors::domain::OrderState::InProcess {
+        return Err(Fault::Unavailable);
+    }
+    Ok(result)
 }
 
 async fn publish<T: serde::Serialize>(

@@ -283,13 +283,47 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
         } => (order_id, customer_id, card, agreement),
         Reservation::Replay(Some(stored), _) => return (Ok(stored), NextState::Keep),
         Reservation::Replay(None, row) => {
-            result.order_state = OrderState::InProcess;
-            result.response_code = ResponseCode::AS300;
-            result.message = ResponseCode::AS300.message().to_string();
+            // Reserved but never completed. Young: still at the acquirer in some process.
+            // Older than `in_doubt_after`: the process that reserved it died between the two
+            // transactions; record it as Timeout (in doubt, AS998, the amount stays reserved,
+            // R12) so it ends in a state merchants reconcile instead of In Process for good.
+            let age_ms = now_ms().saturating_sub(row.updated_at);
+            if age_ms < deps.settings.in_doubt_after.as_millis() as i64 {
+                result.order_state = OrderState::InProcess;
+                result.response_code = ResponseCode::AS300;
+                result.message = ResponseCode::AS300.message().to_string();
+                result.card = None;
+                result.token = None;
+                return (Ok(result), NextState::Keep);
+            }
+            result.order_state = OrderState::Timeout;
+            result.response_code = ResponseCode::AS998;
+            result.message = ResponseCode::AS998.message().to_string();
             result.card = None;
             result.token = None;
-            let _ = row;
-            return (Ok(result), NextState::Keep);
+            tracing::warn!(
+                order_id = row.id,
+                age_ms,
+                "order left In Process by a failed process: recorded as Timeout (in doubt)"
+            );
+            let resolve = Complete {
+                merchant_id: row.merchant_id,
+                order_id: row.id,
+                customer_id: row.customer_id,
+                state: OrderState::Timeout,
+                response_code: ResponseCode::AS998.as_str(),
+                network_tx_id: None,
+                used_card_id: None,
+                save: None,
+                new_agreement: None,
+                charged_agreement: None,
+                result,
+                now_ms: now_ms(),
+            };
+            return match complete_with_retry(deps, resolve).await {
+                Ok(done) => (Ok(done.result), invalidate),
+                Err(e) => (Err(e), invalidate),
+            };
         }
         Reservation::Conflict => return (Err(Fault::IdempotencyConflict.into()), NextState::Keep),
         Reservation::LimitExceeded(stored) => return (Ok(stored), invalidate),
