@@ -364,14 +364,21 @@ pub fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
     let current_input: Arc<std::sync::Mutex<Vec<u8>>> = Arc::new(std::sync::Mutex::new(Vec::new()));
     let t0 = Instant::now();
     {
-        let (current_started, current_input, dir) = (current_started.clone(), current_input.clone(), crashes_dir.clone());
+        let (current_started, current_input, dir) = (
+            current_started.clone(),
+            current_input.clone(),
+            crashes_dir.clone(),
+        );
         std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(500));
             let started = current_started.load(Ordering::Relaxed);
             if started > 0 && (t0.elapsed().as_millis() as u64).saturating_sub(started) > 20_000 {
                 let input = current_input.lock().map(|i| i.clone()).unwrap_or_default();
                 let _ = std::fs::write(dir.join("hang.bin"), &input);
-                eprintln!("fuzz: one input has run for 20 s: a hang; input saved to {}; aborting", dir.join("hang.bin").display());
+                eprintln!(
+                    "fuzz: one input has run for 20 s: a hang; input saved to {}; aborting",
+                    dir.join("hang.bin").display()
+                );
                 std::process::abort();
             }
         });
