@@ -161,6 +161,9 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
             "[500, 1000, 2000, 3000]".into(),
         ),
         ("ONECLICK__NATS__MAX_DELIVER".into(), "10".into()),
+        // Orders orphaned by a kill are settled as Timeout (in doubt) after this long, well
+        // inside the ~21 s the deliveries above span (the acquirer below answers in 20 ms).
+        ("ONECLICK__ENGINE__IN_DOUBT_AFTER_SECS".into(), "8".into()),
         ("ONECLICK__DATABASE__POOL_SIZE".into(), "8".into()),
         // An acquirer that takes a little time, as a real one does: commands are in flight when
         // the fault strikes (with an instant simulator a kill almost never catches one).
