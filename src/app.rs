@@ -43,12 +43,12 @@ pub fn load_keyring(settings: &Settings) -> anyhow::Result<Keyring> {
 pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Client> {
     let mut options = async_nats::ConnectOptions::new()
         .name(&settings.service.name)
-        .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5));
     if let (Some(user), Some(password)) = (&settings.nats.user, &settings.nats.password) {
         options = options.user_and_password(user.clone(), password.expose().to_string());
     }
-    // retry_on_initial_connect returns at once; bound the first connection by a deadline.
+    // No server at start is a clear start-up error (compose starts NATS first); once connected,
+    // the client reconnects by itself.
     let client = options
         .connect(&settings.nats.url)
         .await
