@@ -9,9 +9,11 @@
 //! the database: each write transaction first bumps `customers.version` (see `vault`).
 //!
 //! **State.** The actor caches its customer's [`CustomerSnapshot`] (flags and cards, masked; never
-//! a PAN) so read-only requests (offer, token list) skip the database. The cache is refreshed
-//! from every write's own transaction and reloaded when older than `state_ttl`, which bounds how
-//! stale a read can be when another process changed the customer.
+//! a PAN) so read-only requests (offer, token list) skip the database. The cache is kept in the
+//! actor's registry slot ([`crate::registry::View`]), where readers find it without a message to
+//! the actor; only the actor writes it. It is refreshed from every write's own transaction and
+//! reloaded when older than `state_ttl`, which bounds how stale a read can be when another
+//! process changed the customer.
 //!
 //! **Supervision.** Actors run under an actix `Supervisor`. A handler that meets an
 //! inconsistency returns its error *and* stops the actor; the supervisor restarts it with an
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::engine::{Deps, EngineError};
-use crate::registry::{CustomerKey, Registry};
+use crate::registry::{CustomerKey, Registry, View};
 use crate::vault::customers::LoadCustomer;
 use crate::vault::records::CustomerSnapshot;
 
@@ -83,9 +85,6 @@ pub struct CustomerActor {
     key: CustomerKey,
     deps: Arc<Deps>,
     registry: Registry,
-    /// `Some(x)`: loaded (x = None when the customer does not exist yet).
-    state: Option<Option<Arc<CustomerSnapshot>>>,
-    loaded_at: Instant,
     last_active: Instant,
     retired: bool,
 }
@@ -96,18 +95,24 @@ impl CustomerActor {
             key,
             deps,
             registry,
-            state: None,
-            loaded_at: Instant::now(),
             last_active: Instant::now(),
             retired: false,
         }
     }
 
+    /// The cached customer if younger than `state_ttl` (`Some(None)`: known not to exist).
     fn fresh_state(&self) -> Option<Option<Arc<CustomerSnapshot>>> {
-        if self.loaded_at.elapsed() > self.deps.settings.state_ttl {
-            return None;
-        }
-        self.state.clone()
+        self.registry
+            .fresh_view(&self.key, self.deps.settings.state_ttl)
+            .map(|v| v.snapshot)
+    }
+
+    fn set_state(&self, ctx: &Context<Self>, snapshot: Option<Option<Arc<CustomerSnapshot>>>) {
+        let view = snapshot.map(|snapshot| View {
+            snapshot,
+            loaded_at: Instant::now(),
+        });
+        self.registry.publish(&self.key, &ctx.address(), view);
     }
 }
 
@@ -120,7 +125,6 @@ impl Actor for CustomerActor {
         ctx.run_interval(tick, move |act, ctx| {
             if !act.retired && act.last_active.elapsed() >= idle {
                 act.retired = true;
-                act.state = None;
                 act.registry.remove_if_same(&act.key, &ctx.address());
             }
         });
@@ -128,9 +132,9 @@ impl Actor for CustomerActor {
 }
 
 impl actix::Supervised for CustomerActor {
-    fn restarting(&mut self, _: &mut Context<Self>) {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
         // Forget everything cached: the next message reloads from the vault.
-        self.state = None;
+        self.set_state(ctx, None);
         tracing::warn!(
             union_id = self.key.union_id,
             "customer actor restarted by its supervisor"
@@ -175,16 +179,12 @@ impl<R: 'static> Handler<Run<R>> for CustomerActor {
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             |(result, next, loaded), act, ctx| {
                 if let Some(snapshot) = loaded {
-                    act.state = Some(snapshot);
-                    act.loaded_at = Instant::now();
+                    act.set_state(ctx, Some(snapshot));
                 }
                 match next {
                     NextState::Keep => {}
-                    NextState::Replace(s) => {
-                        act.state = Some(s);
-                        act.loaded_at = Instant::now();
-                    }
-                    NextState::Invalidate => act.state = None,
+                    NextState::Replace(s) => act.set_state(ctx, Some(s)),
+                    NextState::Invalidate => act.set_state(ctx, None),
                     NextState::Restart => ctx.stop(),
                 }
                 result

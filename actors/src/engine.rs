@@ -245,6 +245,15 @@ impl Engine {
         Err(EngineError::Retired)
     }
 
+    /// The customer as its actor last loaded or committed it, when that is younger than
+    /// `state_ttl`: read-only requests answer from it on the calling thread, without a message to
+    /// the actor (`Some(None)`: known not to exist).
+    fn cached(&self, key: &CustomerKey) -> Option<Option<Arc<CustomerSnapshot>>> {
+        self.registry
+            .fresh_view(key, self.deps.settings.state_ttl)
+            .map(|v| v.snapshot)
+    }
+
     fn customer_key(merchant: &MerchantRecord, number: &CustomerNumber) -> CustomerKey {
         CustomerKey {
             union_id: merchant.union_id,
@@ -281,6 +290,10 @@ impl Engine {
         let number = order.customer.clone().ok_or(Fault::MissingField)?;
         let key = Self::customer_key(&merchant, &number);
         let tz = merchant.time_zone;
+        if let Some(snapshot) = self.cached(&key) {
+            let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+            return Ok(decide::offer(&merchant, snapshot.as_deref(), today));
+        }
         self.on_customer(&key, || {
             let merchant = merchant.clone();
             Box::new(move |_deps, snapshot: Option<Arc<CustomerSnapshot>>| {
@@ -470,6 +483,12 @@ impl Engine {
         let merchant = self.merchant(req.merchant_id).await?;
         let number = CustomerNumber::parse(&req.customer_number)?;
         let key = Self::customer_key(&merchant, &number);
+        if let Some(snapshot) = self.cached(&key) {
+            let today = chrono::Utc::now()
+                .with_timezone(&merchant.time_zone)
+                .date_naive();
+            return Ok(decide::token_list(&merchant, snapshot.as_deref(), today));
+        }
         self.on_customer(&key, || {
             let merchant = merchant.clone();
             Box::new(move |_deps, snapshot: Option<Arc<CustomerSnapshot>>| {

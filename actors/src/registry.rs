@@ -4,15 +4,23 @@
 //! only to look up or insert an address, never across an await), and actors are spread over a
 //! pool of arbiters (threads), chosen by the key's hash, so no single thread carries every
 //! customer. An address whose actor died (a panic) is replaced on the next lookup.
+//!
+//! **The cached customer lives here**, beside the actor's address: the actor publishes what it
+//! loaded or committed ([`View`]) into its slot, and read-only requests (offer, token list) read
+//! a fresh view straight from the slot, on the requesting thread, without queueing behind the
+//! actor or crossing to its arbiter thread. Writes still go through the actor, which publishes
+//! before it replies, so a reader that saw a write's reply sees its effect.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use actix::{Addr, ArbiterHandle, Supervisor};
 
 use crate::customer::CustomerActor;
 use crate::engine::Deps;
+use crate::vault::records::CustomerSnapshot;
 
 /// A customer: the union (namespace of customer numbers) and the number (already validated, R1).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -21,7 +29,20 @@ pub struct CustomerKey {
     pub customer_number: Arc<str>,
 }
 
-type Shard = Mutex<HashMap<CustomerKey, Addr<CustomerActor>>>;
+/// What an actor last loaded or committed: its customer (`None`: no such customer yet) and when.
+#[derive(Clone)]
+pub struct View {
+    pub snapshot: Option<Arc<CustomerSnapshot>>,
+    pub loaded_at: Instant,
+}
+
+struct Slot {
+    addr: Addr<CustomerActor>,
+    /// `None`: nothing loaded yet, or invalidated.
+    view: Option<View>,
+}
+
+type Shard = Mutex<HashMap<CustomerKey, Slot>>;
 
 struct Inner {
     shards: Vec<Shard>,
@@ -54,10 +75,7 @@ impl Registry {
         self.inner.hasher.hash_one(key)
     }
 
-    fn shard(
-        &self,
-        hash: u64,
-    ) -> std::sync::MutexGuard<'_, HashMap<CustomerKey, Addr<CustomerActor>>> {
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashMap<CustomerKey, Slot>> {
         let shard = &self.inner.shards[(hash % self.inner.shards.len() as u64) as usize];
         // A poisoned shard only means a thread panicked while holding it; the map is still valid.
         shard.lock().unwrap_or_else(|p| p.into_inner())
@@ -67,9 +85,9 @@ impl Registry {
     pub fn get_or_start(&self, key: &CustomerKey) -> Option<Addr<CustomerActor>> {
         let hash = self.hash(key);
         let mut shard = self.shard(hash);
-        if let Some(addr) = shard.get(key) {
-            if addr.connected() {
-                return Some(addr.clone());
+        if let Some(slot) = shard.get(key) {
+            if slot.addr.connected() {
+                return Some(slot.addr.clone());
             }
         }
         let deps = self.inner.deps.upgrade()?;
@@ -78,14 +96,36 @@ impl Registry {
         let (k, registry) = (key.clone(), self.clone());
         let addr =
             Supervisor::start_in_arbiter(arbiter, move |_| CustomerActor::new(k, deps, registry));
-        shard.insert(key.clone(), addr.clone());
+        shard.insert(
+            key.clone(),
+            Slot {
+                addr: addr.clone(),
+                view: None,
+            },
+        );
         Some(addr)
+    }
+
+    /// The customer as its live actor last published it, if younger than `ttl`.
+    pub fn fresh_view(&self, key: &CustomerKey, ttl: Duration) -> Option<View> {
+        let shard = self.shard(self.hash(key));
+        let slot = shard.get(key)?;
+        let view = slot.view.as_ref()?;
+        (view.loaded_at.elapsed() <= ttl && slot.addr.connected()).then(|| view.clone())
+    }
+
+    /// Sets (or with `None` clears) the view of `key`, if `addr` is still its actor.
+    pub fn publish(&self, key: &CustomerKey, addr: &Addr<CustomerActor>, view: Option<View>) {
+        let mut shard = self.shard(self.hash(key));
+        if let Some(slot) = shard.get_mut(key).filter(|s| &s.addr == addr) {
+            slot.view = view;
+        }
     }
 
     /// Removes `key` if it still maps to `addr` (an idle actor leaving).
     pub fn remove_if_same(&self, key: &CustomerKey, addr: &Addr<CustomerActor>) {
         let mut shard = self.shard(self.hash(key));
-        if shard.get(key).is_some_and(|a| a == addr) {
+        if shard.get(key).is_some_and(|s| &s.addr == addr) {
             shard.remove(key);
         }
     }
@@ -105,6 +145,6 @@ impl Registry {
 
     /// The registered actor of `key`, if any (test hook).
     pub fn peek(&self, key: &CustomerKey) -> Option<Addr<CustomerActor>> {
-        self.shard(self.hash(key)).get(key).cloned()
+        self.shard(self.hash(key)).get(key).map(|s| s.addr.clone())
     }
 }

@@ -19,6 +19,7 @@ pub mod group_commit;
 pub mod keys;
 pub mod merchants;
 pub mod payments;
+pub mod prepared;
 pub mod records;
 pub mod rows;
 pub mod schema;
@@ -69,16 +70,6 @@ impl VaultError {
             VaultError::Query(Error::BrokenTransactionManager) => true,
             _ => false,
         }
-    }
-
-    pub(crate) fn is_unique_violation(&self) -> bool {
-        matches!(
-            self,
-            VaultError::Query(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                _
-            ))
-        )
     }
 }
 

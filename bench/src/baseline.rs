@@ -5,13 +5,14 @@
 //! 2. **The database doing a payment's writes**, one transaction per payment, driven directly by
 //!    `concurrency` clients (one OS thread and one connection each) against a scratch database
 //!    with oneclick's schema (migrated by `oneclick admin migrate`) and the same number of
-//!    customers and cards (bulk seeded). The statements are the engine's (`vault/payments.rs`),
-//!    through the same Diesel query builder and row types:
+//!    customers and cards (bulk seeded). The statements are the engine's own prepared statements
+//!    (`vault/prepared.rs`: prepared once per connection, then only bound and executed), and the
+//!    limit query through the same Diesel query builder:
 //!    `BEGIN; UPDATE customers SET version = version + 1 WHERE id = $1;
 //!     SELECT amount, created_at FROM orders WHERE customer_id = $1 AND currency = 'RUB'
 //!       AND counts_for_limits AND created_at >= $2;
-//!     INSERT INTO orders (…) VALUES (…) RETURNING id;
-//!     UPDATE orders SET state = 'Approved', response_code = 'AS000', card_id, result_json, updated_at WHERE id = $3;
+//!     INSERT INTO orders (…) VALUES (…) ON CONFLICT DO NOTHING RETURNING id;
+//!     UPDATE orders SET state = 'Approved', response_code = 'AS000', … WHERE id = $3 AND state = 'In Process';
 //!     UPDATE cards SET success_count = success_count + 1, last_used_at = $4 WHERE id = $5;
 //!     COMMIT`.
 //! 3. **SQLite**: the same loop on a scratch file opened with the engine's own connection
@@ -28,8 +29,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use diesel::prelude::*;
 use futures::StreamExt as _;
-use oneclick_actors::vault::rows::NewOrderRow;
-use oneclick_actors::vault::schema::{cards, customers, orders};
+use oneclick_actors::vault::prepared;
+use oneclick_actors::vault::schema::orders;
 use oneclick_actors::vault::{AnyConnection, DatabaseUrl};
 
 use crate::rng::{KeyPicker, Rng};
@@ -108,9 +109,8 @@ fn pay_once(
     let now = chrono::Utc::now().timestamp_millis();
     let since = now - 7 * 86_400_000;
     conn.transaction(|c| {
-        diesel::update(customers::table.find(customer_id))
-            .set(customers::version.eq(customers::version + 1))
-            .execute(c)?;
+        let lock = prepared::BumpCustomerId { id: customer_id };
+        on_backend(c, |p| lock.execute(p), |s| lock.execute(s))?;
         let used: Vec<(i64, i64)> = orders::table
             .filter(orders::customer_id.eq(customer_id))
             .filter(orders::currency.eq("RUB"))
@@ -119,46 +119,53 @@ fn pay_once(
             .select((orders::amount, orders::created_at))
             .load(c)?;
         std::hint::black_box(used.iter().map(|(a, _)| a).sum::<i64>());
-        let insert = diesel::insert_into(orders::table)
-            .values(NewOrderRow {
-                merchant_id: MERCHANT_ID,
-                order_number,
-                kind: "saved_card",
-                customer_id: Some(customer_id),
-                card_id: Some(card_id),
-                agreement_id: None,
-                amount: 100,
-                currency: "RUB",
-                state: "In Process",
-                response_code: "AS300",
-                counts_for_limits: true,
-                request_digest: digest,
-                result_json: None,
-                created_at: now,
-                updated_at: now,
-            })
-            .returning(orders::id);
-        let order_id: i64 = match c {
-            AnyConnection::Postgresql(p) => insert.get_result(p)?,
-            AnyConnection::Sqlite(s) => insert.get_result(s)?,
+        let insert = prepared::InsertOrder {
+            merchant_id: MERCHANT_ID,
+            order_number,
+            kind: "saved_card",
+            customer_id: Some(customer_id),
+            card_id: Some(card_id),
+            agreement_id: None,
+            amount: 100,
+            currency: "RUB",
+            state: "In Process",
+            response_code: "AS300",
+            counts_for_limits: true,
+            request_digest: digest,
+            result_json: None,
+            now_ms: now,
         };
-        diesel::update(orders::table.find(order_id))
-            .set((
-                orders::state.eq("Approved"),
-                orders::response_code.eq("AS000"),
-                orders::card_id.eq(Some(card_id)),
-                orders::result_json.eq(Some(RESULT_JSON)),
-                orders::updated_at.eq(now),
-            ))
-            .execute(c)?;
-        diesel::update(cards::table.find(card_id))
-            .set((
-                cards::success_count.eq(cards::success_count + 1),
-                cards::last_used_at.eq(Some(now)),
-            ))
-            .execute(c)?;
+        let order_id: i64 = on_backend(c, |p| insert.get_result(p), |s| insert.get_result(s))?;
+        let claim = prepared::ClaimOrder {
+            id: order_id,
+            state: "Approved",
+            response_code: "AS000",
+            counts_for_limits: true,
+            card_id: Some(card_id),
+            network_tx_id: None,
+            result_json: Some(RESULT_JSON),
+            now_ms: now,
+        };
+        on_backend(c, |p| claim.execute(p), |s| claim.execute(s))?;
+        let count = prepared::CountCardUse {
+            id: card_id,
+            now_ms: now,
+        };
+        on_backend(c, |p| count.execute(p), |s| count.execute(s))?;
         Ok(())
     })
+}
+
+/// Runs a statement on the concrete connection (the engine's prepared statements are per backend).
+fn on_backend<T>(
+    conn: &mut AnyConnection,
+    pg: impl FnOnce(&mut diesel::PgConnection) -> QueryResult<T>,
+    sqlite: impl FnOnce(&mut diesel::SqliteConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    match conn {
+        AnyConnection::Postgresql(p) => pg(p),
+        AnyConnection::Sqlite(s) => sqlite(s),
+    }
 }
 
 /// Requester `worker` of the database baseline: its own connection, its own key stream.

@@ -89,37 +89,47 @@ pub(crate) fn lock_customer(
     create: bool,
     now_ms: i64,
 ) -> Result<Option<LockedCustomer>, VaultError> {
-    let bump = |conn: &mut AnyConnection| -> Result<Option<LockedCustomer>, VaultError> {
-        let update = diesel::update(
-            customers::table
-                .filter(customers::union_id.eq(union_id))
-                .filter(customers::customer_number.eq(customer_number)),
-        )
-        .set(customers::version.eq(customers::version + 1))
-        .returning((customers::id, customers::fraud));
-        let row: Option<(i64, bool)> =
-            on_backend!(&mut *conn, |c| update.get_result(c).optional())?;
-        Ok(row.map(|(id, fraud)| LockedCustomer { id, fraud }))
+    match bump_customer(conn, union_id, customer_number)? {
+        Some(locked) => Ok(Some(locked)),
+        None if create => create_customer(conn, union_id, customer_number, now_ms).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn bump_customer(
+    conn: &mut AnyConnection,
+    union_id: i64,
+    customer_number: &str,
+) -> Result<Option<LockedCustomer>, VaultError> {
+    let update = super::prepared::BumpCustomer {
+        union_id,
+        customer_number,
     };
-    if let Some(locked) = bump(conn)? {
-        return Ok(Some(locked));
+    let row: Option<(i64, bool)> = on_backend!(&mut *conn, |c| update.get_result(c).optional())?;
+    Ok(row.map(|(id, fraud)| LockedCustomer { id, fraud }))
+}
+
+/// Creates the customer a lock found missing and returns it locked.
+pub(crate) fn create_customer(
+    conn: &mut AnyConnection,
+    union_id: i64,
+    customer_number: &str,
+    now_ms: i64,
+) -> Result<LockedCustomer, VaultError> {
+    let insert = super::prepared::InsertCustomer {
+        union_id,
+        customer_number,
+        now_ms,
+    };
+    let created: Option<(i64, bool)> =
+        on_backend!(&mut *conn, |c| insert.get_result(c).optional())?;
+    match created {
+        // Ours, uncommitted: nobody else can see it, let alone hold it.
+        Some((id, fraud)) => Ok(LockedCustomer { id, fraud }),
+        // A concurrent creator's, whose commit we waited for.
+        None => bump_customer(conn, union_id, customer_number)?
+            .ok_or_else(|| VaultError::Corrupt("customer neither inserted nor found".into())),
     }
-    if !create {
-        return Ok(None);
-    }
-    let insert = diesel::insert_into(customers::table)
-        .values((
-            customers::union_id.eq(union_id),
-            customers::customer_number.eq(customer_number),
-            customers::deny.eq(false),
-            customers::fraud.eq(false),
-            customers::version.eq(1i64),
-            customers::created_at.eq(now_ms),
-        ))
-        .on_conflict_do_nothing();
-    on_backend!(&mut *conn, |c| insert.execute(c))?;
-    // Taken by us just now, or by a concurrent creator whose commit we waited for.
-    bump(conn)
 }
 
 /// Same lock by id.
@@ -127,10 +137,8 @@ pub(crate) fn lock_customer_id(
     conn: &mut AnyConnection,
     customer_id: i64,
 ) -> Result<bool, VaultError> {
-    Ok(diesel::update(customers::table.find(customer_id))
-        .set(customers::version.eq(customers::version + 1))
-        .execute(conn)?
-        == 1)
+    let update = super::prepared::BumpCustomerId { id: customer_id };
+    Ok(on_backend!(&mut *conn, |c| update.execute(c))? == 1)
 }
 
 /// Reads a customer's snapshot (cards not deleted).

@@ -6,10 +6,15 @@
 //! - per-customer order is untouched: a customer has at most one step in flight (its actor waits
 //!   for the answer), so a batch never holds two steps of one customer and concurrent batches of
 //!   this process touch disjoint customers;
-//! - a step's own transaction becomes a savepoint (Diesel nests `transaction` calls), so a step
-//!   that fails rolls back alone and reports its error;
+//! - each step runs inside its own savepoint, so a step that fails rolls back alone (`ROLLBACK TO
+//!   SAVEPOINT`) and reports its error while the others stand;
 //! - if the batch's commit fails (connection lost, a deadlock with another process), nothing of it
 //!   is applied, and each step is re-run alone in its own transaction before anyone is answered.
+//!
+//! One round trip per step for the savepoint: the previous step's `RELEASE` and the next
+//! step's `SAVEPOINT` go together in one simple query (Diesel's nested `transaction` would spend
+//! two), and the last one is released by `COMMIT`. A step is a statement or three of its own, so
+//! this saves about a fifth of a payment's statements.
 //!
 //! The writer threads are plain OS threads, each holding one pool connection for its lifetime (no
 //! checkout per payment); they take whatever steps are queued, up to `max_batch`, so batches grow with load
@@ -23,7 +28,9 @@ use diesel::Connection;
 use tokio::sync::oneshot;
 
 use super::connection::PooledConnection;
-use super::payments::{complete, reserve, Complete, Completed, Reservation, Reserve};
+use super::payments::{
+    complete, complete_step, reserve, reserve_step, Complete, Completed, Reservation, Reserve,
+};
 use super::{AnyConnection, Pool, VaultError};
 use crate::crypto::Keyring;
 
@@ -140,11 +147,46 @@ fn connect(pool: &Pool) -> PooledConnection {
     }
 }
 
-fn exec(conn: &mut AnyConnection, keyring: &Keyring, step: &StepMsg) -> Outcome {
+/// Runs a step alone, in its own transaction (the fallback after a failed batch).
+fn exec_alone(conn: &mut AnyConnection, keyring: &Keyring, step: &StepMsg) -> Outcome {
     match step {
         StepMsg::Reserve(m) => Outcome::Reserve(reserve(conn, keyring, m.clone())),
         StepMsg::Complete(m) => Outcome::Complete(complete(conn, keyring, m.clone())),
     }
+}
+
+fn is_ok(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Reserve(r) => r.is_ok(),
+        Outcome::Complete(r) => r.is_ok(),
+    }
+}
+
+/// Runs the batch's steps inside the open transaction, each in its own savepoint. An `Err`
+/// means the batch itself cannot go on (a savepoint statement failed): roll it all back.
+fn exec_batch(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    batch: &[Pending],
+    outcomes: &mut Vec<Outcome>,
+) -> Result<(), VaultError> {
+    use diesel::connection::SimpleConnection;
+    for (i, pending) in batch.iter().enumerate() {
+        conn.batch_execute(if i == 0 {
+            "SAVEPOINT step"
+        } else {
+            "RELEASE SAVEPOINT step; SAVEPOINT step"
+        })?;
+        let outcome = match &pending.step {
+            StepMsg::Reserve(m) => Outcome::Reserve(reserve_step(conn, keyring, m)),
+            StepMsg::Complete(m) => Outcome::Complete(complete_step(conn, keyring, m)),
+        };
+        if !is_ok(&outcome) {
+            conn.batch_execute("ROLLBACK TO SAVEPOINT step")?;
+        }
+        outcomes.push(outcome);
+    }
+    Ok(())
 }
 
 fn writer(
@@ -163,10 +205,7 @@ fn writer(
         let committed = conn.transaction::<_, VaultError, _>(|conn| {
             // A step may read before it writes (SQLite would then refuse the write).
             super::connection::lock_for_writing(conn)?;
-            for pending in &batch {
-                outcomes.push(exec(conn, &keyring, &pending.step));
-            }
-            Ok(())
+            exec_batch(conn, &keyring, &batch, &mut outcomes)
         });
         if let Err(e) = committed {
             stats.failed_batches.fetch_add(1, Relaxed);
@@ -181,7 +220,7 @@ fn writer(
             // are idempotent: a reserved order replays, a completed order is not completed twice).
             outcomes = batch
                 .iter()
-                .map(|p| exec(&mut conn, &keyring, &p.step))
+                .map(|p| exec_alone(&mut conn, &keyring, &p.step))
                 .collect();
         }
         for (pending, outcome) in batch.into_iter().zip(outcomes) {

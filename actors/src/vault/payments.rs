@@ -12,9 +12,9 @@
 use chrono::NaiveDate;
 use diesel::prelude::*;
 
-use super::customers::{lock_customer, snapshot};
+use super::customers::{create_customer, lock_customer, snapshot};
 use super::records::{CardRecord, CustomerSnapshot};
-use super::rows::{CardMetaRow, NewAgreementRow, NewCardRow, NewOrderRow, OrderRow};
+use super::rows::{CardMetaRow, NewAgreementRow, OrderRow};
 use super::schema::{cards, customers, orders, recurring_agreements};
 use super::{on_backend, vault_message, AnyConnection, VaultError};
 use crate::crypto::{agreement_aad, card_aad, Keyring};
@@ -120,19 +120,35 @@ pub fn reserve(
     keyring: &Keyring,
     msg: Reserve,
 ) -> Result<Reservation, VaultError> {
-    // Fast path without any lock: a repeat of a known order.
-    if let Some(row) = find_order(conn, msg.merchant_id, &msg.order_number)? {
-        return replay(row, msg.kind, &msg.digest);
-    }
-    match conn.transaction(|conn| reserve_in(conn, keyring, &msg)) {
-        // A concurrent twin inserted the same order first: answer as a repeat.
-        Err(e) if e.is_unique_violation() => {
-            match find_order(conn, msg.merchant_id, &msg.order_number)? {
-                Some(row) => replay(row, msg.kind, &msg.digest),
-                None => Err(e),
-            }
-        }
-        other => other,
+    conn.transaction(|conn| {
+        super::connection::lock_for_writing(conn)?;
+        reserve_step(conn, keyring, &msg)
+    })
+}
+
+/// [`reserve`] inside the caller's transaction (or group-commit savepoint): on `Err` the caller
+/// must roll back what the step wrote.
+///
+/// There is no lookup of the order before the lock: a repeat is rare, so the common case pays
+/// nothing for it. A repeat is recognised where it would otherwise be answered: by the order
+/// insert (`ON CONFLICT DO NOTHING` inserts nothing, the stored order is replayed) and, on the
+/// paths that end before the insert (card gone, fraud, agreement terms), by a lookup there, so a
+/// repeat of an approved payment still gets its stored reply after its card was deleted.
+pub(crate) fn reserve_step(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Reserve,
+) -> Result<Reservation, VaultError> {
+    let outcome = reserve_in(conn, keyring, msg)?;
+    match outcome {
+        Reservation::CustomerFraud
+        | Reservation::CardUnavailable
+        | Reservation::AgreementNotFound
+        | Reservation::OutOfTerms => match find_order(conn, msg.merchant_id, &msg.order_number)? {
+            Some(row) => replay(row, msg.kind, &msg.digest),
+            None => Ok(outcome),
+        },
+        other => Ok(other),
     }
 }
 
@@ -142,7 +158,17 @@ fn reserve_in(
     msg: &Reserve,
 ) -> Result<Reservation, VaultError> {
     let locked = match &msg.customer {
-        Some((union_id, number)) => lock_customer(conn, *union_id, number, true, msg.now_ms)?,
+        Some((union_id, number)) => match lock_customer(conn, *union_id, number, false, 0)? {
+            Some(locked) => Some(locked),
+            None => {
+                // A new customer. A repeat of an order that names a new customer number (a
+                // conflict) must not create it: look the order up before creating.
+                if let Some(row) = find_order(conn, msg.merchant_id, &msg.order_number)? {
+                    return replay(row, msg.kind, &msg.digest);
+                }
+                Some(create_customer(conn, *union_id, number, msg.now_ms)?)
+            }
+        },
         None => None,
     };
     // R6 under the customer's lock: another process may have set the flag after this process
@@ -271,26 +297,33 @@ fn reserve_in(
         }
     }
     let declined = state == OrderState::Declined;
-    let insert = diesel::insert_into(orders::table)
-        .values(NewOrderRow {
-            merchant_id: msg.merchant_id,
-            order_number: &msg.order_number,
-            kind: msg.kind,
-            customer_id,
-            card_id: card.as_ref().map(|(c, _)| c.id).filter(|id| *id != 0),
-            agreement_id: agreement.as_ref().map(|a| a.0),
-            amount: msg.amount,
-            currency: &msg.currency,
-            state: state.as_str(),
-            response_code: if declined { "AS105" } else { "AS300" },
-            counts_for_limits: !declined,
-            request_digest: &msg.digest,
-            result_json: stored.as_deref(),
-            created_at: msg.now_ms,
-            updated_at: msg.now_ms,
-        })
-        .returning(orders::id);
-    let order_id: i64 = on_backend!(&mut *conn, |c| insert.get_result(c))?;
+    let insert = super::prepared::InsertOrder {
+        merchant_id: msg.merchant_id,
+        order_number: &msg.order_number,
+        kind: msg.kind,
+        customer_id,
+        card_id: card.as_ref().map(|(c, _)| c.id).filter(|id| *id != 0),
+        agreement_id: agreement.as_ref().map(|a| a.0),
+        amount: msg.amount,
+        currency: &msg.currency,
+        state: state.as_str(),
+        response_code: if declined { "AS105" } else { "AS300" },
+        counts_for_limits: !declined,
+        request_digest: &msg.digest,
+        result_json: stored.as_deref(),
+        now_ms: msg.now_ms,
+    };
+    let inserted: Option<i64> = on_backend!(&mut *conn, |c| insert.get_result(c).optional())?;
+    let Some(order_id) = inserted else {
+        // (merchant, order number) exists: a repeat, or a concurrent twin that committed first.
+        return match find_order(conn, msg.merchant_id, &msg.order_number)? {
+            Some(row) => replay(row, msg.kind, &msg.digest),
+            None => Err(VaultError::Corrupt(format!(
+                "order {} neither inserted nor found",
+                msg.order_number
+            ))),
+        };
+    };
     if declined {
         return Ok(Reservation::LimitExceeded(msg.limit_declined.clone()));
     }
@@ -388,6 +421,18 @@ pub fn complete(
 ) -> Result<Completed, VaultError> {
     conn.transaction(|conn| {
         super::connection::lock_for_writing(conn)?;
+        complete_step(conn, keyring, &msg)
+    })
+}
+
+/// [`complete`] inside the caller's transaction (or group-commit savepoint): on `Err` the caller
+/// must roll back what the step wrote.
+pub(crate) fn complete_step(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Complete,
+) -> Result<Completed, VaultError> {
+    {
         let approved = msg.state == OrderState::Approved;
         let mut result = msg.result.clone();
         // Without a card to save or an agreement to create, the reply is final already and one
@@ -406,22 +451,20 @@ pub fn complete(
         }
         // Claim the order: only an order still In Process is completed, so a retry after a
         // commit whose outcome was unknown applies nothing twice.
-        let claimed = diesel::update(
-            orders::table
-                .find(msg.order_id)
-                .filter(orders::state.eq(OrderState::InProcess.as_str())),
-        )
-        .set((
-            orders::state.eq(msg.state.as_str()),
-            orders::response_code.eq(msg.response_code),
+        let claim = super::prepared::ClaimOrder {
+            id: msg.order_id,
+            state: msg.state.as_str(),
+            response_code: msg.response_code,
             // R12: a decline releases the reservation; approval and timeout (in doubt) keep it.
-            orders::counts_for_limits.eq(msg.state != OrderState::Declined),
-            orders::card_id.eq(msg.used_card_id),
-            orders::network_tx_id.eq(msg.network_tx_id.as_deref()),
-            orders::result_json.eq(final_json),
-            orders::updated_at.eq(msg.now_ms),
-        ))
-        .execute(conn)?;
+            counts_for_limits: msg.state != OrderState::Declined,
+            card_id: msg.used_card_id,
+            network_tx_id: msg.network_tx_id.as_deref(),
+            result_json: final_json.as_deref(),
+            now_ms: msg.now_ms,
+        };
+        // An approved payment with a saved card counts on the card (R5), with the claim.
+        let count_card = msg.used_card_id.filter(|_| approved);
+        let claimed = claim.run(conn, count_card)?;
         if claimed == 0 {
             let stored: Option<String> = orders::table
                 .find(msg.order_id)
@@ -431,29 +474,30 @@ pub fn complete(
                 .as_deref()
                 .map(serde_json::from_str::<PaymentResult>)
                 .transpose()
-                .map_err(|e| VaultError::Corrupt(format!("stored result of order {}: {e}", msg.order_id)))?
+                .map_err(|e| {
+                    VaultError::Corrupt(format!("stored result of order {}: {e}", msg.order_id))
+                })?
                 .unwrap_or(result);
             let snapshot = match msg.customer_id {
                 Some(cid) => snapshot(conn, cid)?,
                 None => None,
             };
-            return Ok(Completed { result: stored, snapshot });
+            return Ok(Completed {
+                result: stored,
+                snapshot,
+            });
         }
         let mut saved_card_id = None;
         if approved {
-            if let Some(id) = msg.used_card_id {
-                diesel::update(cards::table.find(id))
-                    .set((
-                        cards::success_count.eq(cards::success_count + 1),
-                        cards::last_used_at.eq(Some(msg.now_ms)),
-                    ))
-                    .execute(conn)?;
-            }
             if let (Some(save), Some(cid)) = (&msg.save, msg.customer_id) {
                 // Savepoint: a failed save is logged and the approved payment stands (R5).
                 // `deny` is re-read under the lock (R6): the caller's snapshot may predate it.
                 let saved = conn.transaction(|conn| {
-                    if customers::table.find(cid).select(customers::deny).first::<bool>(conn)? {
+                    if customers::table
+                        .find(cid)
+                        .select(customers::deny)
+                        .first::<bool>(conn)?
+                    {
                         return Ok(None);
                     }
                     save_card(conn, keyring, cid, msg.merchant_id, save, msg.now_ms).map(Some)
@@ -465,7 +509,9 @@ pub fn complete(
                         result.token = Some(token);
                         result.card_saved = true;
                     }
-                    Err(e) => tracing::error!(order_id = msg.order_id, error = %e, "saving the card failed; payment stands"),
+                    Err(e) => {
+                        tracing::error!(order_id = msg.order_id, error = %e, "saving the card failed; payment stands")
+                    }
                 }
             }
             if let Some(agreement) = &msg.new_agreement {
@@ -497,13 +543,14 @@ pub fn complete(
             }
         }
         if !reply_is_final {
-            let json = serde_json::to_string(&result).map_err(|e| VaultError::Corrupt(e.to_string()))?;
-            diesel::update(orders::table.find(msg.order_id))
-                .set((
-                    orders::card_id.eq(saved_card_id.or(msg.used_card_id)),
-                    orders::result_json.eq(Some(json)),
-                ))
-                .execute(conn)?;
+            let json =
+                serde_json::to_string(&result).map_err(|e| VaultError::Corrupt(e.to_string()))?;
+            let set = super::prepared::SetOrderResult {
+                id: msg.order_id,
+                card_id: saved_card_id.or(msg.used_card_id),
+                result_json: &json,
+            };
+            on_backend!(&mut *conn, |c| set.execute(c))?;
         }
         // The customer's cards changed only if one was saved; counters of a used card are
         // applied by the caller to its cached copy.
@@ -512,7 +559,7 @@ pub fn complete(
             _ => None,
         };
         Ok(Completed { result, snapshot })
-    })
+    }
 }
 
 /// Saves the card, or updates the same number already saved (R11). Returns (card id, token).
@@ -547,28 +594,23 @@ fn save_card(
     }
     let token = Token::generate();
     let sealed = keyring.seal(save.pan.expose().as_bytes(), &card_aad(token.as_str()))?;
-    let insert = diesel::insert_into(cards::table)
-        .values(NewCardRow {
-            token: token.as_str(),
-            customer_id,
-            state: "active",
-            brand: save.pan.brand().as_str(),
-            bin: save.pan.bin(),
-            last4: save.pan.last4(),
-            pan_length: save.pan.len() as i32,
-            expiry_month: i32::from(save.expiry.month),
-            expiry_year: i32::from(save.expiry.year),
-            holder: &save.holder,
-            pan_ciphertext: Some(&sealed.blob),
-            key_version: Some(sealed.key_version as i32),
-            fingerprint: Some(&fingerprint[..]),
-            saved_by_merchant: merchant_id,
-            saved_at: now_ms,
-            last_used_at: Some(now_ms),
-            // The approved payment or registration that saved it counts as one (R5).
-            success_count: 1,
-        })
-        .returning(cards::id);
+    let insert = super::prepared::InsertCard {
+        token: token.as_str(),
+        customer_id,
+        brand: save.pan.brand().as_str(),
+        bin: save.pan.bin(),
+        last4: save.pan.last4(),
+        pan_length: save.pan.len() as i32,
+        expiry_month: i32::from(save.expiry.month),
+        expiry_year: i32::from(save.expiry.year),
+        holder: &save.holder,
+        pan_ciphertext: &sealed.blob,
+        key_version: sealed.key_version as i32,
+        fingerprint: &fingerprint[..],
+        saved_by_merchant: merchant_id,
+        // The approved payment or registration that saved it counts as one (R5).
+        now_ms,
+    };
     let id: i64 = on_backend!(&mut *conn, |c| insert.get_result(c))?;
     Ok((id, token.as_str().to_string()))
 }
