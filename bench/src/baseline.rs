@@ -106,9 +106,20 @@ fn pay_once(
     order_number: &str,
     digest: &[u8; 32],
 ) -> QueryResult<()> {
+    conn.transaction(|c| pay_statements(c, customer_id, card_id, order_number, digest))
+}
+
+/// A payment's statements, inside the caller's transaction or savepoint.
+fn pay_statements(
+    c: &mut AnyConnection,
+    customer_id: i64,
+    card_id: i64,
+    order_number: &str,
+    digest: &[u8; 32],
+) -> QueryResult<()> {
     let now = chrono::Utc::now().timestamp_millis();
     let since = now - 7 * 86_400_000;
-    conn.transaction(|c| {
+    {
         let lock = prepared::BumpCustomerId { id: customer_id };
         on_backend(c, |p| lock.execute(p), |s| lock.execute(s))?;
         let used: Vec<(i64, i64)> = orders::table
@@ -153,7 +164,7 @@ fn pay_once(
         };
         on_backend(c, |p| count.execute(p), |s| count.execute(s))?;
         Ok(())
-    })
+    }
 }
 
 /// Runs a statement on the concrete connection (the engine's prepared statements are per backend).
@@ -194,6 +205,50 @@ pub fn db_worker(
             Ok(()) => None,
             Err(e) => Some(format!("database: {e}")),
         }
+    }))
+}
+
+/// Worker `worker` of `workers` for the database's own group-commit ceiling: `group` payments
+/// per transaction, each in its own savepoint (as the engine's writers run them: one round trip
+/// `RELEASE SAVEPOINT step; SAVEPOINT step` between payments), the same statements as
+/// [`db_worker`]. Worker `w` takes customers `w`, `w + workers`, … in turn, so a transaction
+/// never holds one customer twice and workers never wait for each other's row locks. One call
+/// is one transaction: the caller counts `group` payments for it.
+pub fn db_group_worker(
+    database_url: &str,
+    ids: Arc<Vec<(i64, i64)>>,
+    workers: usize,
+    group: usize,
+    tag: &str,
+    worker: usize,
+) -> anyhow::Result<Box<dyn FnMut() -> Option<String> + Send>> {
+    use diesel::connection::SimpleConnection as _;
+    let mut conn = DatabaseUrl::parse(database_url)?.connect()?;
+    let tag = tag.to_string();
+    let digest = [7u8; 32];
+    let own = (ids.len() / workers.max(1)).max(1);
+    let mut seq = 0usize;
+    Ok(Box::new(move || {
+        let result = conn.transaction(|c| {
+            for i in 0..group {
+                c.batch_execute(if i == 0 {
+                    "SAVEPOINT step"
+                } else {
+                    "RELEASE SAVEPOINT step; SAVEPOINT step"
+                })?;
+                seq += 1;
+                let (customer_id, card_id) = ids[(worker + workers * (seq % own)) % ids.len()];
+                pay_statements(
+                    c,
+                    customer_id,
+                    card_id,
+                    &format!("{tag}-g{worker}-{seq}"),
+                    &digest,
+                )?;
+            }
+            Ok::<_, diesel::result::Error>(())
+        });
+        result.err().map(|e| format!("database: {e}"))
     }))
 }
 

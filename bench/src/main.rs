@@ -487,6 +487,35 @@ async fn sweep(env: &mut Env) -> anyhow::Result<Vec<Record>> {
                     ids.len(),
                     &m,
                 ));
+                if c > 1 {
+                    // The database's own group-commit ceiling with as many payments in flight:
+                    // groups of up to 16 (SQLite: one writer, one group of c).
+                    let workers = if backend == BackendKind::Sqlite {
+                        1
+                    } else {
+                        (c / 16).max(1)
+                    };
+                    let group = (c / workers).max(1);
+                    let tag = env.next_tag();
+                    let label = format!("{b} database {group} per tx ×{workers} c={c}");
+                    let mut m = load::run_threads(&label, workers, window, probe, |w| {
+                        baseline::db_group_worker(&url, ids.clone(), workers, group, &tag, w)
+                    })
+                    .await?;
+                    if backend == BackendKind::Sqlite {
+                        m.cpu.database = m.cpu.bench;
+                    }
+                    // One call is one transaction of `group` payments.
+                    m.ok *= group as u64;
+                    records.push(Record::new(
+                        "db-grouped",
+                        Some(b),
+                        "payment-tx grouped",
+                        c,
+                        ids.len(),
+                        &m,
+                    ));
+                }
             }
             if let Some(echo) = &echo {
                 let mut kinds: Vec<Scenario> = [Scenario::TokenList, Scenario::PayToken]

@@ -34,10 +34,12 @@ fn fmt_tick(v: f64) -> String {
 /// The SVG text; `None` when nothing was swept.
 pub fn svg(records: &[Record], title: &str) -> Option<String> {
     let mut series: BTreeMap<String, Vec<(usize, f64, f64)>> = BTreeMap::new();
-    for r in records
-        .iter()
-        .filter(|r| matches!(r.group.as_str(), "oneclick" | "nats-echo" | "db-baseline"))
-    {
+    for r in records.iter().filter(|r| {
+        matches!(
+            r.group.as_str(),
+            "oneclick" | "nats-echo" | "db-baseline" | "db-grouped"
+        )
+    }) {
         series
             .entry(r.key())
             .or_default()

@@ -31,7 +31,7 @@ pub struct Latency {
 /// One measured window.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
-    /// `oneclick`, `nats-echo`, `db-baseline`, `oneclick-paced`, `growth`.
+    /// `oneclick`, `nats-echo`, `db-baseline`, `db-grouped`, `oneclick-paced`, `growth`.
     pub group: String,
     pub backend: Option<String>,
     pub scenario: String,
@@ -267,6 +267,45 @@ pub fn ratios(records: &[Record], backends: &[String]) -> Vec<Ratio> {
                     fmt_int(db.throughput)
                 ),
             });
+        }
+        // The database's own group-commit ceiling: what grouping alone gains over one
+        // transaction per payment on this machine, and how close oneclick comes to it.
+        if let (Some(g), Some(db)) = (
+            records.iter().find(|r| {
+                r.group == "db-grouped" && r.backend.as_deref() == b && r.concurrency == c
+            }),
+            find(records, "db-baseline", b, "payment-tx", c),
+        ) {
+            let v = g.throughput / db.throughput.max(1e-9);
+            out.push(Ratio {
+                name: format!(
+                    "database grouped (savepoint per payment) / one-tx-per-payment, {bname}, c={c}{note}"
+                ),
+                value: Some(v),
+                unit: "×".into(),
+                target: "(the ceiling of grouping)".into(),
+                met: None,
+                detail: format!(
+                    "{} vs {} payments/s",
+                    fmt_int(g.throughput),
+                    fmt_int(db.throughput)
+                ),
+            });
+            if let Some(p) = find(records, "oneclick", b, "pay-token", c) {
+                let v = p.throughput / g.throughput.max(1e-9);
+                out.push(Ratio {
+                    name: format!("pay-token / database grouped, {bname}, c={c}{note}"),
+                    value: Some(v),
+                    unit: "×".into(),
+                    target: "(informative)".into(),
+                    met: None,
+                    detail: format!(
+                        "{} vs {} payments/s",
+                        fmt_int(p.throughput),
+                        fmt_int(g.throughput)
+                    ),
+                });
+            }
         }
         if let Some(t) = find(records, "oneclick", b, "token-list", c) {
             if let Some(e) = find(records, "nats-echo", b, "echo token-list size", c) {
