@@ -21,19 +21,20 @@
 //! (actix does not restart after a panic); the registry sees the dead address and starts a new
 //! one. Other customers' actors are never affected.
 //!
-//! **Idle stop.** After `actor_idle` without messages the actor removes itself from the registry
+//! **Idle stop.** After `actor_idle` without use (no message, no read of its slot) the registry's
+//! sweeper sends [`RetireIfIdle`]; the actor then removes itself from the registry in its own turn
 //! and is marked retired; a message that still reaches it through an old address is answered
 //! with [`EngineError::Retired`] and re-sent by the engine to a fresh actor. It ends when the
 //! last address is dropped, so memory stays bounded by the active customers.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 
 use crate::engine::{Deps, EngineError};
-use crate::registry::{CustomerKey, Registry, View};
+use crate::registry::{CustomerKey, Registry, RetireIfIdle, View};
 use crate::vault::customers::LoadCustomer;
 use crate::vault::records::CustomerSnapshot;
 
@@ -85,7 +86,6 @@ pub struct CustomerActor {
     key: CustomerKey,
     deps: Arc<Deps>,
     registry: Registry,
-    last_active: Instant,
     retired: bool,
 }
 
@@ -95,7 +95,6 @@ impl CustomerActor {
             key,
             deps,
             registry,
-            last_active: Instant::now(),
             retired: false,
         }
     }
@@ -118,16 +117,22 @@ impl CustomerActor {
 
 impl Actor for CustomerActor {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let idle = self.deps.settings.actor_idle;
-        let tick = (idle / 4).max(Duration::from_millis(50));
-        ctx.run_interval(tick, move |act, ctx| {
-            if !act.retired && act.last_active.elapsed() >= idle {
-                act.retired = true;
-                act.registry.remove_if_same(&act.key, &ctx.address());
-            }
-        });
+impl Handler<RetireIfIdle> for CustomerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RetireIfIdle, ctx: &mut Context<Self>) {
+        // In the actor's own turn: every message queued before this one has been answered.
+        if !self.retired
+            && self.registry.retire_if_idle(
+                &self.key,
+                &ctx.address(),
+                self.deps.settings.actor_idle,
+            )
+        {
+            self.retired = true;
+        }
     }
 }
 
@@ -149,7 +154,6 @@ impl<R: 'static> Handler<Run<R>> for CustomerActor {
         if self.retired {
             return AtomicResponse::new(Box::pin(fut::ready(Err(EngineError::Retired))));
         }
-        self.last_active = Instant::now();
         let deps = self.deps.clone();
         let cached = if msg.reload { None } else { self.fresh_state() };
         let key = self.key.clone();

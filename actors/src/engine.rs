@@ -163,7 +163,12 @@ impl Engine {
             keyring,
             settings: settings.clone(),
         });
-        let registry = Registry::new(settings.registry_shards, handles, Arc::downgrade(&deps));
+        let registry = Registry::new(
+            settings.registry_shards,
+            handles,
+            Arc::downgrade(&deps),
+            settings.actor_idle,
+        );
         let merchants = merchants::MerchantCache::new(
             deps.vault.clone(),
             settings.merchant_cache,

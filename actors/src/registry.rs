@@ -10,6 +10,13 @@
 //! a fresh view straight from the slot, on the requesting thread, without queueing behind the
 //! actor or crossing to its arbiter thread. Writes still go through the actor, which publishes
 //! before it replies, so a reader that saw a write's reply sees its effect.
+//!
+//! **Idle actors** are found by one sweeper thread per registry, not by a timer in every actor
+//! (a timer per actor cost a few hundred bytes each): each slot records when it was last used
+//! (a lookup or a read), and every `actor_idle / 4` the sweeper asks the actors idle longer than
+//! `actor_idle` to retire ([`RetireIfIdle`]). The actor retires in its own turn, after every
+//! message already queued, and only if its slot is still idle then (see
+//! [`Registry::retire_if_idle`]), so a customer never has two live actors in one process.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -40,6 +47,15 @@ struct Slot {
     addr: Addr<CustomerActor>,
     /// `None`: nothing loaded yet, or invalidated.
     view: Option<View>,
+    /// Last lookup or read of this customer.
+    last_seen: Instant,
+}
+
+/// Sent by the sweeper to an actor whose slot has been idle for `actor_idle`.
+pub struct RetireIfIdle;
+
+impl actix::Message for RetireIfIdle {
+    type Result = ();
 }
 
 type Shard = Mutex<HashMap<CustomerKey, Slot>>;
@@ -58,8 +74,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(shards: usize, arbiters: Vec<ArbiterHandle>, deps: Weak<Deps>) -> Registry {
-        Registry {
+    /// A registry whose actors retire after `idle` without use (a sweeper thread checks every
+    /// `idle / 4`, at least every 50 ms; it ends with the registry).
+    pub fn new(
+        shards: usize,
+        arbiters: Vec<ArbiterHandle>,
+        deps: Weak<Deps>,
+        idle: Duration,
+    ) -> Registry {
+        let registry = Registry {
             inner: Arc::new(Inner {
                 shards: (0..shards.max(1))
                     .map(|_| Mutex::new(HashMap::new()))
@@ -68,6 +91,52 @@ impl Registry {
                 hasher: Default::default(),
                 deps,
             }),
+        };
+        let weak = Arc::downgrade(&registry.inner);
+        let tick = (idle / 4).max(Duration::from_millis(50));
+        let spawned = std::thread::Builder::new()
+            .name("oneclick-sweeper".into())
+            .spawn(move || loop {
+                std::thread::sleep(tick);
+                let Some(inner) = weak.upgrade() else { return };
+                Registry { inner }.sweep(idle);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the idle-actor sweeper; actors stay cached");
+        }
+        registry
+    }
+
+    /// Asks every actor idle for `idle` to retire (a message each; the shard lock is held only
+    /// while scanning one shard).
+    fn sweep(&self, idle: Duration) {
+        for shard in &self.inner.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for slot in shard.values() {
+                if slot.last_seen.elapsed() >= idle {
+                    slot.addr.do_send(RetireIfIdle);
+                }
+            }
+        }
+    }
+
+    /// Removes `key` if it still maps to `addr` and has been idle for `idle`; `true` if removed
+    /// (the actor then retires: it answers any later message with `Retired`).
+    pub fn retire_if_idle(
+        &self,
+        key: &CustomerKey,
+        addr: &Addr<CustomerActor>,
+        idle: Duration,
+    ) -> bool {
+        let mut shard = self.shard(self.hash(key));
+        match shard.get(key) {
+            Some(s) if &s.addr == addr && s.last_seen.elapsed() < idle => false,
+            Some(s) if &s.addr == addr => {
+                shard.remove(key);
+                true
+            }
+            // Not registered any more (replaced after a panic): retire.
+            _ => true,
         }
     }
 
@@ -85,8 +154,9 @@ impl Registry {
     pub fn get_or_start(&self, key: &CustomerKey) -> Option<Addr<CustomerActor>> {
         let hash = self.hash(key);
         let mut shard = self.shard(hash);
-        if let Some(slot) = shard.get(key) {
+        if let Some(slot) = shard.get_mut(key) {
             if slot.addr.connected() {
+                slot.last_seen = Instant::now();
                 return Some(slot.addr.clone());
             }
         }
@@ -101,6 +171,7 @@ impl Registry {
             Slot {
                 addr: addr.clone(),
                 view: None,
+                last_seen: Instant::now(),
             },
         );
         Some(addr)
@@ -108,10 +179,15 @@ impl Registry {
 
     /// The customer as its live actor last published it, if younger than `ttl`.
     pub fn fresh_view(&self, key: &CustomerKey, ttl: Duration) -> Option<View> {
-        let shard = self.shard(self.hash(key));
-        let slot = shard.get(key)?;
+        let mut shard = self.shard(self.hash(key));
+        let slot = shard.get_mut(key)?;
         let view = slot.view.as_ref()?;
-        (view.loaded_at.elapsed() <= ttl && slot.addr.connected()).then(|| view.clone())
+        if view.loaded_at.elapsed() > ttl || !slot.addr.connected() {
+            return None;
+        }
+        let view = view.clone();
+        slot.last_seen = Instant::now();
+        Some(view)
     }
 
     /// Sets (or with `None` clears) the view of `key`, if `addr` is still its actor.
@@ -119,14 +195,6 @@ impl Registry {
         let mut shard = self.shard(self.hash(key));
         if let Some(slot) = shard.get_mut(key).filter(|s| &s.addr == addr) {
             slot.view = view;
-        }
-    }
-
-    /// Removes `key` if it still maps to `addr` (an idle actor leaving).
-    pub fn remove_if_same(&self, key: &CustomerKey, addr: &Addr<CustomerActor>) {
-        let mut shard = self.shard(self.hash(key));
-        if shard.get(key).is_some_and(|s| &s.addr == addr) {
-            shard.remove(key);
         }
     }
 
