@@ -10,7 +10,7 @@
 //!
 //! **State.** The actor caches its customer's [`CustomerSnapshot`] (flags and cards, masked; never
 //! a PAN) so read-only requests (offer, token list) skip the database. The cache is kept in the
-//! actor's registry slot ([`crate::registry::View`]), where readers find it without a message to
+//! actor's registry slot, where readers find it without a message to
 //! the actor; only the actor writes it. It is refreshed from every write's own transaction and
 //! reloaded when older than `state_ttl`, which bounds how stale a read can be when another
 //! process changed the customer.
@@ -29,12 +29,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 
 use crate::engine::{Deps, EngineError};
-use crate::registry::{CustomerKey, Registry, RetireIfIdle, View};
+use crate::registry::{CustomerKey, Registry, RetireIfIdle};
 use crate::vault::customers::LoadCustomer;
 use crate::vault::records::CustomerSnapshot;
 
@@ -103,15 +102,10 @@ impl CustomerActor {
     fn fresh_state(&self) -> Option<Option<Arc<CustomerSnapshot>>> {
         self.registry
             .fresh_view(&self.key, self.deps.settings.state_ttl)
-            .map(|v| v.snapshot)
     }
 
     fn set_state(&self, ctx: &Context<Self>, snapshot: Option<Option<Arc<CustomerSnapshot>>>) {
-        let view = snapshot.map(|snapshot| View {
-            snapshot,
-            loaded_at: Instant::now(),
-        });
-        self.registry.publish(&self.key, &ctx.address(), view);
+        self.registry.publish(&self.key, &ctx.address(), snapshot);
     }
 }
 

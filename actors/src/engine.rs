@@ -254,9 +254,7 @@ impl Engine {
     /// `state_ttl`: read-only requests answer from it on the calling thread, without a message to
     /// the actor (`Some(None)`: known not to exist).
     fn cached(&self, key: &CustomerKey) -> Option<Option<Arc<CustomerSnapshot>>> {
-        self.registry
-            .fresh_view(key, self.deps.settings.state_ttl)
-            .map(|v| v.snapshot)
+        self.registry.fresh_view(key, self.deps.settings.state_ttl)
     }
 
     fn customer_key(merchant: &MerchantRecord, number: &CustomerNumber) -> CustomerKey {

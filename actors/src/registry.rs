@@ -6,7 +6,7 @@
 //! customer. An address whose actor died (a panic) is replaced on the next lookup.
 //!
 //! **The cached customer lives here**, beside the actor's address: the actor publishes what it
-//! loaded or committed ([`View`]) into its slot, and read-only requests (offer, token list) read
+//! loaded or committed into its slot, and read-only requests (offer, token list) read
 //! a fresh view straight from the slot, on the requesting thread, without queueing behind the
 //! actor or crossing to its arbiter thread. Writes still go through the actor, which publishes
 //! before it replies, so a reader that saw a write's reply sees its effect.
@@ -36,19 +36,28 @@ pub struct CustomerKey {
     pub customer_number: Arc<str>,
 }
 
-/// What an actor last loaded or committed: its customer (`None`: no such customer yet) and when.
-#[derive(Clone)]
-pub struct View {
-    pub snapshot: Option<Arc<CustomerSnapshot>>,
-    pub loaded_at: Instant,
-}
-
+/// One customer's entry: its actor and what the actor last loaded or committed. Kept small
+/// (times as wrapping milliseconds of the registry's clock): one exists per cached customer.
 struct Slot {
     addr: Addr<CustomerActor>,
-    /// `None`: nothing loaded yet, or invalidated.
-    view: Option<View>,
+    /// The cached customer (`None`: known not to exist), valid when `loaded_ms != NOT_LOADED`.
+    snapshot: Option<Arc<CustomerSnapshot>>,
+    /// When `snapshot` was loaded or committed.
+    loaded_ms: u32,
     /// Last lookup or read of this customer.
-    last_seen: Instant,
+    last_seen_ms: u32,
+}
+
+/// `Slot::loaded_ms` of a slot with nothing cached.
+const NOT_LOADED: u32 = u32::MAX;
+
+/// Milliseconds from `then` to `now` on the registry's wrapping clock (exact below 49 days).
+fn since(now: u32, then: u32) -> u32 {
+    now.wrapping_sub(then)
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 /// Sent by the sweeper to an actor whose slot has been idle for `actor_idle`.
@@ -65,6 +74,8 @@ struct Inner {
     arbiters: Vec<ArbiterHandle>,
     hasher: std::collections::hash_map::RandomState,
     deps: Weak<Deps>,
+    /// Zero of the slots' millisecond clock.
+    epoch: Instant,
 }
 
 /// Cheap to clone; all clones share the same actors.
@@ -90,6 +101,7 @@ impl Registry {
                 arbiters,
                 hasher: Default::default(),
                 deps,
+                epoch: Instant::now(),
             }),
         };
         let weak = Arc::downgrade(&registry.inner);
@@ -110,10 +122,12 @@ impl Registry {
     /// Asks every actor idle for `idle` to retire (a message each; the shard lock is held only
     /// while scanning one shard).
     fn sweep(&self, idle: Duration) {
+        let idle = millis(idle);
         for shard in &self.inner.shards {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let now = self.now_ms();
             for slot in shard.values() {
-                if slot.last_seen.elapsed() >= idle {
+                if since(now, slot.last_seen_ms) >= idle {
                     slot.addr.do_send(RetireIfIdle);
                 }
             }
@@ -129,8 +143,9 @@ impl Registry {
         idle: Duration,
     ) -> bool {
         let mut shard = self.shard(self.hash(key));
+        let now = self.now_ms();
         match shard.get(key) {
-            Some(s) if &s.addr == addr && s.last_seen.elapsed() < idle => false,
+            Some(s) if &s.addr == addr && since(now, s.last_seen_ms) < millis(idle) => false,
             Some(s) if &s.addr == addr => {
                 shard.remove(key);
                 true
@@ -138,6 +153,12 @@ impl Registry {
             // Not registered any more (replaced after a panic): retire.
             _ => true,
         }
+    }
+
+    /// The slots' clock: milliseconds since the registry started, wrapping after 49 days.
+    fn now_ms(&self) -> u32 {
+        // Truncation is the wrap.
+        self.inner.epoch.elapsed().as_millis() as u32
     }
 
     fn hash(&self, key: &CustomerKey) -> u64 {
@@ -156,7 +177,7 @@ impl Registry {
         let mut shard = self.shard(hash);
         if let Some(slot) = shard.get_mut(key) {
             if slot.addr.connected() {
-                slot.last_seen = Instant::now();
+                slot.last_seen_ms = self.now_ms();
                 return Some(slot.addr.clone());
             }
         }
@@ -170,31 +191,56 @@ impl Registry {
             key.clone(),
             Slot {
                 addr: addr.clone(),
-                view: None,
-                last_seen: Instant::now(),
+                snapshot: None,
+                loaded_ms: NOT_LOADED,
+                last_seen_ms: self.now_ms(),
             },
         );
         Some(addr)
     }
 
-    /// The customer as its live actor last published it, if younger than `ttl`.
-    pub fn fresh_view(&self, key: &CustomerKey, ttl: Duration) -> Option<View> {
+    /// The customer as its live actor last published it, if younger than `ttl` (`Some(None)`:
+    /// known not to exist).
+    pub fn fresh_view(
+        &self,
+        key: &CustomerKey,
+        ttl: Duration,
+    ) -> Option<Option<Arc<CustomerSnapshot>>> {
         let mut shard = self.shard(self.hash(key));
         let slot = shard.get_mut(key)?;
-        let view = slot.view.as_ref()?;
-        if view.loaded_at.elapsed() > ttl || !slot.addr.connected() {
+        let now = self.now_ms();
+        if slot.loaded_ms == NOT_LOADED
+            || since(now, slot.loaded_ms) > millis(ttl)
+            || !slot.addr.connected()
+        {
             return None;
         }
-        let view = view.clone();
-        slot.last_seen = Instant::now();
-        Some(view)
+        slot.last_seen_ms = now;
+        Some(slot.snapshot.clone())
     }
 
-    /// Sets (or with `None` clears) the view of `key`, if `addr` is still its actor.
-    pub fn publish(&self, key: &CustomerKey, addr: &Addr<CustomerActor>, view: Option<View>) {
+    /// Sets what `key`'s actor loaded or committed (`None`: forget it), if `addr` is still its
+    /// actor.
+    pub fn publish(
+        &self,
+        key: &CustomerKey,
+        addr: &Addr<CustomerActor>,
+        view: Option<Option<Arc<CustomerSnapshot>>>,
+    ) {
         let mut shard = self.shard(self.hash(key));
+        let now = self.now_ms();
         if let Some(slot) = shard.get_mut(key).filter(|s| &s.addr == addr) {
-            slot.view = view;
+            match view {
+                Some(snapshot) => {
+                    slot.snapshot = snapshot;
+                    // A real time equal to the sentinel is a millisecond early instead.
+                    slot.loaded_ms = if now == NOT_LOADED { now - 1 } else { now };
+                }
+                None => {
+                    slot.snapshot = None;
+                    slot.loaded_ms = NOT_LOADED;
+                }
+            }
         }
     }
 

@@ -78,7 +78,7 @@ pub fn token_list(
         .into_iter()
         .map(|c| TokenListEntry {
             token: c.token.clone(),
-            post: c.last4.clone(),
+            post: c.last4.to_string(),
             bin: c.bin.parse().unwrap_or(0),
             brand: c.brand.as_str().to_string(),
             bank: String::new(),
@@ -116,7 +116,7 @@ pub fn account_customer(entry: AccountEntry, today: NaiveDate) -> AccountCustome
                 brand: c.brand.as_str().to_string(),
                 number: c.masked(),
                 expire: c.expiry.display(),
-                holder: c.holder.clone(),
+                holder: c.holder.to_string(),
                 state: state.to_string(),
                 saved_at: iso_time(c.saved_at),
                 last_success_at: c.last_used_at.map(iso_time),

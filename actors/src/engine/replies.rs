@@ -24,7 +24,7 @@ impl MaskedCard {
             number: card.masked(),
             brand: card.brand.as_str().to_string(),
             expire: card.expiry.display(),
-            holder: card.holder.clone(),
+            holder: card.holder.to_string(),
         }
     }
 }

@@ -132,13 +132,16 @@ pub(crate) fn create_customer(
     }
 }
 
-/// Same lock by id.
+/// Same lock by id. Returns the customer's `deny` flag as committed, or `None` if there is no
+/// such customer.
 pub(crate) fn lock_customer_id(
     conn: &mut AnyConnection,
     customer_id: i64,
-) -> Result<bool, VaultError> {
+) -> Result<Option<bool>, VaultError> {
     let update = super::prepared::BumpCustomerId { id: customer_id };
-    Ok(on_backend!(&mut *conn, |c| update.execute(c))? == 1)
+    Ok(on_backend!(&mut *conn, |c| update
+        .get_result(c)
+        .optional())?)
 }
 
 /// Reads a customer's snapshot (cards not deleted).
@@ -217,7 +220,7 @@ pub fn delete_card(
                 return Ok(done);
             }
         }
-        if !lock_customer_id(conn, msg.customer_id)? {
+        if lock_customer_id(conn, msg.customer_id)?.is_none() {
             return Ok(Applied::Done(DeleteOutcome::NotFound));
         }
         let ids = cards::table

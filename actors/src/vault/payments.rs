@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use super::customers::{create_customer, lock_customer, snapshot};
 use super::records::{CardRecord, CustomerSnapshot};
 use super::rows::{CardMetaRow, NewAgreementRow, OrderRow};
-use super::schema::{cards, customers, orders, recurring_agreements};
+use super::schema::{cards, orders, recurring_agreements};
 use super::{on_backend, vault_message, AnyConnection, VaultError};
 use crate::crypto::{agreement_aad, card_aad, Keyring};
 use crate::domain::{Expiry, OrderState, Pan, RecurringParams, Token};
@@ -246,11 +246,11 @@ fn reserve_in(
             customer_id: 0,
             state: crate::domain::CardState::Active,
             brand: pan.brand(),
-            bin: row.bin.clone(),
-            last4: row.last4.clone(),
+            bin: row.bin.as_str().into(),
+            last4: row.last4.as_str().into(),
             pan_length: pan.len(),
             expiry,
-            holder: row.holder.clone(),
+            holder: row.holder.as_str().into(),
             saved_by_merchant: row.merchant_id,
             saved_at: row.created_at,
             last_used_at: None,
@@ -446,9 +446,11 @@ pub(crate) fn complete_step(
         // Saving a card takes the customer's lock (R11: same number → same card, across
         // processes). Locks are always taken customer first, then order, as in `reserve`:
         // the other order would deadlock with a concurrent twin of this order.
-        if let (true, Some(_), Some(cid)) = (approved, &msg.save, msg.customer_id) {
-            super::customers::lock_customer_id(conn, cid)?;
-        }
+        // The lock also reads `deny` as committed (R6): the caller's snapshot may predate it.
+        let deny_under_lock = match (approved, &msg.save, msg.customer_id) {
+            (true, Some(_), Some(cid)) => super::customers::lock_customer_id(conn, cid)?,
+            _ => None,
+        };
         // Claim the order: only an order still In Process is completed, so a retry after a
         // commit whose outcome was unknown applies nothing twice.
         let claim = super::prepared::ClaimOrder {
@@ -491,14 +493,12 @@ pub(crate) fn complete_step(
         if approved {
             if let (Some(save), Some(cid)) = (&msg.save, msg.customer_id) {
                 // Savepoint: a failed save is logged and the approved payment stands (R5).
-                // `deny` is re-read under the lock (R6): the caller's snapshot may predate it.
+                // `deny` as read by the lock above (R6), not from the caller's snapshot.
                 let saved = conn.transaction(|conn| {
-                    if customers::table
-                        .find(cid)
-                        .select(customers::deny)
-                        .first::<bool>(conn)?
-                    {
-                        return Ok(None);
+                    match deny_under_lock {
+                        Some(false) => {}
+                        Some(true) => return Ok(None),
+                        None => return Err(VaultError::Corrupt(format!("customer {cid} missing"))),
                     }
                     save_card(conn, keyring, cid, msg.merchant_id, save, msg.now_ms).map(Some)
                 });

@@ -78,11 +78,11 @@ prepared! {
 }
 
 prepared! {
-    /// The same lock by id.
-    pub struct BumpCustomerId {
+    /// The same lock by id; returns the customer's `deny` flag as committed (R6).
+    pub struct BumpCustomerId -> Bool {
         id: i64,
     }
-    sql: "UPDATE customers SET version = version + 1 WHERE id = " {id: BigInt} ""
+    sql: "UPDATE customers SET version = version + 1 WHERE id = " {id: BigInt} " RETURNING deny"
 }
 
 prepared! {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
+use compact_str::CompactString;
 use serde::Serialize;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -92,11 +93,12 @@ pub struct CardRecord {
     pub customer_id: i64,
     pub state: CardState,
     pub brand: CardBrand,
-    pub bin: String,
-    pub last4: String,
+    /// Short strings kept inline (no allocation each): one record per cached card.
+    pub bin: CompactString,
+    pub last4: CompactString,
     pub pan_length: usize,
     pub expiry: Expiry,
-    pub holder: String,
+    pub holder: CompactString,
     pub saved_by_merchant: i64,
     pub saved_at: i64,
     pub last_used_at: Option<i64>,
@@ -140,9 +142,9 @@ impl TryFrom<CardMetaRow> for CardRecord {
             expiry,
             token: row.token,
             customer_id: row.customer_id,
-            bin: row.bin,
-            last4: row.last4,
-            holder: row.holder,
+            bin: row.bin.into(),
+            last4: row.last4.into(),
+            holder: row.holder.into(),
             saved_by_merchant: row.saved_by_merchant,
             saved_at: row.saved_at,
             last_used_at: row.last_used_at,
