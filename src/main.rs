@@ -3,6 +3,13 @@
 //! (actix actors need a System; STACK.md).
 
 use clap::Parser;
+
+/// mimalloc instead of glibc's malloc: a cached customer is a few dozen small allocations
+/// (actor, mailbox, registry slot, snapshot) and a payment a few hundred short-lived ones;
+/// mimalloc's size classes carry no per-allocation header and its thread-local free lists
+/// keep the allocator off the profile (see docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use oneclick::cli::{Cli, Command};
 use oneclick::config::Settings;
 
