@@ -432,134 +432,132 @@ pub(crate) fn complete_step(
     keyring: &Keyring,
     msg: &Complete,
 ) -> Result<Completed, VaultError> {
-    {
-        let approved = msg.state == OrderState::Approved;
-        let mut result = msg.result.clone();
-        // Without a card to save or an agreement to create, the reply is final already and one
-        // statement both claims and finishes the order.
-        let reply_is_final = !(approved && (msg.save.is_some() || msg.new_agreement.is_some()));
-        let final_json = if reply_is_final {
-            Some(serde_json::to_string(&result).map_err(|e| VaultError::Corrupt(e.to_string()))?)
-        } else {
-            None
+    let approved = msg.state == OrderState::Approved;
+    let mut result = msg.result.clone();
+    // Without a card to save or an agreement to create, the reply is final already and one
+    // statement both claims and finishes the order.
+    let reply_is_final = !(approved && (msg.save.is_some() || msg.new_agreement.is_some()));
+    let final_json = if reply_is_final {
+        Some(serde_json::to_string(&result).map_err(|e| VaultError::Corrupt(e.to_string()))?)
+    } else {
+        None
+    };
+    // Saving a card takes the customer's lock (R11: same number → same card, across
+    // processes). Locks are always taken customer first, then order, as in `reserve`:
+    // the other order would deadlock with a concurrent twin of this order.
+    // The lock also reads `deny` as committed (R6): the caller's snapshot may predate it.
+    let deny_under_lock = match (approved, &msg.save, msg.customer_id) {
+        (true, Some(_), Some(cid)) => super::customers::lock_customer_id(conn, cid)?,
+        _ => None,
+    };
+    // Claim the order: only an order still In Process is completed, so a retry after a
+    // commit whose outcome was unknown applies nothing twice.
+    let claim = super::prepared::ClaimOrder {
+        id: msg.order_id,
+        state: msg.state.as_str(),
+        response_code: msg.response_code,
+        // R12: a decline releases the reservation; approval and timeout (in doubt) keep it.
+        counts_for_limits: msg.state != OrderState::Declined,
+        card_id: msg.used_card_id,
+        network_tx_id: msg.network_tx_id.as_deref(),
+        result_json: final_json.as_deref(),
+        now_ms: msg.now_ms,
+    };
+    // An approved payment with a saved card counts on the card (R5), with the claim.
+    let count_card = msg.used_card_id.filter(|_| approved);
+    let claimed = claim.run(conn, count_card)?;
+    if claimed == 0 {
+        let stored: Option<String> = orders::table
+            .find(msg.order_id)
+            .select(orders::result_json)
+            .first(conn)?;
+        let stored = stored
+            .as_deref()
+            .map(serde_json::from_str::<PaymentResult>)
+            .transpose()
+            .map_err(|e| {
+                VaultError::Corrupt(format!("stored result of order {}: {e}", msg.order_id))
+            })?
+            .unwrap_or(result);
+        let snapshot = match msg.customer_id {
+            Some(cid) => snapshot(conn, cid)?,
+            None => None,
         };
-        // Saving a card takes the customer's lock (R11: same number → same card, across
-        // processes). Locks are always taken customer first, then order, as in `reserve`:
-        // the other order would deadlock with a concurrent twin of this order.
-        // The lock also reads `deny` as committed (R6): the caller's snapshot may predate it.
-        let deny_under_lock = match (approved, &msg.save, msg.customer_id) {
-            (true, Some(_), Some(cid)) => super::customers::lock_customer_id(conn, cid)?,
-            _ => None,
-        };
-        // Claim the order: only an order still In Process is completed, so a retry after a
-        // commit whose outcome was unknown applies nothing twice.
-        let claim = super::prepared::ClaimOrder {
-            id: msg.order_id,
-            state: msg.state.as_str(),
-            response_code: msg.response_code,
-            // R12: a decline releases the reservation; approval and timeout (in doubt) keep it.
-            counts_for_limits: msg.state != OrderState::Declined,
-            card_id: msg.used_card_id,
-            network_tx_id: msg.network_tx_id.as_deref(),
-            result_json: final_json.as_deref(),
-            now_ms: msg.now_ms,
-        };
-        // An approved payment with a saved card counts on the card (R5), with the claim.
-        let count_card = msg.used_card_id.filter(|_| approved);
-        let claimed = claim.run(conn, count_card)?;
-        if claimed == 0 {
-            let stored: Option<String> = orders::table
-                .find(msg.order_id)
-                .select(orders::result_json)
-                .first(conn)?;
-            let stored = stored
-                .as_deref()
-                .map(serde_json::from_str::<PaymentResult>)
-                .transpose()
-                .map_err(|e| {
-                    VaultError::Corrupt(format!("stored result of order {}: {e}", msg.order_id))
-                })?
-                .unwrap_or(result);
-            let snapshot = match msg.customer_id {
-                Some(cid) => snapshot(conn, cid)?,
-                None => None,
-            };
-            return Ok(Completed {
-                result: stored,
-                snapshot,
-            });
-        }
-        let mut saved_card_id = None;
-        if approved {
-            if let (Some(save), Some(cid)) = (&msg.save, msg.customer_id) {
-                // Savepoint: a failed save is logged and the approved payment stands (R5).
-                // `deny` as read by the lock above (R6), not from the caller's snapshot.
-                let saved = conn.transaction(|conn| {
-                    match deny_under_lock {
-                        Some(false) => {}
-                        Some(true) => return Ok(None),
-                        None => return Err(VaultError::Corrupt(format!("customer {cid} missing"))),
-                    }
-                    save_card(conn, keyring, cid, msg.merchant_id, save, msg.now_ms).map(Some)
-                });
-                match saved {
-                    Ok(None) => {}
-                    Ok(Some((id, token))) => {
-                        saved_card_id = Some(id);
-                        result.token = Some(token);
-                        result.card_saved = true;
-                    }
-                    Err(e) => {
-                        tracing::error!(order_id = msg.order_id, error = %e, "saving the card failed; payment stands")
-                    }
-                }
-            }
-            if let Some(agreement) = &msg.new_agreement {
-                let order_number = result.order_number.clone();
-                if let Err(e) = conn.transaction(|conn| {
-                    create_agreement(
-                        conn,
-                        keyring,
-                        msg.merchant_id,
-                        &order_number,
-                        agreement,
-                        msg.network_tx_id.as_deref(),
-                        msg.now_ms,
-                    )
-                }) {
-                    tracing::error!(order_id = msg.order_id, error = %e, "creating the recurring agreement failed; payment stands");
-                }
-            }
-            if let Some((agreement_id, _)) = &msg.charged_agreement {
-                diesel::update(recurring_agreements::table.find(*agreement_id))
-                    .set(recurring_agreements::charges.eq(recurring_agreements::charges + 1))
-                    .execute(conn)?;
-            }
-        } else if msg.state == OrderState::Declined {
-            if let Some((agreement_id, previous)) = &msg.charged_agreement {
-                diesel::update(recurring_agreements::table.find(*agreement_id))
-                    .set(recurring_agreements::last_charge_on.eq(previous.clone()))
-                    .execute(conn)?;
-            }
-        }
-        if !reply_is_final {
-            let json =
-                serde_json::to_string(&result).map_err(|e| VaultError::Corrupt(e.to_string()))?;
-            let set = super::prepared::SetOrderResult {
-                id: msg.order_id,
-                card_id: saved_card_id.or(msg.used_card_id),
-                result_json: &json,
-            };
-            on_backend!(&mut *conn, |c| set.execute(c))?;
-        }
-        // The customer's cards changed only if one was saved; counters of a used card are
-        // applied by the caller to its cached copy.
-        let snapshot = match (saved_card_id, msg.customer_id) {
-            (Some(_), Some(cid)) => snapshot(conn, cid)?,
-            _ => None,
-        };
-        Ok(Completed { result, snapshot })
+        return Ok(Completed {
+            result: stored,
+            snapshot,
+        });
     }
+    let mut saved_card_id = None;
+    if approved {
+        if let (Some(save), Some(cid)) = (&msg.save, msg.customer_id) {
+            // Savepoint: a failed save is logged and the approved payment stands (R5).
+            // `deny` as read by the lock above (R6), not from the caller's snapshot.
+            let saved = conn.transaction(|conn| {
+                match deny_under_lock {
+                    Some(false) => {}
+                    Some(true) => return Ok(None),
+                    None => return Err(VaultError::Corrupt(format!("customer {cid} missing"))),
+                }
+                save_card(conn, keyring, cid, msg.merchant_id, save, msg.now_ms).map(Some)
+            });
+            match saved {
+                Ok(None) => {}
+                Ok(Some((id, token))) => {
+                    saved_card_id = Some(id);
+                    result.token = Some(token);
+                    result.card_saved = true;
+                }
+                Err(e) => {
+                    tracing::error!(order_id = msg.order_id, error = %e, "saving the card failed; payment stands")
+                }
+            }
+        }
+        if let Some(agreement) = &msg.new_agreement {
+            let order_number = result.order_number.clone();
+            if let Err(e) = conn.transaction(|conn| {
+                create_agreement(
+                    conn,
+                    keyring,
+                    msg.merchant_id,
+                    &order_number,
+                    agreement,
+                    msg.network_tx_id.as_deref(),
+                    msg.now_ms,
+                )
+            }) {
+                tracing::error!(order_id = msg.order_id, error = %e, "creating the recurring agreement failed; payment stands");
+            }
+        }
+        if let Some((agreement_id, _)) = &msg.charged_agreement {
+            diesel::update(recurring_agreements::table.find(*agreement_id))
+                .set(recurring_agreements::charges.eq(recurring_agreements::charges + 1))
+                .execute(conn)?;
+        }
+    } else if msg.state == OrderState::Declined {
+        if let Some((agreement_id, previous)) = &msg.charged_agreement {
+            diesel::update(recurring_agreements::table.find(*agreement_id))
+                .set(recurring_agreements::last_charge_on.eq(previous.clone()))
+                .execute(conn)?;
+        }
+    }
+    if !reply_is_final {
+        let json =
+            serde_json::to_string(&result).map_err(|e| VaultError::Corrupt(e.to_string()))?;
+        let set = super::prepared::SetOrderResult {
+            id: msg.order_id,
+            card_id: saved_card_id.or(msg.used_card_id),
+            result_json: &json,
+        };
+        on_backend!(&mut *conn, |c| set.execute(c))?;
+    }
+    // The customer's cards changed only if one was saved; counters of a used card are
+    // applied by the caller to its cached copy.
+    let snapshot = match (saved_card_id, msg.customer_id) {
+        (Some(_), Some(cid)) => snapshot(conn, cid)?,
+        _ => None,
+    };
+    Ok(Completed { result, snapshot })
 }
 
 /// Saves the card, or updates the same number already saved (R11). Returns (card id, token).
