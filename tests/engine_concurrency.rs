@@ -1,6 +1,7 @@
 //! R12 under load: concurrent payments of one customer can never together exceed a limit, on one
 //! engine (serialised by the customer's actor) or on two engines sharing one database (serialised
-//! by the database's per-customer lock). Each test runs on SQLite and on PostgreSQL.
+//! by the database's per-customer lock), and reads that do not queue behind a customer's payment.
+//! Each test runs on SQLite and on PostgreSQL.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod support;
@@ -359,3 +360,35 @@ async fn commands_of_many_customers_at_once_all_succeed(h: Harness) {
 }
 
 both_backends!(commands_of_many_customers_at_once_all_succeed);
+
+/// Offer and token list answer from the customer's cached state, without queueing behind the
+/// customer's actor: while a payment of the same customer waits for a slow acquirer (inside the
+/// actor), a token list and an offer complete first, and show the cards as before the payment.
+/// Through the actor they would wait for the payment (its mailbox is closed until it ends).
+async fn reads_do_not_wait_behind_a_payment_of_the_same_customer(h: Harness) {
+    let token = h.save_card(A, "c1", VISA_OK).await;
+    let before = h.token_list(A, "c1").await.unwrap();
+    let calls = h.acquirer.calls();
+    h.acquirer.set_latency(std::time::Duration::from_secs(2));
+    let payment = h.pay_saved(A, "c1", "1.00", &token, Some(CVC));
+    let reads = async {
+        // Once the acquirer has the payment, the actor is busy with it until it answers.
+        while h.acquirer.calls() == calls {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let list = h.token_list(A, "c1").await.unwrap();
+        let offer = h.offer(A, "c1").await.unwrap();
+        (list, offer)
+    };
+    tokio::pin!(payment, reads);
+    let (list, offer) = tokio::select! {
+        biased;
+        done = &mut payment => panic!("the payment ({done:?}) ended before the reads"),
+        reads = &mut reads => reads,
+    };
+    assert_eq!(list, before, "the cached cards, as before the payment");
+    assert!(!offer.cards.is_empty(), "{offer:?}");
+    assert!(payment.await.unwrap().is_approved());
+}
+
+both_backends!(reads_do_not_wait_behind_a_payment_of_the_same_customer);

@@ -296,11 +296,18 @@ pub struct AuthSeen {
 /// The deterministic simulator, recording every authorization it answers.
 #[derive(Default)]
 pub struct RecordingAcquirer {
-    inner: Simulator,
     seen: Mutex<Vec<AuthSeen>>,
+    /// How long each authorization takes (0 unless a test sets it).
+    latency_ms: std::sync::atomic::AtomicU64,
 }
 
 impl RecordingAcquirer {
+    /// Makes every later authorization wait `latency` (the simulator's latency).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.latency_ms
+            .store(latency.as_millis() as u64, Ordering::Relaxed);
+    }
+
     pub fn calls(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
@@ -330,7 +337,8 @@ impl Acquirer for RecordingAcquirer {
             had_cvc: req.cvc.is_some(),
             last4: pan[pan.len() - 4..].to_string(),
         });
-        self.inner.authorize(req)
+        let latency = std::time::Duration::from_millis(self.latency_ms.load(Ordering::Relaxed));
+        Simulator::new(latency).authorize(req)
     }
 
     fn name(&self) -> &'static str {
