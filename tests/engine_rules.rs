@@ -1652,6 +1652,33 @@ async fn an_idle_customer_actor_stops_and_comes_back_with_its_cards(h: Harness) 
     assert_eq!(engine.active_customers(), 1);
 }
 
+async fn a_dead_actor_leaves_the_registry_without_being_looked_up_again(h: Harness) {
+    // A panicked actor never retires itself; the registry's sweeper drops its slot.
+    let engine_sweeping_every = |idle: Duration| {
+        let mut settings = test_settings();
+        settings.actor_idle = idle;
+        h.another_engine(settings)
+    };
+    let slow = engine_sweeping_every(Duration::from_secs(3600));
+    let fast = engine_sweeping_every(Duration::from_millis(200));
+    for e in [&slow, &fast] {
+        e.inject_customer_failure(A, "c1", true).await.unwrap();
+        assert_eq!(e.active_customers(), 1);
+    }
+    let mut waited = Duration::ZERO;
+    while fast.active_customers() > 0 && waited < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    assert_eq!(
+        fast.active_customers(),
+        0,
+        "the dead actor's slot was dropped"
+    );
+    // With an hour between sweeps the slot is still there: the sweeper, not a lookup, dropped it.
+    assert_eq!(slow.active_customers(), 1);
+}
+
 // ---- bad input -------------------------------------------------------------------------------
 
 async fn bad_input_gets_its_fault_and_changes_nothing(h: Harness) {
@@ -2039,6 +2066,7 @@ both_backends!(
     a_stopped_customer_actor_is_restarted_with_its_state_intact,
     a_panicking_customer_actor_is_replaced_with_its_state_intact,
     an_idle_customer_actor_stops_and_comes_back_with_its_cards,
+    a_dead_actor_leaves_the_registry_without_being_looked_up_again,
     bad_input_gets_its_fault_and_changes_nothing
 );
 

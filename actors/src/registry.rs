@@ -119,18 +119,23 @@ impl Registry {
         registry
     }
 
-    /// Asks every actor idle for `idle` to retire (a message each; the shard lock is held only
-    /// while scanning one shard).
+    /// Asks every actor idle for `idle` to retire (a message each), and drops the slots of
+    /// actors that died (a panic) and were not looked up since. The shard lock is held only
+    /// while scanning one shard.
     fn sweep(&self, idle: Duration) {
         let idle = millis(idle);
         for shard in &self.inner.shards {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             let now = self.now_ms();
-            for slot in shard.values() {
+            shard.retain(|_, slot| {
+                if !slot.addr.connected() {
+                    return false;
+                }
                 if since(now, slot.last_seen_ms) >= idle {
                     slot.addr.do_send(RetireIfIdle);
                 }
-            }
+                true
+            });
         }
     }
 
