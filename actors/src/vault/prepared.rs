@@ -26,7 +26,8 @@ macro_rules! prepared {
         sql: $($piece:literal $({ $bind:ident : $st:ty })?)*
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy)]
+        // No `Debug`: the values may be card ciphertext, fingerprints and holder names.
+        #[derive(Clone, Copy)]
         pub struct $name $(<$lt>)? {
             $(pub $field: $fty),*
         }

@@ -109,26 +109,6 @@ pub struct OrderRow {
     pub updated_at: i64,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = orders)]
-pub struct NewOrderRow<'a> {
-    pub merchant_id: i64,
-    pub order_number: &'a str,
-    pub kind: &'a str,
-    pub customer_id: Option<i64>,
-    pub card_id: Option<i64>,
-    pub agreement_id: Option<i64>,
-    pub amount: i64,
-    pub currency: &'a str,
-    pub state: &'a str,
-    pub response_code: &'a str,
-    pub counts_for_limits: bool,
-    pub request_digest: &'a [u8],
-    pub result_json: Option<&'a str>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = recurring_agreements)]
 pub struct AgreementRow {
