@@ -392,3 +392,61 @@ async fn reads_do_not_wait_behind_a_payment_of_the_same_customer(h: Harness) {
 }
 
 both_backends!(reads_do_not_wait_behind_a_payment_of_the_same_customer);
+
+/// A saved-card payment reads its card with the customer's lock (on PostgreSQL in the lock's own
+/// statement). Another process blocks the card while holding that lock; the payment, which this
+/// engine's cache lets through as active, waits for the lock and must then see the card blocked:
+/// refused (the vault finds no usable card, the engine re-reads the customer and answers "expired
+/// or blocked"), nothing charged, no order. (On PostgreSQL the statement's
+/// snapshot predates the wait; without the card's row lock it would still see the card active.)
+async fn a_card_blocked_by_another_process_while_a_payment_waits_is_not_charged(h: Harness) {
+    let token = h.save_card(A, "c1", VISA_OK).await;
+    let (before, calls) = (h.counts(), h.acquirer.calls());
+    let mut other = RawConn::open(&h.db);
+    other.exec(if h.backend == Backend::Postgres {
+        "BEGIN"
+    } else {
+        "BEGIN IMMEDIATE"
+    });
+    assert_eq!(
+        other.exec("UPDATE customers SET version = version + 1 WHERE customer_number = 'c1'"),
+        1
+    );
+    assert_eq!(
+        other.exec(&format!(
+            "UPDATE cards SET state = 'blocked' WHERE token = '{token}'"
+        )),
+        1
+    );
+    let payment = h.pay_saved(A, "c1", "1.00", &token, Some(CVC));
+    let commit = async {
+        if h.backend == Backend::Postgres {
+            // Commit only once the payment waits for the customer's row lock.
+            let mut watch = RawConn::open(&h.db);
+            let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                           WHERE datname = current_database() AND wait_event_type = 'Lock'";
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while watch.numbers(waiting)[0] == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the payment never waited"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        } else {
+            // SQLite: the payment's writer waits in its busy handler meanwhile.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        other.exec("COMMIT");
+    };
+    let (paid, ()) = tokio::join!(payment, commit);
+    assert_eq!(fault_of(paid), oneclick_actors::Fault::CardExpired);
+    assert_eq!(
+        h.acquirer.calls(),
+        calls,
+        "the blocked card was not charged"
+    );
+    assert_eq!(h.counts(), before, "nothing stored");
+}
+
+both_backends!(a_card_blocked_by_another_process_while_a_payment_waits_is_not_charged);

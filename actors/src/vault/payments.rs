@@ -12,7 +12,7 @@
 use chrono::NaiveDate;
 use diesel::prelude::*;
 
-use super::customers::{create_customer, lock_customer, snapshot};
+use super::customers::{create_customer, lock_customer, snapshot, LockedCustomer};
 use super::records::{CardRecord, CustomerSnapshot};
 use super::rows::{CardMetaRow, NewAgreementRow, OrderRow};
 use super::schema::{cards, orders, recurring_agreements};
@@ -157,8 +157,16 @@ fn reserve_in(
     keyring: &Keyring,
     msg: &Reserve,
 ) -> Result<Reservation, VaultError> {
+    // The card a saved-card payment charges is read with the lock (see `lock_reading_card`).
+    let mut card_row: Option<CardRead> = None;
     let locked = match &msg.customer {
-        Some((union_id, number)) => match lock_customer(conn, *union_id, number, false, 0)? {
+        Some((union_id, number)) => match match &msg.token {
+            Some(token) => lock_reading_card(conn, *union_id, number, token)?.map(|(l, row)| {
+                card_row = row;
+                l
+            }),
+            None => lock_customer(conn, *union_id, number, false, 0)?,
+        } {
             Some(locked) => Some(locked),
             None => {
                 // A new customer. A repeat of an order that names a new customer number (a
@@ -178,19 +186,9 @@ fn reserve_in(
     }
     let customer_id = locked.map(|l| l.id);
     let mut card = None;
-    if let (Some(token), Some(cid)) = (&msg.token, customer_id) {
-        let row: Option<(CardMetaRow, Option<Vec<u8>>, Option<i32>)> = cards::table
-            .filter(cards::token.eq(token))
-            .filter(cards::customer_id.eq(cid))
-            .filter(cards::state.eq("active"))
-            .select((
-                CardMetaRow::as_select(),
-                cards::pan_ciphertext,
-                cards::key_version,
-            ))
-            .first(conn)
-            .optional()?;
-        let Some((meta, Some(blob), Some(version))) = row else {
+    if msg.token.is_some() && customer_id.is_some() {
+        // A customer created just now has no cards: `card_row` is `None`.
+        let Some((meta, Some(blob), Some(version))) = card_row.take() else {
             return Ok(Reservation::CardUnavailable);
         };
         let record = CardRecord::try_from(meta)?;
@@ -333,6 +331,51 @@ fn reserve_in(
         card,
         agreement,
     })
+}
+
+/// A saved card as a payment reads it: what may be shown, its PAN's ciphertext and key version.
+type CardRead = (CardMetaRow, Option<Vec<u8>>, Option<i32>);
+
+/// Takes an existing customer's write lock (see `customers::lock_customer`) and reads its active
+/// card `token`: one statement on PostgreSQL ([`super::prepared::BumpCustomerReadCard`]), the
+/// lock then the read on SQLite (one writer: nothing can change in between). `None`: no such
+/// customer.
+fn lock_reading_card(
+    conn: &mut AnyConnection,
+    union_id: i64,
+    customer_number: &str,
+    token: &str,
+) -> Result<Option<(LockedCustomer, Option<CardRead>)>, VaultError> {
+    if let AnyConnection::Postgresql(c) = conn {
+        let both = super::prepared::BumpCustomerReadCard {
+            union_id,
+            customer_number,
+            token,
+        };
+        type Row = (i64, bool, Option<CardMetaRow>, Option<Vec<u8>>, Option<i32>);
+        let row: Option<Row> = both.get_result(c).optional()?;
+        return Ok(row.map(|(id, fraud, meta, blob, version)| {
+            (
+                LockedCustomer { id, fraud },
+                meta.map(|meta| (meta, blob, version)),
+            )
+        }));
+    }
+    let Some(locked) = lock_customer(conn, union_id, customer_number, false, 0)? else {
+        return Ok(None);
+    };
+    let card = cards::table
+        .filter(cards::token.eq(token))
+        .filter(cards::customer_id.eq(locked.id))
+        .filter(cards::state.eq("active"))
+        .select((
+            CardMetaRow::as_select(),
+            cards::pan_ciphertext,
+            cards::key_version,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(Some((locked, card)))
 }
 
 fn u32_version(v: i32) -> Result<u32, VaultError> {
