@@ -399,8 +399,16 @@ both_backends!(reads_do_not_wait_behind_a_payment_of_the_same_customer);
 /// refused (the vault finds no usable card, the engine re-reads the customer and answers "expired
 /// or blocked"), nothing charged, no order. (On PostgreSQL the statement's
 /// snapshot predates the wait; without the card's row lock it would still see the card active.)
+/// Run with the merchant's turnover limits (lock and card in one statement, then the limits and
+/// the order) and without them (on PostgreSQL the whole reservation is one statement).
 async fn a_card_blocked_by_another_process_while_a_payment_waits_is_not_charged(h: Harness) {
-    let token = h.save_card(A, "c1", VISA_OK).await;
+    blocked_while_waiting(&h, "c1").await;
+    h.update_merchant(A, |m| m.limits.clear());
+    blocked_while_waiting(&h, "c2").await;
+}
+
+async fn blocked_while_waiting(h: &Harness, customer: &str) {
+    let token = h.save_card(A, customer, VISA_OK).await;
     let (before, calls) = (h.counts(), h.acquirer.calls());
     let mut other = RawConn::open(&h.db);
     other.exec(if h.backend == Backend::Postgres {
@@ -409,7 +417,9 @@ async fn a_card_blocked_by_another_process_while_a_payment_waits_is_not_charged(
         "BEGIN IMMEDIATE"
     });
     assert_eq!(
-        other.exec("UPDATE customers SET version = version + 1 WHERE customer_number = 'c1'"),
+        other.exec(&format!(
+            "UPDATE customers SET version = version + 1 WHERE customer_number = '{customer}'"
+        )),
         1
     );
     assert_eq!(
@@ -418,7 +428,7 @@ async fn a_card_blocked_by_another_process_while_a_payment_waits_is_not_charged(
         )),
         1
     );
-    let payment = h.pay_saved(A, "c1", "1.00", &token, Some(CVC));
+    let payment = h.pay_saved(A, customer, "1.00", &token, Some(CVC));
     let commit = async {
         if h.backend == Backend::Postgres {
             // Commit only once the payment waits for the customer's row lock.

@@ -2014,6 +2014,64 @@ async fn bad_input_gets_its_fault_and_changes_nothing(h: Harness) {
     assert_eq!(h.token_list(A, "c1").await.unwrap().len(), 1);
 }
 
+/// Without turnover limits, a saved-card payment's reservation is a single statement on
+/// PostgreSQL (lock, card and order together): the same outcomes as the general path.
+async fn a_saved_card_payment_of_a_merchant_without_limits_keeps_every_rule(h: Harness) {
+    h.update_merchant(A, |m| m.limits.clear());
+    let token = h.save_card(A, "c1", VISA_OK).await;
+    let number = h.next_order();
+    let saved = |amount: &str, token: &str| PaySavedCardRequest {
+        order: h.order(A, &number, amount, "c1"),
+        token: token.into(),
+        cvc: Some(SecretString::new(CVC)),
+    };
+    let first = h
+        .engine
+        .pay_saved_card(saved("10.00", &token))
+        .await
+        .unwrap();
+    assert!(first.is_approved(), "{first:?}");
+    assert_eq!(h.acquirer.last().last4, &VISA_OK[VISA_OK.len() - 4..]);
+    let counted = "SELECT success_count AS n FROM cards";
+    assert_eq!(h.number(counted), 2, "the save and this payment");
+    let (before, calls) = (h.counts(), h.acquirer.calls());
+    assert_eq!(
+        h.engine
+            .pay_saved_card(saved("10.00", &token))
+            .await
+            .unwrap(),
+        first,
+        "a repeat gets the stored reply"
+    );
+    assert_eq!(
+        fault_of(h.engine.pay_saved_card(saved("10.01", &token)).await),
+        Fault::IdempotencyConflict
+    );
+    let unknown = "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f";
+    assert_eq!(
+        fault_of(h.pay_saved(A, "c1", "10.00", unknown, Some(CVC)).await),
+        Fault::TokenNotFound
+    );
+    h.set_status(A, "c1", "fraud", None).await.unwrap();
+    let before_fraud = h.counts();
+    assert_eq!(
+        fault_of(h.pay_saved(A, "c1", "10.00", &token, Some(CVC)).await),
+        Fault::CustomerFraud
+    );
+    assert_eq!(
+        h.counts(),
+        before_fraud,
+        "nothing stored for the refused customer"
+    );
+    assert_eq!(
+        h.acquirer.calls(),
+        calls,
+        "nothing charged after the first payment"
+    );
+    assert_eq!(h.number(counted), 2);
+    assert_eq!(before_fraud["orders"], before["orders"]);
+}
+
 both_backends!(
     r1_customer_number_longer_than_32_characters_as_received_is_a_fault,
     r1_prohibited_characters_are_stripped_from_the_customer_number,
@@ -2067,7 +2125,8 @@ both_backends!(
     a_panicking_customer_actor_is_replaced_with_its_state_intact,
     an_idle_customer_actor_stops_and_comes_back_with_its_cards,
     a_dead_actor_leaves_the_registry_without_being_looked_up_again,
-    bad_input_gets_its_fault_and_changes_nothing
+    bad_input_gets_its_fault_and_changes_nothing,
+    a_saved_card_payment_of_a_merchant_without_limits_keeps_every_rule
 );
 
 /// The supervision scenario: while another customer pays and lists continuously, the victim's

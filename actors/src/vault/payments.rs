@@ -157,6 +157,9 @@ fn reserve_in(
     keyring: &Keyring,
     msg: &Reserve,
 ) -> Result<Reservation, VaultError> {
+    if let Some(done) = reserve_saved_card(conn, keyring, msg)? {
+        return Ok(done);
+    }
     // The card a saved-card payment charges is read with the lock (see `lock_reading_card`).
     let mut card_row: Option<CardRead> = None;
     let locked = match &msg.customer {
@@ -313,14 +316,7 @@ fn reserve_in(
     };
     let inserted: Option<i64> = on_backend!(&mut *conn, |c| insert.get_result(c).optional())?;
     let Some(order_id) = inserted else {
-        // (merchant, order number) exists: a repeat, or a concurrent twin that committed first.
-        return match find_order(conn, msg.merchant_id, &msg.order_number)? {
-            Some(row) => replay(row, msg.kind, &msg.digest),
-            None => Err(VaultError::Corrupt(format!(
-                "order {} neither inserted nor found",
-                msg.order_number
-            ))),
-        };
+        return replay_existing(conn, msg);
     };
     if declined {
         return Ok(Reservation::LimitExceeded(msg.limit_declined.clone()));
@@ -331,6 +327,67 @@ fn reserve_in(
         card,
         agreement,
     })
+}
+
+/// The common saved-card payment on PostgreSQL (an existing customer, no turnover limits, no
+/// agreement) in one statement ([`super::prepared::ReserveSavedCard`]). `None`: not that case
+/// (or no such customer yet): the general path takes it, nothing was written.
+fn reserve_saved_card(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Reserve,
+) -> Result<Option<Reservation>, VaultError> {
+    let (AnyConnection::Postgresql(c), Some((union_id, number)), Some(token), None, None) = (
+        &mut *conn,
+        &msg.customer,
+        &msg.token,
+        &msg.agreement,
+        &msg.limits,
+    ) else {
+        return Ok(None);
+    };
+    let all = super::prepared::ReserveSavedCard {
+        union_id: *union_id,
+        customer_number: number,
+        token,
+        merchant_id: msg.merchant_id,
+        order_number: &msg.order_number,
+        kind: msg.kind,
+        amount: msg.amount,
+        currency: &msg.currency,
+        request_digest: &msg.digest,
+        now_ms: msg.now_ms,
+    };
+    type Row = (
+        i64,
+        bool,
+        Option<CardMetaRow>,
+        Option<Vec<u8>>,
+        Option<i32>,
+        Option<i64>,
+    );
+    let Some((customer_id, fraud, meta, blob, version, order_id)) =
+        all.get_result::<Row>(c).optional()?
+    else {
+        return Ok(None);
+    };
+    if fraud {
+        return Ok(Some(Reservation::CustomerFraud));
+    }
+    let (Some(meta), Some(blob), Some(version)) = (meta, blob, version) else {
+        return Ok(Some(Reservation::CardUnavailable));
+    };
+    let Some(order_id) = order_id else {
+        return replay_existing(conn, msg).map(Some);
+    };
+    let record = CardRecord::try_from(meta)?;
+    let pan = open_pan(keyring, version, &blob, &card_aad(&record.token))?;
+    Ok(Some(Reservation::Reserved {
+        order_id,
+        customer_id: Some(customer_id),
+        card: Some((record, pan)),
+        agreement: None,
+    }))
 }
 
 /// A saved card as a payment reads it: what may be shown, its PAN's ciphertext and key version.
@@ -376,6 +433,18 @@ fn lock_reading_card(
         .first(conn)
         .optional()?;
     Ok(Some((locked, card)))
+}
+
+/// The order insert found (merchant, order number) taken: a repeat, or a concurrent twin that
+/// committed first. Answers as the stored order does.
+fn replay_existing(conn: &mut AnyConnection, msg: &Reserve) -> Result<Reservation, VaultError> {
+    match find_order(conn, msg.merchant_id, &msg.order_number)? {
+        Some(row) => replay(row, msg.kind, &msg.digest),
+        None => Err(VaultError::Corrupt(format!(
+            "order {} neither inserted nor found",
+            msg.order_number
+        ))),
+    }
 }
 
 fn u32_version(v: i32) -> Result<u32, VaultError> {

@@ -113,6 +113,58 @@ prepared! {
 }
 
 prepared! {
+    /// PostgreSQL only: the whole reservation of a saved-card payment whose merchant has no
+    /// turnover limits, in one statement: [`BumpCustomerReadCard`], then, when the customer is
+    /// not flagged and the card is usable, the order as [`InsertOrder`] would insert it
+    /// (`In Process`; nothing when the order number exists). Returns the customer, its flag, the
+    /// card (NULL: no such usable card) and the new order's id (NULL: not inserted).
+    ///
+    /// Nothing in it needs a read that must follow the lock (the limits' turnover would: a
+    /// statement's snapshot predates its lock wait, and only rows can be re-checked, not
+    /// orders that were not there); the card is re-checked as in [`BumpCustomerReadCard`].
+    pub struct ReserveSavedCard<'a> -> (
+        BigInt,
+        Bool,
+        Nullable<(
+            BigInt, Text, BigInt, Text, Text, Text, Text, Integer, Integer, Integer, Text, BigInt,
+            BigInt, Nullable<BigInt>, BigInt, Nullable<BigInt>,
+        )>,
+        Nullable<Binary>,
+        Nullable<Integer>,
+        Nullable<BigInt>,
+    ) {
+        union_id: i64,
+        customer_number: &'a str,
+        token: &'a str,
+        merchant_id: i64,
+        order_number: &'a str,
+        kind: &'a str,
+        amount: i64,
+        currency: &'a str,
+        request_digest: &'a [u8],
+        now_ms: i64,
+    }
+    sql: "WITH c AS (UPDATE customers SET version = version + 1 WHERE union_id = "
+        {union_id: BigInt} " AND customer_number = " {customer_number: Text}
+        " RETURNING id, fraud), \
+         k AS MATERIALIZED (SELECT cards.* FROM c, cards WHERE cards.token = " {token: Text}
+        " AND cards.customer_id = c.id AND cards.state = 'active' \
+         AND cards.pan_ciphertext IS NOT NULL AND cards.key_version IS NOT NULL \
+         FOR SHARE OF cards), \
+         o AS (INSERT INTO orders (merchant_id, order_number, kind, customer_id, card_id, \
+         agreement_id, amount, currency, state, response_code, counts_for_limits, \
+         request_digest, result_json, created_at, updated_at) SELECT "
+        {merchant_id: BigInt} ", " {order_number: Text} ", " {kind: Text} ", c.id, k.id, NULL, "
+        {amount: BigInt} ", " {currency: Text} ", 'In Process', 'AS300', true, "
+        {request_digest: Binary} ", NULL, " {now_ms: BigInt} ", " {now_ms: BigInt}
+        " FROM c, k WHERE NOT c.fraud ON CONFLICT DO NOTHING RETURNING id) \
+         SELECT c.id, c.fraud, k.id, k.token, k.customer_id, k.state, \
+         k.brand, k.bin, k.last4, k.pan_length, k.expiry_month, k.expiry_year, k.holder, \
+         k.saved_by_merchant, k.saved_at, k.last_used_at, k.success_count, k.deleted_at, \
+         k.pan_ciphertext, k.key_version, (SELECT id FROM o) FROM c LEFT JOIN k ON true"
+}
+
+prepared! {
     /// The same lock by id; returns the customer's `deny` flag as committed (R6).
     pub struct BumpCustomerId -> Bool {
         id: i64,
