@@ -14,6 +14,7 @@ pub mod merchant;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_nats::service::{Service, ServiceExt};
@@ -86,8 +87,33 @@ pub async fn health_reply(ctx: &Context) -> Reply {
     serde_json::to_vec(&body).map_err(|_| Fault::Internal)
 }
 
-/// Adds one endpoint named `name` on `subject` and serves it: each request in its own task
-/// (tracked for shutdown), under the request deadline, always answered.
+/// A handler's work once started (boxed, so it can be polled here and finished in a task).
+type Pending = std::pin::Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// Counts the request and sends its reply (a fault in the request's language).
+async fn respond(
+    ctx: &Context,
+    name: &'static str,
+    request: async_nats::service::Request,
+    reply: Reply,
+    started: Instant,
+) {
+    let outcome = match &reply {
+        Ok(_) => "ok",
+        Err(f) => f.name(),
+    };
+    ctx.metrics
+        .observe_request(name, outcome, started.elapsed());
+    let bytes =
+        reply.unwrap_or_else(|fault| fault_bytes(fault, sniff_language(&request.message.payload)));
+    if let Err(e) = request.respond(Ok(bytes.into())).await {
+        tracing::warn!(endpoint = name, error = %e, "could not send the reply");
+    }
+}
+
+/// Adds one endpoint named `name` on `subject` and serves it: a request answered at once
+/// (from memory) by the endpoint's loop, any other in its own task; all tracked for shutdown,
+/// under the request deadline, always answered.
 pub async fn add_endpoint<F, Fut>(
     service: &Service,
     ctx: Arc<Context>,
@@ -108,35 +134,33 @@ where
     let deadline = Duration::from_millis(ctx.settings.service.request_timeout_ms);
     let tracker = ctx.tracker.clone();
     let stop = ctx.stop.clone();
-    tokio::spawn(async move {
+    // The loop is tracked too: a request it answers itself is in flight until its reply is sent.
+    ctx.tracker.clone().spawn(async move {
         loop {
             let request = tokio::select! {
                 _ = stop.cancelled() => break,
                 r = endpoint.next() => match r { Some(r) => r, None => break },
             };
-            let (ctx, handler) = (ctx.clone(), handler.clone());
+            let started = Instant::now();
+            let mut work: Pending = Box::pin(handler(ctx.clone(), request.message.clone()));
+            // A request answered from memory (an offer or token list of a cached customer) is
+            // done at its first poll: answer it here, without a task of its own (spawning one
+            // costs more than the answer). Anything that waits is moved to its own task, with
+            // its deadline; its next poll there registers the task's waker.
+            let first = work.as_mut().poll(&mut std::task::Context::from_waker(
+                futures::task::noop_waker_ref(),
+            ));
+            if let Poll::Ready(reply) = first {
+                respond(&ctx, name, request, reply, started).await;
+                continue;
+            }
+            let ctx = ctx.clone();
             tracker.spawn(async move {
-                let started = Instant::now();
-                let language = sniff_language(&request.message.payload);
-                let reply = match tokio::time::timeout(
-                    deadline,
-                    handler(ctx.clone(), request.message.clone()),
-                )
-                .await
-                {
+                let reply = match tokio::time::timeout_at((started + deadline).into(), work).await {
                     Ok(reply) => reply,
                     Err(_) => Err(Fault::Timeout),
                 };
-                let outcome = match &reply {
-                    Ok(_) => "ok",
-                    Err(f) => f.name(),
-                };
-                ctx.metrics
-                    .observe_request(name, outcome, started.elapsed());
-                let bytes = reply.unwrap_or_else(|fault| fault_bytes(fault, language));
-                if let Err(e) = request.respond(Ok(bytes.into())).await {
-                    tracing::warn!(endpoint = name, error = %e, "could not send the reply");
-                }
+                respond(&ctx, name, request, reply, started).await;
             });
         }
         let _ = endpoint.stop().await;
