@@ -6,8 +6,11 @@
 //! - per-customer order is untouched: a customer has at most one step in flight (its actor waits
 //!   for the answer), so a batch never holds two steps of one customer and concurrent batches of
 //!   this process touch disjoint customers;
-//! - each step runs inside its own savepoint, so a step that fails rolls back alone (`ROLLBACK TO
-//!   SAVEPOINT`) and reports its error while the others stand;
+//! - each step after a transaction's first runs inside its own savepoint, so a step that fails
+//!   rolls back alone (`ROLLBACK TO SAVEPOINT`) and reports its error while the others stand; the
+//!   first step needs none: if it fails, the transaction holds nothing else, so it is rolled
+//!   back whole and the rest of the batch goes on in a new one (a lone step, the common case at
+//!   low load, thus costs `BEGIN`, its statements and `COMMIT`, no savepoint);
 //! - if the batch's commit fails (connection lost, a deadlock with another process), nothing of it
 //!   is applied, and each step is re-run alone in its own transaction before anyone is answered.
 //!
@@ -162,31 +165,97 @@ fn is_ok(outcome: &Outcome) -> bool {
     }
 }
 
-/// Runs the batch's steps inside the open transaction, each in its own savepoint. An `Err`
-/// means the batch itself cannot go on (a savepoint statement failed): roll it all back.
+/// Why a batch's transaction ended early.
+enum Stop {
+    /// Its first step failed: the transaction held nothing else, roll it back and go on with
+    /// the rest in a new one.
+    FirstStepFailed,
+    /// A savepoint statement (or the transaction itself) failed: nothing of it stands.
+    Batch(VaultError),
+}
+
+impl From<diesel::result::Error> for Stop {
+    fn from(e: diesel::result::Error) -> Self {
+        Stop::Batch(e.into())
+    }
+}
+
+impl From<VaultError> for Stop {
+    fn from(e: VaultError) -> Self {
+        Stop::Batch(e)
+    }
+}
+
+/// Runs steps inside the open transaction, each after the first in its own savepoint. The
+/// first needs none: if it fails, the transaction holds nothing else and is rolled back whole
+/// ([`Stop::FirstStepFailed`]), so a lone step costs no savepoint round trip.
 fn exec_batch(
     conn: &mut AnyConnection,
     keyring: &Keyring,
     batch: &[Pending],
     outcomes: &mut Vec<Outcome>,
-) -> Result<(), VaultError> {
+) -> Result<(), Stop> {
     use diesel::connection::SimpleConnection;
     for (i, pending) in batch.iter().enumerate() {
-        conn.batch_execute(if i == 0 {
-            "SAVEPOINT step"
-        } else {
-            "RELEASE SAVEPOINT step; SAVEPOINT step"
-        })?;
+        match i {
+            0 => {}
+            1 => conn.batch_execute("SAVEPOINT step")?,
+            _ => conn.batch_execute("RELEASE SAVEPOINT step; SAVEPOINT step")?,
+        }
         let outcome = match &pending.step {
             StepMsg::Reserve(m) => Outcome::Reserve(reserve_step(conn, keyring, m)),
             StepMsg::Complete(m) => Outcome::Complete(complete_step(conn, keyring, m)),
         };
-        if !is_ok(&outcome) {
+        let ok = is_ok(&outcome);
+        outcomes.push(outcome);
+        if !ok {
+            if i == 0 {
+                return Err(Stop::FirstStepFailed);
+            }
             conn.batch_execute("ROLLBACK TO SAVEPOINT step")?;
         }
-        outcomes.push(outcome);
     }
     Ok(())
+}
+
+/// Commits `batch`, in as few transactions as it takes: one, plus one more after each first
+/// step that fails. Returns each step's outcome, in order.
+fn commit_batch(
+    conn: &mut PooledConnection,
+    pool: &Pool,
+    keyring: &Keyring,
+    batch: &[Pending],
+    stats: &BatchStats,
+) -> Vec<Outcome> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
+    while outcomes.len() < batch.len() {
+        let done = outcomes.len();
+        let rest = &batch[done..];
+        let committed = conn.transaction::<_, Stop, _>(|conn| {
+            // A step may read before it writes (SQLite would then refuse the write).
+            super::connection::lock_for_writing(conn)?;
+            exec_batch(conn, keyring, rest, &mut outcomes)
+        });
+        let e = match committed {
+            Ok(()) => break,
+            // Rolled back; its outcome (the error) is kept, the others go on.
+            Err(Stop::FirstStepFailed) => continue,
+            Err(Stop::Batch(e)) => e,
+        };
+        outcomes.truncate(done);
+        stats.failed_batches.fetch_add(1, Relaxed);
+        tracing::warn!(error = %e, steps = rest.len(), "group commit failed; re-running each step alone");
+        if e.is_transient()
+            || diesel::connection::SimpleConnection::batch_execute(&mut **conn, "SELECT 1").is_err()
+        {
+            *conn = connect(pool);
+        }
+        // Nothing of the transaction was applied (or, if the commit's fate is unknown, the steps
+        // are idempotent: a reserved order replays, a completed order is not completed twice).
+        outcomes.extend(rest.iter().map(|p| exec_alone(conn, keyring, &p.step)));
+    }
+    outcomes
 }
 
 fn writer(
@@ -201,28 +270,7 @@ fn writer(
     while let Some(batch) = take_batch(&rx, max_batch) {
         stats.batches.fetch_add(1, Relaxed);
         stats.steps.fetch_add(batch.len() as u64, Relaxed);
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
-        let committed = conn.transaction::<_, VaultError, _>(|conn| {
-            // A step may read before it writes (SQLite would then refuse the write).
-            super::connection::lock_for_writing(conn)?;
-            exec_batch(conn, &keyring, &batch, &mut outcomes)
-        });
-        if let Err(e) = committed {
-            stats.failed_batches.fetch_add(1, Relaxed);
-            tracing::warn!(error = %e, steps = batch.len(), "group commit failed; re-running each step alone");
-            if e.is_transient()
-                || diesel::connection::SimpleConnection::batch_execute(&mut *conn, "SELECT 1")
-                    .is_err()
-            {
-                conn = connect(&pool);
-            }
-            // Nothing of the batch was applied (or, if the commit's fate is unknown, the steps
-            // are idempotent: a reserved order replays, a completed order is not completed twice).
-            outcomes = batch
-                .iter()
-                .map(|p| exec_alone(&mut conn, &keyring, &p.step))
-                .collect();
-        }
+        let outcomes = commit_batch(&mut conn, &pool, &keyring, &batch, &stats);
         for (pending, outcome) in batch.into_iter().zip(outcomes) {
             match (pending.reply, outcome) {
                 (ReplyTx::Reserve(tx), Outcome::Reserve(r)) => {
