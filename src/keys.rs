@@ -87,6 +87,7 @@ pub fn add_rotation_key(path: &Path) -> anyhow::Result<u32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
 

@@ -1,5 +1,6 @@
 //! End-to-end: a corpus of bad requests over NATS. Each gets its documented fault (codes from
 //! the fault table, detail in the requested language) and the vault is unchanged afterwards.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod support;
 
