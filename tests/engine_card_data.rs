@@ -6,12 +6,11 @@
 
 mod support;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use oneclick_actors::engine::requests::*;
 use oneclick_actors::Fault;
+use support::chaos::{contains, hex, needles, postgres_values, unhex, Needle};
 use support::engine::*;
 
 /// Test cards of the run (all pass the Luhn check).
@@ -32,78 +31,12 @@ const PANS: &[&str] = &[
 const CVCS: &[&str] = &[CVC, "392", "519", "6158", "273"];
 const CUSTOMER: &str = "scan-customer-1";
 
-/// Something that must (or must not) be found.
-struct Needle {
-    what: String,
-    bytes: Vec<u8>,
-    /// Only a whole value counts: the bytes around it are not ASCII letters or digits (short
-    /// needles like a CVC would otherwise be found inside timestamps and random bytes).
-    whole: bool,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len() / 2)
-        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex from the database"))
-        .collect()
-}
-
+/// Every PAN of the run in the forms a careless implementation would store it and its unkeyed
+/// SHA-256; every CVC as a whole value and its SHA-256 (`support::chaos::needles`).
 fn forbidden_needles() -> Vec<Needle> {
-    let mut needles = Vec::new();
-    for pan in PANS {
-        let label = format!("{}…{}", &pan[..6], &pan[pan.len() - 4..]);
-        let sha = Sha256::digest(pan.as_bytes()).to_vec();
-        let forms: Vec<(&str, Vec<u8>)> = vec![
-            ("PAN", pan.as_bytes().to_vec()),
-            ("PAN as hex", hex(pan.as_bytes()).into_bytes()),
-            (
-                "PAN as HEX",
-                hex(pan.as_bytes()).to_uppercase().into_bytes(),
-            ),
-            ("PAN as base64", BASE64.encode(pan.as_bytes()).into_bytes()),
-            ("SHA-256 of the PAN, raw", sha.clone()),
-            ("SHA-256 of the PAN, hex", hex(&sha).into_bytes()),
-            (
-                "SHA-256 of the PAN, HEX",
-                hex(&sha).to_uppercase().into_bytes(),
-            ),
-            (
-                "SHA-256 of the PAN, base64",
-                BASE64.encode(&sha).into_bytes(),
-            ),
-        ];
-        for (form, bytes) in forms {
-            needles.push(Needle {
-                what: format!("{form} of {label}"),
-                bytes,
-                whole: false,
-            });
-        }
-    }
-    for cvc in CVCS {
-        needles.push(Needle {
-            what: format!("CVC {cvc}"),
-            bytes: cvc.as_bytes().to_vec(),
-            whole: true,
-        });
-    }
-    needles
-}
-
-fn contains(haystack: &[u8], needle: &Needle) -> bool {
-    let n = needle.bytes.len();
-    if n == 0 || haystack.len() < n {
-        return false;
-    }
-    (0..=haystack.len() - n).any(|i| {
-        haystack[i..i + n] == needle.bytes[..]
-            && (!needle.whole
-                || ((i == 0 || !haystack[i - 1].is_ascii_alphanumeric())
-                    && (i + n == haystack.len() || !haystack[i + n].is_ascii_alphanumeric())))
-    })
+    let pans: Vec<String> = PANS.iter().map(|p| p.to_string()).collect();
+    let cvcs: Vec<String> = CVCS.iter().map(|c| c.to_string()).collect();
+    needles(&pans, &cvcs)
 }
 
 /// One stored value: where it came from and its bytes (text as UTF-8, binary as raw bytes).
@@ -117,42 +50,14 @@ fn every_value(h: &Harness) -> Vec<Value> {
     let mut values = Vec::new();
     match h.backend {
         Backend::Postgres => {
-            let tables = h.texts(
-                "SELECT CAST(table_name AS TEXT) AS v FROM information_schema.tables \
-                 WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
-            );
-            for table in tables.into_iter().flatten() {
-                let columns = h.texts(&format!(
-                    "SELECT CAST(column_name AS TEXT) || ':' || CAST(data_type AS TEXT) AS v \
-                     FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '{table}'"
-                ));
-                for column in columns.into_iter().flatten() {
-                    let (name, data_type) = column.split_once(':').expect("name:type");
-                    let binary = data_type == "bytea";
-                    let sql = if binary {
-                        format!("SELECT encode(\"{name}\", 'hex') AS v FROM \"{table}\"")
-                    } else {
-                        format!("SELECT CAST(\"{name}\" AS TEXT) AS v FROM \"{table}\"")
-                    };
-                    for v in h.texts(&sql).into_iter().flatten() {
-                        let bytes = if binary { unhex(&v) } else { v.into_bytes() };
-                        values.push(Value {
-                            place: format!("{table}.{name}"),
-                            bytes,
-                        });
-                    }
-                }
-                // And each whole row as PostgreSQL prints it.
-                for v in h
-                    .texts(&format!("SELECT CAST(t AS TEXT) AS v FROM \"{table}\" t"))
-                    .into_iter()
-                    .flatten()
-                {
-                    values.push(Value {
-                        place: format!("{table} (row)"),
-                        bytes: v.into_bytes(),
-                    });
-                }
+            for v in postgres_values(|sql| h.texts(sql)) {
+                values.push(Value {
+                    place: match v.column {
+                        Some(column) => format!("{}.{column}", v.table),
+                        None => format!("{} (row)", v.table),
+                    },
+                    bytes: v.bytes,
+                });
             }
         }
         Backend::Sqlite => {

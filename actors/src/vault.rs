@@ -118,7 +118,9 @@ pub(crate) use vault_message;
 
 /// Runs `$body` with `$c` bound to the concrete connection, for the few statements the shared
 /// backend cannot express (`RETURNING`, `ON CONFLICT DO NOTHING`). Inside a transaction the
-/// concrete connection is the same session, so the statement joins that transaction.
+/// concrete connection is the same session, so the statement joins that transaction. Exported
+/// for the benchmark's database baseline, which runs the engine's prepared statements.
+#[macro_export]
 macro_rules! on_backend {
     ($conn:expr, |$c:ident| $body:expr) => {
         match $conn {
@@ -127,7 +129,7 @@ macro_rules! on_backend {
         }
     };
 }
-pub(crate) use on_backend;
+pub(crate) use crate::on_backend;
 
 /// Milliseconds since the Unix epoch, UTC: the one time format in the database.
 pub fn now_ms() -> i64 {

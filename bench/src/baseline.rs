@@ -121,7 +121,7 @@ fn pay_statements(
     let since = now - 7 * 86_400_000;
     {
         let lock = prepared::BumpCustomerId { id: customer_id };
-        on_backend(c, |p| lock.execute(p), |s| lock.execute(s))?;
+        oneclick_actors::on_backend!(&mut *c, |b| lock.execute(b))?;
         let used: Vec<(i64, i64)> = orders::table
             .filter(orders::customer_id.eq(customer_id))
             .filter(orders::currency.eq("RUB"))
@@ -146,7 +146,7 @@ fn pay_statements(
             result_json: None,
             now_ms: now,
         };
-        let order_id: i64 = on_backend(c, |p| insert.get_result(p), |s| insert.get_result(s))?;
+        let order_id: i64 = oneclick_actors::on_backend!(&mut *c, |b| insert.get_result(b))?;
         let claim = prepared::ClaimOrder {
             id: order_id,
             state: "Approved",
@@ -157,25 +157,13 @@ fn pay_statements(
             result_json: Some(RESULT_JSON),
             now_ms: now,
         };
-        on_backend(c, |p| claim.execute(p), |s| claim.execute(s))?;
+        oneclick_actors::on_backend!(&mut *c, |b| claim.execute(b))?;
         let count = prepared::CountCardUse {
             id: card_id,
             now_ms: now,
         };
-        on_backend(c, |p| count.execute(p), |s| count.execute(s))?;
+        oneclick_actors::on_backend!(&mut *c, |b| count.execute(b))?;
         Ok(())
-    }
-}
-
-/// Runs a statement on the concrete connection (the engine's prepared statements are per backend).
-fn on_backend<T>(
-    conn: &mut AnyConnection,
-    pg: impl FnOnce(&mut diesel::PgConnection) -> QueryResult<T>,
-    sqlite: impl FnOnce(&mut diesel::SqliteConnection) -> QueryResult<T>,
-) -> QueryResult<T> {
-    match conn {
-        AnyConnection::Postgresql(p) => pg(p),
-        AnyConnection::Sqlite(s) => sqlite(s),
     }
 }
 

@@ -210,7 +210,7 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Vec<u8> {
+pub fn unhex(text: &str) -> Vec<u8> {
     (0..text.len() / 2)
         .filter_map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
         .collect()
@@ -229,6 +229,10 @@ pub fn needles(pans: &[String], cvcs: &[String]) -> Vec<Needle> {
         for (form, bytes) in [
             ("PAN", pan.as_bytes().to_vec()),
             ("PAN as hex", hex(pan.as_bytes()).into_bytes()),
+            (
+                "PAN as HEX",
+                hex(pan.as_bytes()).to_uppercase().into_bytes(),
+            ),
             ("PAN as base64", b64.encode(pan.as_bytes()).into_bytes()),
             ("SHA-256 of the PAN, raw", sha.clone()),
             ("SHA-256 of the PAN, hex", hex(&sha).into_bytes()),
@@ -293,16 +297,25 @@ fn assigned_numbers(column: &str) -> bool {
     column == "id" || column.ends_with("_id")
 }
 
-/// Every value of every column of every table (text as UTF-8, `bytea` as raw bytes), and every
-/// whole row as PostgreSQL prints it.
-pub fn database_haystacks(cluster: &Cluster) -> Vec<Haystack> {
+/// One value stored in the database: its table, its column (`None`: the whole row as the
+/// database prints it) and its bytes (text as UTF-8, binary as raw bytes).
+pub struct StoredValue {
+    pub table: String,
+    pub column: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+/// Every value of every column of every table of a PostgreSQL database (text as UTF-8, `bytea` as
+/// raw bytes), and every whole row as PostgreSQL prints it; `texts` runs a query whose only
+/// column is a nullable text named `v`.
+pub fn postgres_values(texts: impl Fn(&str) -> Vec<Option<String>>) -> Vec<StoredValue> {
     let mut out = Vec::new();
-    let tables = cluster.texts(
+    let tables = texts(
         "SELECT CAST(table_name AS TEXT) AS v FROM information_schema.tables \
          WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
     );
     for table in tables.into_iter().flatten() {
-        let columns = cluster.texts(&format!(
+        let columns = texts(&format!(
             "SELECT CAST(column_name AS TEXT) || ':' || CAST(data_type AS TEXT) AS v \
              FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '{table}'"
         ));
@@ -314,28 +327,45 @@ pub fn database_haystacks(cluster: &Cluster) -> Vec<Haystack> {
             } else {
                 format!("SELECT CAST(\"{name}\" AS TEXT) AS v FROM \"{table}\"")
             };
-            for v in cluster.texts(&sql).into_iter().flatten() {
-                let bytes = if binary { unhex(&v) } else { v.into_bytes() };
-                out.push(Haystack {
-                    place: format!("database {table}.{name}"),
-                    bytes,
-                    numbers_only: assigned_numbers(name),
+            for v in texts(&sql).into_iter().flatten() {
+                out.push(StoredValue {
+                    table: table.clone(),
+                    column: Some(name.to_string()),
+                    bytes: if binary { unhex(&v) } else { v.into_bytes() },
                 });
             }
         }
-        for v in cluster
-            .texts(&format!("SELECT CAST(t AS TEXT) AS v FROM \"{table}\" t"))
+        for v in texts(&format!("SELECT CAST(t AS TEXT) AS v FROM \"{table}\" t"))
             .into_iter()
             .flatten()
         {
-            out.push(Haystack {
-                place: format!("database {table} (row)"),
+            out.push(StoredValue {
+                table: table.clone(),
+                column: None,
                 bytes: v.into_bytes(),
-                numbers_only: true,
             });
         }
     }
     out
+}
+
+/// [`postgres_values`] of the cluster's database, as haystacks.
+pub fn database_haystacks(cluster: &Cluster) -> Vec<Haystack> {
+    postgres_values(|sql| cluster.texts(sql))
+        .into_iter()
+        .map(|v| match v.column {
+            Some(column) => Haystack {
+                place: format!("database {}.{column}", v.table),
+                numbers_only: assigned_numbers(&column),
+                bytes: v.bytes,
+            },
+            None => Haystack {
+                place: format!("database {} (row)", v.table),
+                bytes: v.bytes,
+                numbers_only: true,
+            },
+        })
+        .collect()
 }
 
 /// Every file under `dir`, raw bytes.
