@@ -447,6 +447,7 @@ async fn sweep(env: &mut Env) -> anyhow::Result<Vec<Record>> {
             for &scenario in &scenarios {
                 let label = format!("{b} {} c={c}", scenario.as_str());
                 let makers = env.makers(scenario, &customers, c);
+                let before = app.group_commit();
                 let m = load::run_nats(
                     &label,
                     env.clients_for(c),
@@ -457,6 +458,8 @@ async fn sweep(env: &mut Env) -> anyhow::Result<Vec<Record>> {
                     profiler.as_ref(),
                 )
                 .await?;
+                env.notes
+                    .extend(group_commit_note(&label, before, app.group_commit()));
                 sizes.insert(scenario, (m.request_bytes, m.reply_bytes));
                 records.push(Record::new(
                     "oneclick",
@@ -580,6 +583,7 @@ async fn sweep(env: &mut Env) -> anyhow::Result<Vec<Record>> {
                 let rate = peak / 2.0;
                 let label = format!("{b} pay-token paced {:.0}/s", rate);
                 let makers = env.makers(Scenario::PayToken, &customers, c);
+                let before = app.group_commit();
                 let m = load::run_nats(
                     &label,
                     env.clients_for(c),
@@ -590,6 +594,8 @@ async fn sweep(env: &mut Env) -> anyhow::Result<Vec<Record>> {
                     None,
                 )
                 .await?;
+                env.notes
+                    .extend(group_commit_note(&label, before, app.group_commit()));
                 let mut r = Record::new(
                     "oneclick-paced",
                     Some(b),
@@ -608,6 +614,23 @@ async fn sweep(env: &mut Env) -> anyhow::Result<Vec<Record>> {
         records.push(fsync_probe(env, "end").await?);
     }
     Ok(records)
+}
+
+/// How many payment steps shared a transaction during a run (from oneclick's counters before
+/// and after it, warm-up included: a ratio, not a rate). `None` for runs that wrote nothing.
+fn group_commit_note(
+    label: &str,
+    before: Option<(f64, f64)>,
+    after: Option<(f64, f64)>,
+) -> Option<String> {
+    let ((t0, s0), (t1, s1)) = (before?, after?);
+    (t1 > t0).then(|| {
+        format!(
+            "group commit, {label}: {:.1} payment steps per transaction ({:.0} transactions)",
+            (s1 - s0) / (t1 - t0),
+            t1 - t0
+        )
+    })
 }
 
 /// One writer rewriting 8 KiB and fdatasync-ing it, on the disk the databases use.

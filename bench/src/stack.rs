@@ -398,6 +398,30 @@ impl OneClick {
         Ok(serde_json::from_slice(&reply.payload)?)
     }
 
+    /// The group-commit counters of the service's `/metrics`: (transactions, payment steps)
+    /// since it started. `None` if they cannot be read.
+    pub fn group_commit(&self) -> Option<(f64, f64)> {
+        use std::io::{Read as _, Write as _};
+        let addr = &self
+            .env
+            .iter()
+            .find(|(k, _)| k == "ONECLICK__HTTP__LISTEN")?
+            .1;
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        };
+        Some((
+            value("oneclick_group_commit_transactions")?,
+            value("oneclick_group_commit_steps")?,
+        ))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
