@@ -78,6 +78,27 @@ prepared! {
         " RETURNING id, fraud"
 }
 
+/// The SQL types of [`super::rows::CardMetaRow`], in its field order; NULL as a whole when a
+/// statement finds no such card.
+type NullableCardMeta = Nullable<(
+    BigInt,
+    Text,
+    BigInt,
+    Text,
+    Text,
+    Text,
+    Text,
+    Integer,
+    Integer,
+    Integer,
+    Text,
+    BigInt,
+    BigInt,
+    Nullable<BigInt>,
+    BigInt,
+    Nullable<BigInt>,
+)>;
+
 prepared! {
     /// PostgreSQL only: [`BumpCustomer`] and the read of the customer's active card `token` in
     /// one statement (one round trip less per saved-card payment). No row: no such customer.
@@ -91,10 +112,7 @@ prepared! {
     pub struct BumpCustomerReadCard<'a> -> (
         BigInt,
         Bool,
-        Nullable<(
-            BigInt, Text, BigInt, Text, Text, Text, Text, Integer, Integer, Integer, Text, BigInt,
-            BigInt, Nullable<BigInt>, BigInt, Nullable<BigInt>,
-        )>,
+        NullableCardMeta,
         Nullable<Binary>,
         Nullable<Integer>,
     ) {
@@ -125,10 +143,7 @@ prepared! {
     pub struct ReserveSavedCard<'a> -> (
         BigInt,
         Bool,
-        Nullable<(
-            BigInt, Text, BigInt, Text, Text, Text, Text, Integer, Integer, Integer, Text, BigInt,
-            BigInt, Nullable<BigInt>, BigInt, Nullable<BigInt>,
-        )>,
+        NullableCardMeta,
         Nullable<Binary>,
         Nullable<Integer>,
         Nullable<BigInt>,
