@@ -1638,11 +1638,7 @@ async fn an_idle_customer_actor_stops_and_comes_back_with_its_cards(h: Harness) 
     };
     assert_eq!(list(&engine).await.unwrap()[0].token, token);
     assert_eq!(engine.active_customers(), 1);
-    let mut waited = Duration::ZERO;
-    while engine.active_customers() > 0 && waited < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    wait_for_no_active_customers(&engine).await;
     assert_eq!(
         engine.active_customers(),
         0,
@@ -1650,6 +1646,15 @@ async fn an_idle_customer_actor_stops_and_comes_back_with_its_cards(h: Harness) 
     );
     assert_eq!(list(&engine).await.unwrap()[0].token, token);
     assert_eq!(engine.active_customers(), 1);
+}
+
+/// Polls until `engine` holds no customer actor, for at most 5 s (the caller asserts).
+async fn wait_for_no_active_customers(engine: &oneclick_actors::Engine) {
+    let mut waited = Duration::ZERO;
+    while engine.active_customers() > 0 && waited < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
 }
 
 async fn a_dead_actor_leaves_the_registry_without_being_looked_up_again(h: Harness) {
@@ -1665,11 +1670,7 @@ async fn a_dead_actor_leaves_the_registry_without_being_looked_up_again(h: Harne
         e.inject_customer_failure(A, "c1", true).await.unwrap();
         assert_eq!(e.active_customers(), 1);
     }
-    let mut waited = Duration::ZERO;
-    while fast.active_customers() > 0 && waited < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    wait_for_no_active_customers(&fast).await;
     assert_eq!(
         fast.active_customers(),
         0,
