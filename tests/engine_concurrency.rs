@@ -522,3 +522,52 @@ async fn a_failing_payment_step_does_not_fail_the_others_of_its_transaction(h: H
 }
 
 both_backends!(a_failing_payment_step_does_not_fail_the_others_of_its_transaction);
+
+/// A lone payment step (nobody to share a transaction with) runs without `BEGIN`/`COMMIT` on
+/// PostgreSQL when it writes with one statement: the saved-card reservation is then committed
+/// before the card is decrypted. A card that cannot be opened must still leave nothing behind:
+/// one payment at a time, with and without turnover limits, each a transaction of one step.
+async fn a_lone_payment_whose_card_cannot_be_opened_leaves_nothing(h: Harness) {
+    let broken = h.save_card(A, "lone-broken", VISA_OK).await;
+    let fine = h.save_card(A, "lone-fine", VISA_OK).await;
+    assert_eq!(
+        h.exec(&format!(
+            "UPDATE cards SET key_version = 99 WHERE token = '{broken}'"
+        )),
+        1
+    );
+    for round in 0..2 {
+        if round == 1 {
+            h.update_merchant(A, |m| m.limits.clear());
+        }
+        for _ in 0..3 {
+            let (before, calls) = (h.counts(), h.acquirer.calls());
+            let (batches, steps, _) = h.engine.batch_stats();
+            let paid = h
+                .pay_saved(A, "lone-broken", "1.00", &broken, Some(CVC))
+                .await;
+            assert_eq!(
+                fault_of(paid),
+                oneclick_actors::Fault::Internal,
+                "round {round}"
+            );
+            assert_eq!(h.counts(), before, "round {round}: nothing stored");
+            assert_eq!(h.acquirer.calls(), calls, "round {round}: nothing charged");
+            let (batches_after, steps_after, _) = h.engine.batch_stats();
+            assert_eq!(
+                (batches_after - batches, steps_after - steps),
+                (1, 1),
+                "round {round}: the reservation was a step of its own"
+            );
+            let paid = h.pay_saved(A, "lone-fine", "1.00", &fine, Some(CVC)).await;
+            assert!(paid.unwrap().is_approved(), "round {round}");
+            assert_eq!(
+                h.count_rows("orders"),
+                before["orders"] + 1,
+                "round {round}"
+            );
+        }
+    }
+}
+
+both_backends!(a_lone_payment_whose_card_cannot_be_opened_leaves_nothing);

@@ -9,8 +9,11 @@
 //! - each step after a transaction's first runs inside its own savepoint, so a step that fails
 //!   rolls back alone (`ROLLBACK TO SAVEPOINT`) and reports its error while the others stand; the
 //!   first step needs none: if it fails, the transaction holds nothing else, so it is rolled
-//!   back whole and the rest of the batch goes on in a new one (a lone step, the common case at
-//!   low load, thus costs `BEGIN`, its statements and `COMMIT`, no savepoint);
+//!   back whole and the rest of the batch goes on in a new one;
+//! - a lone step (the common case at low load) opens no transaction at all when it writes with
+//!   one statement (a saved-card reservation or a final claim on PostgreSQL): PostgreSQL commits
+//!   the statement as it ends, so the step costs one round trip instead of three; other lone
+//!   steps take a transaction of their own;
 //! - if the batch's commit fails (connection lost, a deadlock with another process), nothing of it
 //!   is applied, and each step is re-run alone in its own transaction before anyone is answered.
 //!
@@ -32,7 +35,8 @@ use tokio::sync::oneshot;
 
 use super::connection::PooledConnection;
 use super::payments::{
-    complete, complete_step, reserve, reserve_step, Complete, Completed, Reservation, Reserve,
+    complete, complete_alone, complete_step, reserve, reserve_alone, reserve_step, Complete,
+    Completed, Reservation, Reserve,
 };
 use super::{AnyConnection, Pool, VaultError};
 use crate::crypto::Keyring;
@@ -158,10 +162,47 @@ fn exec_alone(conn: &mut AnyConnection, keyring: &Keyring, step: &StepMsg) -> Ou
     }
 }
 
-fn is_ok(outcome: &Outcome) -> bool {
+fn error_of(outcome: &Outcome) -> Option<&VaultError> {
     match outcome {
-        Outcome::Reserve(r) => r.is_ok(),
-        Outcome::Complete(r) => r.is_ok(),
+        Outcome::Reserve(r) => r.as_ref().err(),
+        Outcome::Complete(r) => r.as_ref().err(),
+    }
+}
+
+/// A step that has nobody to share a transaction with: the common one-statement steps run
+/// without `BEGIN`/`COMMIT` on PostgreSQL ([`reserve_alone`], [`complete_alone`]). After a
+/// transient failure (a lost connection, a deadlock victim) the connection is replaced if it is
+/// dead and the step is run once more, as a failed batch's steps are: a statement whose commit
+/// is unknown replays (its order exists) or applies nothing twice (a claimed order).
+fn commit_alone(
+    conn: &mut PooledConnection,
+    pool: &Pool,
+    keyring: &Keyring,
+    step: &StepMsg,
+    stats: &BatchStats,
+) -> Outcome {
+    let run = |conn: &mut AnyConnection| match step {
+        StepMsg::Reserve(m) => Outcome::Reserve(reserve_alone(conn, keyring, m)),
+        StepMsg::Complete(m) => Outcome::Complete(complete_alone(conn, keyring, m)),
+    };
+    let outcome = run(conn);
+    match error_of(&outcome) {
+        Some(e) if e.is_transient() => {
+            stats
+                .failed_batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(error = %e, "a lone payment step failed; running it again");
+            reconnect_if_dead(conn, pool);
+            run(conn)
+        }
+        _ => outcome,
+    }
+}
+
+/// Replaces the writer's connection if it no longer answers.
+fn reconnect_if_dead(conn: &mut PooledConnection, pool: &Pool) {
+    if diesel::connection::SimpleConnection::batch_execute(&mut **conn, "SELECT 1").is_err() {
+        *conn = connect(pool);
     }
 }
 
@@ -206,7 +247,7 @@ fn exec_batch(
             StepMsg::Reserve(m) => Outcome::Reserve(reserve_step(conn, keyring, m)),
             StepMsg::Complete(m) => Outcome::Complete(complete_step(conn, keyring, m)),
         };
-        let ok = is_ok(&outcome);
+        let ok = error_of(&outcome).is_none();
         outcomes.push(outcome);
         if !ok {
             if i == 0 {
@@ -246,10 +287,10 @@ fn commit_batch(
         outcomes.truncate(done);
         stats.failed_batches.fetch_add(1, Relaxed);
         tracing::warn!(error = %e, steps = rest.len(), "group commit failed; re-running each step alone");
-        if e.is_transient()
-            || diesel::connection::SimpleConnection::batch_execute(&mut **conn, "SELECT 1").is_err()
-        {
+        if e.is_transient() {
             *conn = connect(pool);
+        } else {
+            reconnect_if_dead(conn, pool);
         }
         // Nothing of the transaction was applied (or, if the commit's fate is unknown, the steps
         // are idempotent: a reserved order replays, a completed order is not completed twice).
@@ -270,7 +311,10 @@ fn writer(
     while let Some(batch) = take_batch(&rx, max_batch) {
         stats.batches.fetch_add(1, Relaxed);
         stats.steps.fetch_add(batch.len() as u64, Relaxed);
-        let outcomes = commit_batch(&mut conn, &pool, &keyring, &batch, &stats);
+        let outcomes = match &batch[..] {
+            [lone] => vec![commit_alone(&mut conn, &pool, &keyring, &lone.step, &stats)],
+            _ => commit_batch(&mut conn, &pool, &keyring, &batch, &stats),
+        };
         for (pending, outcome) in batch.into_iter().zip(outcomes) {
             match (pending.reply, outcome) {
                 (ReplyTx::Reserve(tx), Outcome::Reserve(r)) => {

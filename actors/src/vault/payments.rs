@@ -139,7 +139,39 @@ pub(crate) fn reserve_step(
     keyring: &Keyring,
     msg: &Reserve,
 ) -> Result<Reservation, VaultError> {
-    let outcome = reserve_in(conn, keyring, msg)?;
+    let outcome = match reserve_saved_card(conn, keyring, msg, InTransaction::Yes)? {
+        Some(done) => done,
+        None => reserve_in(conn, keyring, msg)?,
+    };
+    replay_if_refused(conn, msg, outcome)
+}
+
+/// A [`reserve`] that shares its transaction with no other step. The common saved-card payment
+/// on PostgreSQL is one statement ([`reserve_saved_card`]) and runs without `BEGIN`/`COMMIT`:
+/// PostgreSQL commits it as it ends, one round trip instead of three. Every other reservation
+/// takes [`reserve`]'s transaction.
+pub(crate) fn reserve_alone(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Reserve,
+) -> Result<Reservation, VaultError> {
+    let outcome = match reserve_saved_card(conn, keyring, msg, InTransaction::No)? {
+        Some(done) => done,
+        None => conn.transaction(|conn| {
+            super::connection::lock_for_writing(conn)?;
+            reserve_in(conn, keyring, msg)
+        })?,
+    };
+    replay_if_refused(conn, msg, outcome)
+}
+
+/// A refusal that ended before the order insert may answer a repeat of an order that was
+/// approved earlier (its card deleted since, say): the stored order answers it.
+fn replay_if_refused(
+    conn: &mut AnyConnection,
+    msg: &Reserve,
+    outcome: Reservation,
+) -> Result<Reservation, VaultError> {
     match outcome {
         Reservation::CustomerFraud
         | Reservation::CardUnavailable
@@ -152,14 +184,20 @@ pub(crate) fn reserve_step(
     }
 }
 
+/// Whether a step runs inside a transaction its caller rolls back on `Err`, or alone, each
+/// statement committed as it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InTransaction {
+    Yes,
+    No,
+}
+
+/// Every reservation but the one-statement saved-card payment ([`reserve_saved_card`]).
 fn reserve_in(
     conn: &mut AnyConnection,
     keyring: &Keyring,
     msg: &Reserve,
 ) -> Result<Reservation, VaultError> {
-    if let Some(done) = reserve_saved_card(conn, keyring, msg)? {
-        return Ok(done);
-    }
     // The card a saved-card payment charges is read with the lock (see `lock_reading_card`).
     let mut card_row: Option<CardRead> = None;
     let locked = match &msg.customer {
@@ -332,10 +370,15 @@ fn reserve_in(
 /// The common saved-card payment on PostgreSQL (an existing customer, no turnover limits, no
 /// agreement) in one statement ([`super::prepared::ReserveSavedCard`]). `None`: not that case
 /// (or no such customer yet): the general path takes it, nothing was written.
+///
+/// Run alone ([`InTransaction::No`]) the statement is committed before the card is decrypted: if
+/// that fails (a corrupt row, a key version this process lacks), the order it inserted is
+/// deleted again, so a failed payment leaves no order behind on either path.
 fn reserve_saved_card(
     conn: &mut AnyConnection,
     keyring: &Keyring,
     msg: &Reserve,
+    tx: InTransaction,
 ) -> Result<Option<Reservation>, VaultError> {
     let (AnyConnection::Postgresql(c), Some((union_id, number)), Some(token), None, None) = (
         &mut *conn,
@@ -380,8 +423,20 @@ fn reserve_saved_card(
     let Some(order_id) = order_id else {
         return replay_existing(conn, msg).map(Some);
     };
-    let record = CardRecord::try_from(meta)?;
-    let pan = open_pan(keyring, version, &blob, &card_aad(&record.token))?;
+    let opened = CardRecord::try_from(meta).and_then(|record| {
+        let pan = open_pan(keyring, version, &blob, &card_aad(&record.token))?;
+        Ok((record, pan))
+    });
+    let (record, pan) = match (opened, tx) {
+        (Ok(card), _) => card,
+        (Err(e), InTransaction::Yes) => return Err(e),
+        (Err(e), InTransaction::No) => {
+            if let Err(undo) = diesel::delete(orders::table.find(order_id)).execute(conn) {
+                tracing::error!(order_id, error = %undo, "cannot delete the order of a payment whose card could not be opened");
+            }
+            return Err(e);
+        }
+    };
     Ok(Some(Reservation::Reserved {
         order_id,
         customer_id: Some(customer_id),
@@ -535,6 +590,27 @@ pub fn complete(
         super::connection::lock_for_writing(conn)?;
         complete_step(conn, keyring, &msg)
     })
+}
+
+/// A [`complete`] that shares its transaction with no other step. When the reply is final
+/// already and there is no card to save and no agreement to touch, the step writes with one
+/// statement (the claim, with the card's counter on PostgreSQL) and reads at most: on PostgreSQL
+/// it then runs without `BEGIN`/`COMMIT`, committed as the statement ends. Every other
+/// completion takes [`complete`]'s transaction.
+pub(crate) fn complete_alone(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Complete,
+) -> Result<Completed, VaultError> {
+    let one_statement = matches!(conn, AnyConnection::Postgresql(_))
+        && msg.save.is_none()
+        && msg.new_agreement.is_none()
+        && msg.charged_agreement.is_none();
+    if one_statement {
+        complete_step(conn, keyring, msg)
+    } else {
+        complete(conn, keyring, msg.clone())
+    }
 }
 
 /// [`complete`] inside the caller's transaction (or group-commit savepoint): on `Err` the caller
