@@ -2073,6 +2073,78 @@ async fn a_saved_card_payment_of_a_merchant_without_limits_keeps_every_rule(h: H
     assert_eq!(before_fraud["orders"], before["orders"]);
 }
 
+/// Without turnover limits, a new card's payment or registration for a customer reserves in one
+/// statement on PostgreSQL (the customer created or locked, and the order, together): the same
+/// outcomes as the general path, for a new customer and a known one.
+async fn a_new_card_payment_of_a_merchant_without_limits_keeps_every_rule(h: Harness) {
+    h.update_merchant(A, |m| m.limits.clear());
+    let number = h.next_order();
+    let new_card = |customer: &str, amount: &str| PayNewCardRequest {
+        order: h.order(A, &number, amount, customer),
+        card: Harness::card(VISA_OK, Some(CVC)),
+        save: None,
+        recurring: RecurringInput::default(),
+    };
+    let customers = h.count_rows("customers");
+    let first = h
+        .engine
+        .pay_new_card(new_card("n1", "10.00"))
+        .await
+        .unwrap();
+    assert!(first.is_approved() && first.card_saved, "{first:?}");
+    assert_eq!(h.count_rows("customers"), customers + 1, "a new customer");
+    let (before, calls) = (h.counts(), h.acquirer.calls());
+    assert_eq!(
+        h.engine
+            .pay_new_card(new_card("n1", "10.00"))
+            .await
+            .unwrap(),
+        first,
+        "a repeat gets the stored reply"
+    );
+    assert_eq!(
+        fault_of(h.engine.pay_new_card(new_card("n1", "10.01")).await),
+        Fault::IdempotencyConflict
+    );
+    assert_eq!(
+        fault_of(h.engine.pay_new_card(new_card("n2", "10.00")).await),
+        Fault::IdempotencyConflict,
+        "the order number names another customer"
+    );
+    assert_eq!(
+        h.counts(),
+        before,
+        "repeats store nothing, n2 is not created"
+    );
+    assert_eq!(h.acquirer.calls(), calls, "repeats charge nothing");
+    // A known customer: a second card registered, no second customer.
+    let second = h.register(A, "n1", MASTERCARD_OK).await.unwrap();
+    assert!(second.is_approved() && second.card_saved, "{second:?}");
+    assert_eq!(h.token_list(A, "n1").await.unwrap().len(), 2);
+    assert_eq!(h.count_rows("customers"), before["customers"]);
+    // Flagged by another process (this engine's cached customer does not know): refused under
+    // the lock, nothing stored or charged.
+    assert_eq!(
+        h.exec("UPDATE customers SET fraud = true WHERE customer_number = 'n1'"),
+        1
+    );
+    let (before_fraud, calls) = (h.counts(), h.acquirer.calls());
+    assert_eq!(
+        fault_of(h.pay_new(A, "n1", "10.00", MIR_OK, None).await),
+        Fault::CustomerFraud
+    );
+    assert_eq!(
+        fault_of(h.register(A, "n1", MIR_OK).await),
+        Fault::CustomerFraud
+    );
+    assert_eq!(
+        h.counts(),
+        before_fraud,
+        "nothing stored for the refused customer"
+    );
+    assert_eq!(h.acquirer.calls(), calls, "nothing charged");
+}
+
 both_backends!(
     r1_customer_number_longer_than_32_characters_as_received_is_a_fault,
     r1_prohibited_characters_are_stripped_from_the_customer_number,
@@ -2127,7 +2199,8 @@ both_backends!(
     an_idle_customer_actor_stops_and_comes_back_with_its_cards,
     a_dead_actor_leaves_the_registry_without_being_looked_up_again,
     bad_input_gets_its_fault_and_changes_nothing,
-    a_saved_card_payment_of_a_merchant_without_limits_keeps_every_rule
+    a_saved_card_payment_of_a_merchant_without_limits_keeps_every_rule,
+    a_new_card_payment_of_a_merchant_without_limits_keeps_every_rule
 );
 
 /// The supervision scenario: while another customer pays and lists continuously, the victim's

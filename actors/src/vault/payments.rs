@@ -139,23 +139,23 @@ pub(crate) fn reserve_step(
     keyring: &Keyring,
     msg: &Reserve,
 ) -> Result<Reservation, VaultError> {
-    let outcome = match reserve_saved_card(conn, keyring, msg, InTransaction::Yes)? {
+    let outcome = match reserve_in_one_statement(conn, keyring, msg, InTransaction::Yes)? {
         Some(done) => done,
         None => reserve_in(conn, keyring, msg)?,
     };
     replay_if_refused(conn, msg, outcome)
 }
 
-/// A [`reserve`] that shares its transaction with no other step. The common saved-card payment
-/// on PostgreSQL is one statement ([`reserve_saved_card`]) and runs without `BEGIN`/`COMMIT`:
-/// PostgreSQL commits it as it ends, one round trip instead of three. Every other reservation
-/// takes [`reserve`]'s transaction.
+/// A [`reserve`] that shares its transaction with no other step. The common reservations on
+/// PostgreSQL are one statement ([`reserve_in_one_statement`]) and run without `BEGIN`/`COMMIT`:
+/// PostgreSQL commits the statement as it ends, one round trip instead of three. Every other
+/// reservation takes [`reserve`]'s transaction.
 pub(crate) fn reserve_alone(
     conn: &mut AnyConnection,
     keyring: &Keyring,
     msg: &Reserve,
 ) -> Result<Reservation, VaultError> {
-    let outcome = match reserve_saved_card(conn, keyring, msg, InTransaction::No)? {
+    let outcome = match reserve_in_one_statement(conn, keyring, msg, InTransaction::No)? {
         Some(done) => done,
         None => conn.transaction(|conn| {
             super::connection::lock_for_writing(conn)?;
@@ -192,7 +192,23 @@ enum InTransaction {
     No,
 }
 
-/// Every reservation but the one-statement saved-card payment ([`reserve_saved_card`]).
+/// The reservations PostgreSQL does in one statement, for a merchant without turnover limits
+/// and not a recurring charge: a saved card's ([`reserve_saved_card`]) and a new card's
+/// ([`reserve_new_card`]). `None`: not one of them, nothing was written.
+fn reserve_in_one_statement(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Reserve,
+    tx: InTransaction,
+) -> Result<Option<Reservation>, VaultError> {
+    if msg.token.is_some() {
+        reserve_saved_card(conn, keyring, msg, tx)
+    } else {
+        reserve_new_card(conn, msg)
+    }
+}
+
+/// Every reservation but the one-statement ones ([`reserve_in_one_statement`]).
 fn reserve_in(
     conn: &mut AnyConnection,
     keyring: &Keyring,
@@ -443,6 +459,49 @@ fn reserve_saved_card(
         card: Some((record, pan)),
         agreement: None,
     }))
+}
+
+/// A new card's payment or registration for a customer (new or not) on PostgreSQL, when the
+/// merchant has no turnover limits, in one statement ([`super::prepared::ReserveNewCard`]).
+/// `None`: not that case, nothing was written. Nothing can fail after the statement, so it
+/// may run alone ([`InTransaction::No`]).
+fn reserve_new_card(
+    conn: &mut AnyConnection,
+    msg: &Reserve,
+) -> Result<Option<Reservation>, VaultError> {
+    let (AnyConnection::Postgresql(c), Some((union_id, number)), None, None, None) = (
+        &mut *conn,
+        &msg.customer,
+        &msg.token,
+        &msg.agreement,
+        &msg.limits,
+    ) else {
+        return Ok(None);
+    };
+    let all = super::prepared::ReserveNewCard {
+        union_id: *union_id,
+        customer_number: number,
+        merchant_id: msg.merchant_id,
+        order_number: &msg.order_number,
+        kind: msg.kind,
+        amount: msg.amount,
+        currency: &msg.currency,
+        request_digest: &msg.digest,
+        now_ms: msg.now_ms,
+    };
+    let row: Option<(i64, bool, Option<i64>)> = all.get_result(c).optional()?;
+    match row {
+        Some((_, true, _)) => Ok(Some(Reservation::CustomerFraud)),
+        Some((customer_id, false, Some(order_id))) => Ok(Some(Reservation::Reserved {
+            order_id,
+            customer_id: Some(customer_id),
+            card: None,
+            agreement: None,
+        })),
+        // The order number was taken before the statement (no row) or by a concurrent twin
+        // that committed first (no order id): answered as the stored order.
+        None | Some((_, false, None)) => replay_existing(conn, msg).map(Some),
+    }
 }
 
 /// A saved card as a payment reads it: what may be shown, its PAN's ciphertext and key version.

@@ -180,6 +180,44 @@ prepared! {
 }
 
 prepared! {
+    /// PostgreSQL only: the whole reservation of a new card's payment or registration for a
+    /// customer of a merchant without turnover limits, in one statement: the customer's lock
+    /// ([`BumpCustomer`] as the upsert's `DO UPDATE`), the customer created as
+    /// [`InsertCustomer`] would if it is new, then, unless it is flagged, the order as
+    /// [`InsertOrder`] inserts it (`In Process`; nothing when the order number exists).
+    ///
+    /// Nothing is locked or created when the order number is taken already (a repeat of an
+    /// order that names a new customer number must not create it): no row. Otherwise returns
+    /// the customer, its flag and the new order's id (NULL: not inserted, a concurrent twin
+    /// committed it first). The flag is the locked row's latest committed value.
+    pub struct ReserveNewCard<'a> -> (BigInt, Bool, Nullable<BigInt>) {
+        union_id: i64,
+        customer_number: &'a str,
+        merchant_id: i64,
+        order_number: &'a str,
+        kind: &'a str,
+        amount: i64,
+        currency: &'a str,
+        request_digest: &'a [u8],
+        now_ms: i64,
+    }
+    sql: "WITH c AS (INSERT INTO customers (union_id, customer_number, deny, fraud, version, \
+         created_at) SELECT " {union_id: BigInt} ", " {customer_number: Text} ", false, false, 1, "
+        {now_ms: BigInt} " WHERE NOT EXISTS (SELECT 1 FROM orders WHERE merchant_id = "
+        {merchant_id: BigInt} " AND order_number = " {order_number: Text} ") \
+         ON CONFLICT (union_id, customer_number) DO UPDATE SET version = customers.version + 1 \
+         RETURNING id, fraud), \
+         o AS (INSERT INTO orders (merchant_id, order_number, kind, customer_id, card_id, \
+         agreement_id, amount, currency, state, response_code, counts_for_limits, \
+         request_digest, result_json, created_at, updated_at) SELECT "
+        {merchant_id: BigInt} ", " {order_number: Text} ", " {kind: Text} ", c.id, NULL, NULL, "
+        {amount: BigInt} ", " {currency: Text} ", 'In Process', 'AS300', true, "
+        {request_digest: Binary} ", NULL, " {now_ms: BigInt} ", " {now_ms: BigInt}
+        " FROM c WHERE NOT c.fraud ON CONFLICT DO NOTHING RETURNING id) \
+         SELECT c.id, c.fraud, (SELECT id FROM o) FROM c"
+}
+
+prepared! {
     /// The same lock by id; returns the customer's `deny` flag as committed (R6).
     pub struct BumpCustomerId -> Bool {
         id: i64,
