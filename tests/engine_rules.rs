@@ -881,10 +881,30 @@ async fn r11_saving_the_same_number_again_updates_expiry_and_keeps_the_token(h: 
         h.customer_page(A, "c1").await.customers[0].cards[0].holder,
         "ANNA PETROVA"
     );
+    assert_eq!(
+        h.number("SELECT success_count AS n FROM cards"),
+        2,
+        "the first save and this payment each count once (R5)"
+    );
+    // The card keeps its own ciphertext: it still pays under its token.
+    let calls = h.acquirer.calls();
+    assert!(h
+        .pay_saved(A, "c1", "1.00", &token, Some(CVC))
+        .await
+        .unwrap()
+        .is_approved());
+    assert_eq!(h.acquirer.calls(), calls + 1);
+    assert_eq!(h.acquirer.last().last4, &VISA_OK[VISA_OK.len() - 4..]);
     // A different number is a new card.
     let other = h.save_card(A, "c1", MASTERCARD_OK).await;
     assert_ne!(other, token);
     assert_eq!(h.count_rows("cards"), 2);
+    // A deleted card saved again is a new card (the deleted row keeps no fingerprint).
+    h.delete(A, "c1", &token, None).await.unwrap();
+    let again = h.save_card(A, "c1", VISA_OK).await;
+    assert_ne!(again, token);
+    assert_eq!(h.count_rows("cards"), 3);
+    assert_eq!(h.token_list(A, "c1").await.unwrap().len(), 2);
 }
 
 // ---- R12 -------------------------------------------------------------------------------------

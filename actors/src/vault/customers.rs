@@ -149,21 +149,42 @@ pub(crate) fn snapshot(
     conn: &mut AnyConnection,
     customer_id: i64,
 ) -> Result<Option<CustomerSnapshot>, VaultError> {
-    let Some(row) = customers::table
-        .find(customer_id)
-        .select(CustomerRow::as_select())
-        .first(conn)
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    let cards = cards::table
-        .filter(cards::customer_id.eq(customer_id))
-        .filter(cards::state.ne("deleted"))
-        .select(CardMetaRow::as_select())
+    let rows = customers::table
+        .left_join(cards_kept())
+        .filter(customers::id.eq(customer_id))
+        .select(SnapshotRow::as_select())
         .order(cards::id.asc())
         .load(conn)?;
-    CustomerSnapshot::from_rows(row, cards).map(Some)
+    snapshot_of(rows)
+}
+
+/// The customer's cards a snapshot holds (all but the deleted), as the `ON` of a left join:
+/// one statement reads the customer with them (a customer without cards gives one row).
+fn cards_kept() -> diesel::dsl::On<
+    cards::table,
+    diesel::dsl::And<
+        diesel::dsl::Eq<cards::customer_id, customers::id>,
+        diesel::dsl::NotEq<cards::state, &'static str>,
+    >,
+> {
+    cards::table.on(cards::customer_id
+        .eq(customers::id)
+        .and(cards::state.ne("deleted")))
+}
+
+type SnapshotRow = (CustomerRow, Option<CardMetaRow>);
+
+/// Folds the rows of the customer-and-cards join into a snapshot (no rows: no such customer).
+fn snapshot_of(rows: Vec<SnapshotRow>) -> Result<Option<CustomerSnapshot>, VaultError> {
+    let mut rows = rows.into_iter();
+    let Some((customer, first)) = rows.next() else {
+        return Ok(None);
+    };
+    let cards = first
+        .into_iter()
+        .chain(rows.filter_map(|(_, card)| card))
+        .collect();
+    CustomerSnapshot::from_rows(customer, cards).map(Some)
 }
 
 /// Loads the customer (union, number) if it exists.
@@ -178,16 +199,14 @@ pub fn load_customer(
     _: &Keyring,
     msg: LoadCustomer,
 ) -> Result<Option<CustomerSnapshot>, VaultError> {
-    let id: Option<i64> = customers::table
+    let rows = customers::table
+        .left_join(cards_kept())
         .filter(customers::union_id.eq(msg.union_id))
         .filter(customers::customer_number.eq(&msg.customer_number))
-        .select(customers::id)
-        .first(conn)
-        .optional()?;
-    match id {
-        Some(id) => snapshot(conn, id),
-        None => Ok(None),
-    }
+        .select(SnapshotRow::as_select())
+        .order(cards::id.asc())
+        .load(conn)?;
+    snapshot_of(rows)
 }
 
 /// Deletes one card (R10): wipes ciphertext and fingerprint, keeps the masked row as `deleted`.

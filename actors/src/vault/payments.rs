@@ -807,7 +807,8 @@ pub(crate) fn complete_step(
     Ok(Completed { result, snapshot })
 }
 
-/// Saves the card, or updates the same number already saved (R11). Returns (card id, token).
+/// Saves the card, or updates the same number already saved (R11), in one statement
+/// ([`super::prepared::UpsertCard`]). Returns (card id, token).
 fn save_card(
     conn: &mut AnyConnection,
     keyring: &Keyring,
@@ -817,29 +818,11 @@ fn save_card(
     now_ms: i64,
 ) -> Result<(i64, String), VaultError> {
     let fingerprint = keyring.fingerprint(save.pan.expose().as_bytes());
-    let existing: Option<(i64, String)> = cards::table
-        .filter(cards::customer_id.eq(customer_id))
-        .filter(cards::fingerprint.eq(&fingerprint[..]))
-        .filter(cards::state.ne("deleted"))
-        .select((cards::id, cards::token))
-        .first(conn)
-        .optional()?;
-    if let Some((id, token)) = existing {
-        diesel::update(cards::table.find(id))
-            .set((
-                cards::expiry_month.eq(i32::from(save.expiry.month)),
-                cards::expiry_year.eq(i32::from(save.expiry.year)),
-                cards::holder.eq(&save.holder),
-                cards::state.eq("active"),
-                cards::success_count.eq(cards::success_count + 1),
-                cards::last_used_at.eq(Some(now_ms)),
-            ))
-            .execute(conn)?;
-        return Ok((id, token));
-    }
+    // Sealed under the new token even when the number turns out saved already: that card
+    // keeps its own token and ciphertext, and this one is dropped.
     let token = Token::generate();
     let sealed = keyring.seal(save.pan.expose().as_bytes(), &card_aad(token.as_str()))?;
-    let insert = super::prepared::InsertCard {
+    let upsert = super::prepared::UpsertCard {
         token: token.as_str(),
         customer_id,
         brand: save.pan.brand().as_str(),
@@ -856,8 +839,7 @@ fn save_card(
         // The approved payment or registration that saved it counts as one (R5).
         now_ms,
     };
-    let id: i64 = on_backend!(&mut *conn, |c| insert.get_result(c))?;
-    Ok((id, token.as_str().to_string()))
+    Ok(on_backend!(&mut *conn, |c| upsert.get_result(c))?)
 }
 
 fn create_agreement(

@@ -309,8 +309,11 @@ prepared! {
 }
 
 prepared! {
-    /// A newly saved card (R5); its PAN only as ciphertext.
-    pub struct InsertCard<'a> -> BigInt {
+    /// Saves a card (R5); its PAN only as ciphertext. The same number saved again for the
+    /// customer (R11: one card per customer and fingerprint, a unique index) is the same card:
+    /// its expiry and holder are renewed, it is active again and counts one more use, and it
+    /// keeps its token and ciphertext. Returns the card's id and token.
+    pub struct UpsertCard<'a> -> (BigInt, Text) {
         token: &'a str,
         customer_id: i64,
         brand: &'a str,
@@ -333,7 +336,12 @@ prepared! {
           {bin: Text} ", " {last4: Text} ", " {pan_length: Integer} ", "
           {expiry_month: Integer} ", " {expiry_year: Integer} ", " {holder: Text} ", "
           {pan_ciphertext: Binary} ", " {key_version: Integer} ", " {fingerprint: Binary} ", "
-          {saved_by_merchant: BigInt} ", " {now_ms: BigInt} ", " {now_ms: BigInt} ", 1) RETURNING id"
+          {saved_by_merchant: BigInt} ", " {now_ms: BigInt} ", " {now_ms: BigInt} ", 1) \
+          ON CONFLICT (customer_id, fingerprint) DO UPDATE SET \
+          expiry_month = excluded.expiry_month, expiry_year = excluded.expiry_year, \
+          holder = excluded.holder, state = 'active', \
+          success_count = cards.success_count + 1, last_used_at = excluded.last_used_at \
+          RETURNING id, token"
 }
 
 prepared! {
