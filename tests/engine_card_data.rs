@@ -50,7 +50,8 @@ fn every_value(h: &Harness) -> Vec<Value> {
     let mut values = Vec::new();
     match h.backend {
         Backend::Postgres => {
-            for v in postgres_values(|sql| h.texts(sql)) {
+            let Ok(stored) = postgres_values(|sql| Ok::<_, std::convert::Infallible>(h.texts(sql)));
+            for v in stored {
                 values.push(Value {
                     place: match v.column {
                         Some(column) => format!("{}.{column}", v.table),

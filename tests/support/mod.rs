@@ -2,6 +2,7 @@
 //! uses the parts it needs, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
+pub mod card_scan;
 pub mod chaos;
 pub mod engine;
 pub mod nats;

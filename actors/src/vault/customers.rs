@@ -160,17 +160,19 @@ pub(crate) fn snapshot(
 
 /// The customer's cards a snapshot holds (all but the deleted), as the `ON` of a left join:
 /// one statement reads the customer with them (a customer without cards gives one row).
-fn cards_kept() -> diesel::dsl::On<
+fn cards_kept() -> CardsKept {
+    cards::table.on(cards::customer_id
+        .eq(customers::id)
+        .and(cards::state.ne("deleted")))
+}
+
+type CardsKept = diesel::dsl::On<
     cards::table,
     diesel::dsl::And<
         diesel::dsl::Eq<cards::customer_id, customers::id>,
         diesel::dsl::NotEq<cards::state, &'static str>,
     >,
-> {
-    cards::table.on(cards::customer_id
-        .eq(customers::id)
-        .and(cards::state.ne("deleted")))
-}
+>;
 
 type SnapshotRow = (CustomerRow, Option<CardMetaRow>);
 

@@ -13,179 +13,18 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{json, Value};
-use sha2::Digest as _;
 
 use crate::client::*;
 use crate::report::{History, Report};
 use crate::stack::{Stack, StackOptions};
 use crate::Run;
 
-pub struct Needle {
-    pub what: String,
-    pub bytes: Vec<u8>,
-    /// Only a whole value counts (not inside a longer run of letters/digits): a 3-digit CVC would
-    /// otherwise be found inside timestamps, ids and random bytes.
-    pub whole: bool,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
-        .collect()
-}
-
-pub fn needles(pans: &[String], cvcs: &[String]) -> Vec<Needle> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut out = Vec::new();
-    for pan in pans {
-        let label = format!("{}…{}", &pan[..6], &pan[pan.len() - 4..]);
-        let sha = sha2::Sha256::digest(pan.as_bytes()).to_vec();
-        for (form, bytes) in [
-            ("PAN", pan.as_bytes().to_vec()),
-            ("PAN as hex", hex(pan.as_bytes()).into_bytes()),
-            ("PAN as base64", b64.encode(pan.as_bytes()).into_bytes()),
-            ("SHA-256 of the PAN, raw", sha.clone()),
-            ("SHA-256 of the PAN, hex", hex(&sha).into_bytes()),
-            (
-                "SHA-256 of the PAN, HEX",
-                hex(&sha).to_uppercase().into_bytes(),
-            ),
-            ("SHA-256 of the PAN, base64", b64.encode(&sha).into_bytes()),
-        ] {
-            out.push(Needle {
-                what: format!("{form} of {label}"),
-                bytes,
-                whole: false,
-            });
-        }
-    }
-    for cvc in cvcs {
-        let sha = sha2::Sha256::digest(cvc.as_bytes()).to_vec();
-        out.push(Needle {
-            what: format!("CVC {cvc}"),
-            bytes: cvc.as_bytes().to_vec(),
-            whole: true,
-        });
-        out.push(Needle {
-            what: format!("SHA-256 of CVC {cvc}, raw"),
-            bytes: sha.clone(),
-            whole: false,
-        });
-        out.push(Needle {
-            what: format!("SHA-256 of CVC {cvc}, hex"),
-            bytes: hex(&sha).into_bytes(),
-            whole: false,
-        });
-    }
-    out
-}
-
-/// Positions of `needle` in `haystack` (whole values only when the needle says so).
-fn find_all(haystack: &[u8], needle: &Needle) -> usize {
-    let n = needle.bytes.len();
-    if n == 0 || haystack.len() < n {
-        return 0;
-    }
-    let first = needle.bytes[0];
-    (0..=haystack.len() - n)
-        .filter(|&i| {
-            haystack[i] == first
-                && haystack[i..i + n] == needle.bytes[..]
-                && (!needle.whole
-                    || ((i == 0 || !haystack[i - 1].is_ascii_alphanumeric())
-                        && (i + n == haystack.len() || !haystack[i + n].is_ascii_alphanumeric())))
-        })
-        .count()
-}
-
-pub struct Haystack {
-    pub place: String,
-    pub bytes: Vec<u8>,
-    /// Database-assigned numbers (row ids, whole rows that start with one): a CVC-sized number
-    /// here is a sequence value, not input, so whole-value needles (CVCs) skip it.
-    pub numbers_only: bool,
-}
-
-/// Columns that hold database-assigned numbers only.
-fn assigned_numbers(column: &str) -> bool {
-    column == "id" || column.ends_with("_id")
-}
-
-fn database_haystacks(sql: &mut Sql) -> anyhow::Result<Vec<Haystack>> {
-    let mut out = Vec::new();
-    let tables = sql.texts(
-        "SELECT CAST(table_name AS TEXT) AS v FROM information_schema.tables \
-         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
-    )?;
-    for table in tables.into_iter().flatten() {
-        let columns = sql.texts(&format!(
-            "SELECT CAST(column_name AS TEXT) || ':' || CAST(data_type AS TEXT) AS v \
-             FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '{table}'"
-        ))?;
-        for column in columns.into_iter().flatten() {
-            let Some((name, data_type)) = column.split_once(':') else {
-                continue;
-            };
-            let binary = data_type == "bytea";
-            let q = if binary {
-                format!("SELECT encode(\"{name}\", 'hex') AS v FROM \"{table}\"")
-            } else {
-                format!("SELECT CAST(\"{name}\" AS TEXT) AS v FROM \"{table}\"")
-            };
-            for v in sql.texts(&q)?.into_iter().flatten() {
-                let bytes = if binary { unhex(&v) } else { v.into_bytes() };
-                out.push(Haystack {
-                    place: format!("database {table}.{name}"),
-                    bytes,
-                    numbers_only: assigned_numbers(name),
-                });
-            }
-        }
-        for v in sql
-            .texts(&format!("SELECT CAST(t AS TEXT) AS v FROM \"{table}\" t"))?
-            .into_iter()
-            .flatten()
-        {
-            out.push(Haystack {
-                place: format!("database {table} (row)"),
-                bytes: v.into_bytes(),
-                numbers_only: true,
-            });
-        }
-    }
-    Ok(out)
-}
-
-fn file_haystacks(dir: &Path, label: &str, skip: &dyn Fn(&Path) -> bool) -> Vec<Haystack> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !skip(&p) {
-                if let Ok(bytes) = std::fs::read(&p) {
-                    out.push(Haystack {
-                        place: format!("{label} {}", p.display()),
-                        bytes,
-                        numbers_only: false,
-                    });
-                }
-            }
-        }
-    }
-    out
-}
+// The needles and the places to search, shared with the test suite's card-data checks.
+#[path = "../../../tests/support/card_scan.rs"]
+#[allow(dead_code)] // `sweep` serves the tests; this scenario counts occurrences itself
+mod card_scan;
+use card_scan::*;
 
 pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
     let cards = if run.short { 24 } else { 300 };
@@ -337,21 +176,21 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
 
     let needles = needles(&pans, &cvcs);
     let mut sql = stack.sql()?;
-    let mut haystacks = database_haystacks(&mut sql)?;
+    let mut haystacks = haystacks_of(postgres_values(|q| sql.texts(q))?);
     let db_values = haystacks.len();
     let store = stack
         .nats
         .lock()
         .map(|n| n.store.clone())
         .map_err(|_| anyhow::anyhow!("nats lock"))?;
-    let store_files = file_haystacks(&store, "JetStream store", &|_| false);
+    let store_files = file_haystacks(&store, "JetStream store", |_| false);
     let store_bytes: usize = store_files.iter().map(|h| h.bytes.len()).sum();
     haystacks.extend(store_files);
     // Everything else in the run folder: every oneclick log, the nats-server log, the key file.
     // Not this tool's own history: its timestamps are whole numbers a CVC can equal, and it
     // holds masked cards only, by construction.
     let store2 = store.clone();
-    let others = file_haystacks(&run.out, "run folder", &move |p: &Path| {
+    let others = file_haystacks(&run.out, "run folder", move |p: &Path| {
         p.starts_with(&store2) || p.ends_with("history.jsonl")
     });
     let log_bytes: usize = others
@@ -367,7 +206,7 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
     };
     let control_found = needles
         .iter()
-        .filter(|n| find_all(&control.bytes, n) > 0)
+        .filter(|n| contains(&control.bytes, n))
         .count();
     let mut found = Vec::new();
     for n in &needles {
@@ -375,7 +214,7 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
             if n.whole && h.numbers_only {
                 continue;
             }
-            let k = find_all(&h.bytes, n);
+            let k = occurrences(&h.bytes, n);
             if k > 0 {
                 found.push(json!({"what": n.what, "place": h.place, "count": k}));
             }
