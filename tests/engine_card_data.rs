@@ -370,7 +370,111 @@ async fn a_ciphertext_moved_to_another_card_row_does_not_decrypt(h: Harness) {
     assert_eq!(h.acquirer.last().last4, "0004");
 }
 
+/// Key rotation (`oneclick admin keys rotate`) re-encrypts every card and agreement to the new
+/// current key, a batch per transaction, without waiting for rows a payment holds: on
+/// PostgreSQL a card locked by another transaction is skipped by one batch (which still
+/// finishes while the lock is held) and rotated by the next. Every rotated ciphertext opens
+/// under the new key, bound to its own row.
+async fn key_rotation_re_encrypts_every_card_and_skips_rows_a_payment_holds(h: Harness) {
+    use oneclick_actors::crypto::{agreement_aad, card_aad};
+    use oneclick_actors::vault::keys::{rotate_batch, RotateBatch};
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        tokens.push(h.save_card(A, &format!("rot-{i}"), PANS[i % 3]).await);
+    }
+    let started = h
+        .engine
+        .pay_new_card(PayNewCardRequest {
+            order: h.plain_order(A, &h.next_order(), "50.00"),
+            card: Harness::card(RECURRING_CARD, Some("392")),
+            save: None,
+            recurring: RecurringInput {
+                indicator: Some("1".into()),
+                min_amount: Some("10.00".into()),
+                max_amount: Some("500.00".into()),
+                period_days: Some("30".into()),
+                max_date: Some("31.12.2030".into()),
+            },
+        })
+        .await
+        .unwrap();
+    assert!(started.is_approved());
+    let rotated = std::sync::Arc::new(h.rotated_keyring());
+    let rotate = |batch: i64| {
+        let (pool, keyring) = (h.pool.clone(), rotated.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut conn = pool.get().unwrap();
+            let _ = tx.send(rotate_batch(&mut conn, &keyring, RotateBatch { batch }).unwrap());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the rotation batch finished without waiting")
+    };
+    // A batch of 2 rotates at most 2 cards and 2 agreements.
+    assert_eq!(rotate(2), 3, "2 cards and the agreement");
+    let on_new_key = "SELECT COUNT(*) AS n FROM cards WHERE key_version = 2";
+    assert_eq!(h.number(on_new_key), 2);
+    if h.backend == Backend::Postgres {
+        // A payment's transaction holds one of the cards left.
+        let mut other = RawConn::open(&h.db);
+        other.exec("BEGIN");
+        let held = other.exec(&format!(
+            "SELECT id FROM cards WHERE token = '{}' AND key_version = 1 FOR UPDATE",
+            tokens[4]
+        ));
+        assert_eq!(held, 1);
+        assert_eq!(rotate(100), 2, "the two cards nobody holds");
+        assert_eq!(h.number(on_new_key), 4);
+        other.exec("COMMIT");
+    }
+    let left = 5 - h.number(on_new_key) as usize;
+    assert_eq!(rotate(100), left, "the rest");
+    assert_eq!(rotate(100), 0, "rotation complete");
+    assert_eq!(h.number(on_new_key), 5);
+    assert_eq!(
+        h.number("SELECT COUNT(*) AS n FROM recurring_agreements WHERE key_version = 2"),
+        1
+    );
+    // Each ciphertext opens under the new key, bound to its own row.
+    for (i, token) in tokens.iter().enumerate() {
+        let blob = unhex(
+            &h.text(&format!(
+                "SELECT {} AS v FROM cards WHERE token = '{token}'",
+                hex_of(h.backend, "pan_ciphertext")
+            ))
+            .unwrap(),
+        );
+        let pan = rotated.open(2, &blob, &card_aad(token)).unwrap();
+        assert_eq!(&pan[..], PANS[i % 3].as_bytes(), "card {i}");
+    }
+    let (merchant, number, blob) = (
+        h.number("SELECT merchant_id AS n FROM recurring_agreements"),
+        h.text("SELECT order_number AS v FROM recurring_agreements")
+            .unwrap(),
+        unhex(
+            &h.text(&format!(
+                "SELECT {} AS v FROM recurring_agreements",
+                hex_of(h.backend, "pan_ciphertext")
+            ))
+            .unwrap(),
+        ),
+    );
+    let pan = rotated
+        .open(2, &blob, &agreement_aad(merchant, &number))
+        .unwrap();
+    assert_eq!(&pan[..], RECURRING_CARD.as_bytes());
+}
+
+/// SQL giving column `column` as lower-case hex text on `backend`.
+fn hex_of(backend: Backend, column: &str) -> String {
+    match backend {
+        Backend::Postgres => format!("encode({column}, 'hex')"),
+        Backend::Sqlite => format!("lower(hex({column}))"),
+    }
+}
+
 both_backends!(
     no_column_of_any_table_holds_a_pan_a_cvc_or_an_unkeyed_hash_of_a_pan,
-    a_ciphertext_moved_to_another_card_row_does_not_decrypt
+    a_ciphertext_moved_to_another_card_row_does_not_decrypt,
+    key_rotation_re_encrypts_every_card_and_skips_rows_a_payment_holds
 );

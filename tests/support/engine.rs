@@ -360,6 +360,8 @@ pub struct Harness {
     pub engine: Engine,
     pub acquirer: Arc<RecordingAcquirer>,
     pub keyring: Arc<Keyring>,
+    /// The keyring's keys (version 1, fingerprint), base64, to build a rotated keyring.
+    key_material: (String, String),
     pub backend: Backend,
     pub pool: Pool,
     orders: AtomicU64,
@@ -381,9 +383,13 @@ impl Harness {
         let pool = url
             .pool((settings.vault_workers + settings.group_commit_writers) as u32 + 1)
             .expect("pool");
+        let (key, fingerprint_key) = (MasterKey::generate(), MasterKey::generate());
+        let key_material = (
+            key.to_base64().to_string(),
+            fingerprint_key.to_base64().to_string(),
+        );
         let keyring = Arc::new(
-            Keyring::new(vec![(1, MasterKey::generate())], 1, MasterKey::generate())
-                .expect("keyring of fresh keys"),
+            Keyring::new(vec![(1, key)], 1, fingerprint_key).expect("keyring of fresh keys"),
         );
         {
             let mut conn = pool.get().expect("connection");
@@ -408,12 +414,25 @@ impl Harness {
             engine,
             acquirer,
             keyring,
+            key_material,
             backend,
             pool,
             orders: AtomicU64::new(0),
             sql,
             db,
         }
+    }
+
+    /// The engine's keyring plus a new key, version 2, now current (as `oneclick admin keys add`
+    /// makes it): what a rotation re-encrypts to.
+    pub fn rotated_keyring(&self) -> Keyring {
+        let key = |b64: &str| MasterKey::from_base64(b64).expect("key of this harness");
+        Keyring::new(
+            vec![(1, key(&self.key_material.0)), (2, MasterKey::generate())],
+            2,
+            key(&self.key_material.1),
+        )
+        .expect("rotated keyring")
     }
 
     /// A second engine (its own pool, vault workers, actors and caches) on the same database and

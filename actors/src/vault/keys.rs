@@ -52,6 +52,13 @@ pub fn key_status(
 
 /// Re-encrypts up to `batch` rows that are not on the current key. Returns how many were
 /// rewritten; 0 means rotation is complete.
+///
+/// Each table's batch is one transaction (one commit, not one per row). On PostgreSQL the batch's
+/// rows are locked first with `FOR UPDATE SKIP LOCKED`: rows a payment holds are left for a later
+/// batch, so the rotation never waits while it holds other rows and cannot be part of a
+/// deadlock; a payment that reaches a row of the batch waits for its commit. Only when every
+/// remaining row is held does it wait, for one row, holding none. SQLite has one writer: the
+/// transaction takes the write lock first.
 pub struct RotateBatch {
     pub batch: i64,
 }
@@ -63,19 +70,52 @@ pub fn rotate_batch(
     msg: RotateBatch,
 ) -> Result<usize, VaultError> {
     let current = keyring.current_version() as i32;
-    let mut done = 0;
+    let cards = conn.transaction(|conn| rotate_cards(conn, keyring, current, msg.batch))?;
+    let agreements =
+        conn.transaction(|conn| rotate_agreements(conn, keyring, current, msg.batch))?;
+    Ok(cards + agreements)
+}
+
+/// Runs `$query(limit)` (a select of stale rows) locking its rows as [`rotate_batch`] explains.
+macro_rules! lock_stale {
+    ($conn:expr, $batch:expr, $query:expr) => {{
+        super::connection::lock_for_writing(&mut *$conn)?;
+        match $conn {
+            AnyConnection::Postgresql(c) => {
+                let rows = $query($batch).for_update().skip_locked().load(c)?;
+                if rows.is_empty() {
+                    $query(1).for_update().load(c)?
+                } else {
+                    rows
+                }
+            }
+            AnyConnection::Sqlite(c) => $query($batch).load(c)?,
+        }
+    }};
+}
+
+fn rotate_cards(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    current: i32,
+    batch: i64,
+) -> Result<usize, VaultError> {
     type StaleCard = (i64, String, Option<Vec<u8>>, Option<i32>);
-    let stale: Vec<StaleCard> = cards::table
-        .filter(cards::key_version.ne(current))
-        .filter(cards::pan_ciphertext.is_not_null())
-        .select((
-            cards::id,
-            cards::token,
-            cards::pan_ciphertext,
-            cards::key_version,
-        ))
-        .limit(msg.batch)
-        .load(conn)?;
+    let query = |limit: i64| {
+        cards::table
+            .filter(cards::key_version.ne(current))
+            .filter(cards::pan_ciphertext.is_not_null())
+            .select((
+                cards::id,
+                cards::token,
+                cards::pan_ciphertext,
+                cards::key_version,
+            ))
+            .order(cards::id)
+            .limit(limit)
+    };
+    let stale: Vec<StaleCard> = lock_stale!(conn, batch, query);
+    let mut done = 0;
     for (id, token, blob, version) in stale {
         let (Some(blob), Some(version)) = (blob, version) else {
             continue;
@@ -88,17 +128,30 @@ pub fn rotate_batch(
             ))
             .execute(conn)?;
     }
-    let stale: Vec<(i64, i64, String, Vec<u8>, i32)> = recurring_agreements::table
-        .filter(recurring_agreements::key_version.ne(current))
-        .select((
-            recurring_agreements::id,
-            recurring_agreements::merchant_id,
-            recurring_agreements::order_number,
-            recurring_agreements::pan_ciphertext,
-            recurring_agreements::key_version,
-        ))
-        .limit(msg.batch)
-        .load(conn)?;
+    Ok(done)
+}
+
+fn rotate_agreements(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    current: i32,
+    batch: i64,
+) -> Result<usize, VaultError> {
+    let query = |limit: i64| {
+        recurring_agreements::table
+            .filter(recurring_agreements::key_version.ne(current))
+            .select((
+                recurring_agreements::id,
+                recurring_agreements::merchant_id,
+                recurring_agreements::order_number,
+                recurring_agreements::pan_ciphertext,
+                recurring_agreements::key_version,
+            ))
+            .order(recurring_agreements::id)
+            .limit(limit)
+    };
+    let stale: Vec<(i64, i64, String, Vec<u8>, i32)> = lock_stale!(conn, batch, query);
+    let mut done = 0;
     for (id, merchant_id, order_number, blob, version) in stale {
         let sealed = keyring.reseal(
             version as u32,
