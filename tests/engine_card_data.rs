@@ -158,24 +158,7 @@ async fn run_with_known_cards(h: &Harness) {
         .unwrap()
         .is_approved());
     // A recurring initial payment and a charge.
-    let initial = h.next_order();
-    let started = h
-        .engine
-        .pay_new_card(PayNewCardRequest {
-            order: h.plain_order(A, &initial, "50.00"),
-            card: Harness::card(RECURRING_CARD, Some("392")),
-            save: None,
-            recurring: RecurringInput {
-                indicator: Some("1".into()),
-                min_amount: Some("10.00".into()),
-                max_amount: Some("500.00".into()),
-                period_days: Some("30".into()),
-                max_date: Some("31.12.2030".into()),
-            },
-        })
-        .await
-        .unwrap();
-    assert!(started.is_approved());
+    let initial = h.start_agreement(A, RECURRING_CARD, "392").await;
     // A period later (the initial payment starts the period).
     h.exec("UPDATE recurring_agreements SET last_charge_on = '2020-01-01'");
     let charged = h
@@ -382,23 +365,7 @@ async fn key_rotation_re_encrypts_every_card_and_skips_rows_a_payment_holds(h: H
     for i in 0..5 {
         tokens.push(h.save_card(A, &format!("rot-{i}"), PANS[i % 3]).await);
     }
-    let started = h
-        .engine
-        .pay_new_card(PayNewCardRequest {
-            order: h.plain_order(A, &h.next_order(), "50.00"),
-            card: Harness::card(RECURRING_CARD, Some("392")),
-            save: None,
-            recurring: RecurringInput {
-                indicator: Some("1".into()),
-                min_amount: Some("10.00".into()),
-                max_amount: Some("500.00".into()),
-                period_days: Some("30".into()),
-                max_date: Some("31.12.2030".into()),
-            },
-        })
-        .await
-        .unwrap();
-    assert!(started.is_approved());
+    h.start_agreement(A, RECURRING_CARD, "392").await;
     let rotated = std::sync::Arc::new(h.rotated_keyring());
     let rotate = |batch: i64| {
         let (pool, keyring) = (h.pool.clone(), rotated.clone());

@@ -224,24 +224,7 @@ async fn r16_the_same_order_sent_to_two_engines_at_once_is_charged_once(h: Harne
 
 async fn r15_concurrent_charges_of_one_agreement_are_charged_once_per_period(h: Harness) {
     let second = h.another_engine(test_settings());
-    let initial = h.next_order();
-    let started = h
-        .engine
-        .pay_new_card(PayNewCardRequest {
-            order: h.plain_order(A, &initial, "50.00"),
-            card: Harness::card(VISA_OK, Some(CVC)),
-            save: None,
-            recurring: RecurringInput {
-                indicator: Some("1".into()),
-                min_amount: Some("10.00".into()),
-                max_amount: Some("500.00".into()),
-                period_days: Some("30".into()),
-                max_date: Some("31.12.2030".into()),
-            },
-        })
-        .await
-        .unwrap();
-    assert!(started.is_approved());
+    let initial = h.start_agreement(A, VISA_OK, CVC).await;
     // A period later (the initial payment starts the period).
     h.exec("UPDATE recurring_agreements SET last_charge_on = '2020-01-01'");
     let results = join_all((0..20).map(|i| {

@@ -642,6 +642,30 @@ impl Harness {
             .await
     }
 
+    /// A recurring initial payment of 50.00 by `number` (no customer), agreeing to charges of
+    /// 10.00–500.00 every 30 days until 31.12.2030 (R15); returns its order number.
+    pub async fn start_agreement(&self, merchant_id: i64, number: &str, cvc: &str) -> String {
+        let initial = self.next_order();
+        let started = self
+            .engine
+            .pay_new_card(PayNewCardRequest {
+                order: self.plain_order(merchant_id, &initial, "50.00"),
+                card: Self::card(number, Some(cvc)),
+                save: None,
+                recurring: RecurringInput {
+                    indicator: Some("1".into()),
+                    min_amount: Some("10.00".into()),
+                    max_amount: Some("500.00".into()),
+                    period_days: Some("30".into()),
+                    max_date: Some("31.12.2030".into()),
+                },
+            })
+            .await
+            .expect("recurring initial payment");
+        assert!(started.is_approved(), "{started:?}");
+        initial
+    }
+
     /// Pays with a new card and agrees to save it; returns the saved card's token.
     pub async fn save_card(&self, merchant_id: i64, customer: &str, number: &str) -> String {
         let paid = self
