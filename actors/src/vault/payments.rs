@@ -201,10 +201,15 @@ fn reserve_in_one_statement(
     msg: &Reserve,
     tx: InTransaction,
 ) -> Result<Option<Reservation>, VaultError> {
-    if msg.token.is_some() {
-        reserve_saved_card(conn, keyring, msg, tx)
-    } else {
-        reserve_new_card(conn, msg)
+    let (AnyConnection::Postgresql(_), Some((union_id, number)), None, None) =
+        (&*conn, &msg.customer, &msg.agreement, &msg.limits)
+    else {
+        return Ok(None);
+    };
+    let customer = (*union_id, number.as_str());
+    match &msg.token {
+        Some(token) => reserve_saved_card(conn, keyring, msg, customer, token, tx),
+        None => reserve_new_card(conn, msg, customer),
     }
 }
 
@@ -384,8 +389,9 @@ fn reserve_in(
 }
 
 /// The common saved-card payment on PostgreSQL (an existing customer, no turnover limits, no
-/// agreement) in one statement ([`super::prepared::ReserveSavedCard`]). `None`: not that case
-/// (or no such customer yet): the general path takes it, nothing was written.
+/// agreement: see [`reserve_in_one_statement`]) in one statement
+/// ([`super::prepared::ReserveSavedCard`]). `None`: no such customer yet: the general path
+/// takes it, nothing was written.
 ///
 /// Run alone ([`InTransaction::No`]) the statement is committed before the card is decrypted: if
 /// that fails (a corrupt row, a key version this process lacks), the order it inserted is
@@ -394,20 +400,16 @@ fn reserve_saved_card(
     conn: &mut AnyConnection,
     keyring: &Keyring,
     msg: &Reserve,
+    (union_id, customer_number): (i64, &str),
+    token: &str,
     tx: InTransaction,
 ) -> Result<Option<Reservation>, VaultError> {
-    let (AnyConnection::Postgresql(c), Some((union_id, number)), Some(token), None, None) = (
-        &mut *conn,
-        &msg.customer,
-        &msg.token,
-        &msg.agreement,
-        &msg.limits,
-    ) else {
+    let AnyConnection::Postgresql(c) = &mut *conn else {
         return Ok(None);
     };
     let all = super::prepared::ReserveSavedCard {
-        union_id: *union_id,
-        customer_number: number,
+        union_id,
+        customer_number,
         token,
         merchant_id: msg.merchant_id,
         order_number: &msg.order_number,
@@ -462,25 +464,20 @@ fn reserve_saved_card(
 }
 
 /// A new card's payment or registration for a customer (new or not) on PostgreSQL, when the
-/// merchant has no turnover limits, in one statement ([`super::prepared::ReserveNewCard`]).
-/// `None`: not that case, nothing was written. Nothing can fail after the statement, so it
-/// may run alone ([`InTransaction::No`]).
+/// merchant has no turnover limits (see [`reserve_in_one_statement`]), in one statement
+/// ([`super::prepared::ReserveNewCard`]). Nothing can fail after the statement, so it may run
+/// alone ([`InTransaction::No`]).
 fn reserve_new_card(
     conn: &mut AnyConnection,
     msg: &Reserve,
+    (union_id, customer_number): (i64, &str),
 ) -> Result<Option<Reservation>, VaultError> {
-    let (AnyConnection::Postgresql(c), Some((union_id, number)), None, None, None) = (
-        &mut *conn,
-        &msg.customer,
-        &msg.token,
-        &msg.agreement,
-        &msg.limits,
-    ) else {
+    let AnyConnection::Postgresql(c) = &mut *conn else {
         return Ok(None);
     };
     let all = super::prepared::ReserveNewCard {
-        union_id: *union_id,
-        customer_number: number,
+        union_id,
+        customer_number,
         merchant_id: msg.merchant_id,
         order_number: &msg.order_number,
         kind: msg.kind,
