@@ -12,7 +12,7 @@
 //! The long versions (1,000 trials, 10,000 orders, 500 customers per merchant, kill/restart
 //! faults) are `scripts/chaos/<scenario>` (the `oneclick-chaos` binary).
 
-mod support;
+use oneclick_testkit as support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! End-to-end: the NATS acquirer connector against a small acquirer responder started by the
 //! test; unions of two merchants over NATS; and configuration errors that name the bad key.
 
-mod support;
+use oneclick_testkit as support;
 
 use std::process::Command;
 use std::time::Duration;

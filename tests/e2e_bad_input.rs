@@ -2,7 +2,7 @@
 //! the fault table, detail in the requested language) and the vault is unchanged afterwards.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod support;
+use oneclick_testkit as support;
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;

@@ -2,7 +2,7 @@
 //! a command whose processing crashes the process before commit is redelivered after a restart
 //! and applied exactly once; a recurring charge flows through the command stream.
 
-mod support;
+use oneclick_testkit as support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! binary, a private `nats-server -js` and an SQLite vault, exactly as a gateway and a merchant
 //! would. Ends with a sweep of the captured logs and metrics for every card number and CVC used.
 
-mod support;
+use oneclick_testkit as support;
 
 use serde_json::{json, Value};
 use support::nats::*;

@@ -4,7 +4,8 @@
 //! Each test runs on SQLite and on PostgreSQL.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod support;
+use oneclick_testkit as support;
+use oneclick_testkit::both_backends;
 
 use futures::future::join_all;
 

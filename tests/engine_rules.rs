@@ -4,7 +4,8 @@
 //! stop, and bad input (every invalid field gets its fault and changes nothing).
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod support;
+use oneclick_testkit as support;
+use oneclick_testkit::both_backends;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! the real binary, SQLite), comparing each reply with the output shown in the document. Card
 //! tokens are random, so any UUID matches any UUID; `$TOKEN` is the token the first payment saved.
 
-mod support;
+use oneclick_testkit as support;
 
 use std::process::Command;
 

@@ -21,10 +21,7 @@ use crate::stack::{Stack, StackOptions};
 use crate::Run;
 
 // The needles and the places to search, shared with the test suite's card-data checks.
-#[path = "../../../tests/support/card_scan.rs"]
-#[allow(dead_code)] // `sweep` serves the tests; this scenario counts occurrences itself
-mod card_scan;
-use card_scan::*;
+use oneclick_testkit::card_scan::*;
 
 pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
     let cards = if run.short { 24 } else { 300 };

@@ -39,6 +39,10 @@ pub struct NatsServer {
     child: Child,
     pub port: u16,
     pub store: tempfile::TempDir,
+    /// The server's own log (stderr), in `store`.
+    pub log: PathBuf,
+    /// The users of the shipped configuration, when started with it ([`NatsServer::start_shipped`]).
+    pub users: Option<ShippedUsers>,
 }
 
 impl NatsServer {
@@ -49,20 +53,80 @@ impl NatsServer {
 
     /// Starts on a given port and store (used to restart a server with its data).
     pub fn start_on(port: u16, store: tempfile::TempDir) -> NatsServer {
+        let args: Vec<String> = vec![
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-js".into(),
+            "-sd".into(),
+            store.path().display().to_string(),
+        ];
+        Self::spawn(port, store, &args, &[], None)
+    }
+
+    /// Starts the shipped `deploy/nats/nats.conf` (see [`shipped_nats_conf`] for the only
+    /// rewrites) with fresh random passwords for its users, on a free port.
+    pub fn start_shipped() -> NatsServer {
+        let store = tempfile::tempdir().expect("tempdir");
+        Self::start_shipped_on(free_port(), store, ShippedUsers::random())
+    }
+
+    /// [`NatsServer::start_shipped`] on a given port, store and users (a restart keeps all three).
+    pub fn start_shipped_on(
+        port: u16,
+        store: tempfile::TempDir,
+        users: ShippedUsers,
+    ) -> NatsServer {
+        let conf = store.path().join("nats.conf");
+        let text = shipped_nats_conf(port, free_port(), &store.path().join("data"));
+        std::fs::write(&conf, text).expect("write nats.conf");
+        let args = vec!["-c".to_string(), conf.display().to_string()];
+        let env = users.server_env();
+        Self::spawn(port, store, &args, &env, Some(users))
+    }
+
+    fn spawn(
+        port: u16,
+        store: tempfile::TempDir,
+        args: &[String],
+        env: &[(String, String)],
+        users: Option<ShippedUsers>,
+    ) -> NatsServer {
         let bin =
             std::env::var("ONECLICK_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-        let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
+        let log = store.path().join("nats-server.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("nats-server log file");
+        let mut child = Command::new(&bin)
+            .args(args)
+            .envs(env.iter().cloned())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin} ({e}); run the suite with scripts/test, which installs nats-server"));
-        assert!(
-            wait_port(port, Duration::from_secs(10)),
-            "nats-server did not open port {port}"
-        );
-        NatsServer { child, port, store }
+        if !wait_port(port, Duration::from_secs(10)) {
+            let _ = child.kill();
+            panic!(
+                "nats-server did not open port {port}; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        NatsServer {
+            child,
+            port,
+            store,
+            log,
+            users,
+        }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn url(&self) -> String {
@@ -77,6 +141,103 @@ impl Drop for NatsServer {
     }
 }
 
+/// The repository's root (the test kit lives in `<root>/testkit`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the repository root")
+        .to_path_buf()
+}
+
+/// The shipped NATS configuration, `deploy/nats/nats.conf`, as a test runs it. **The only
+/// rewrites** (each a whole line of the shipped file, so a test fails loudly when the file
+/// changes shape): the client listener `0.0.0.0:4222` → `127.0.0.1:<port>`, the monitoring port
+/// `8222` → `<http_port>` (both so parallel tests do not collide), and the JetStream store
+/// `/data/jetstream` → `<store>` (the container's volume). Everything else — users, permissions,
+/// limits, JetStream settings — is the file as shipped.
+pub fn shipped_nats_conf(port: u16, http_port: u16, store: &Path) -> String {
+    let path = repo_root().join("deploy/nats/nats.conf");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let rewrites = [
+        ("listen: 0.0.0.0:4222", format!("listen: 127.0.0.1:{port}")),
+        ("http_port: 8222", format!("http_port: {http_port}")),
+        (
+            "store_dir: /data/jetstream",
+            format!("store_dir: \"{}\"", store.display()),
+        ),
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut seen = [false; 3];
+    for line in text.lines() {
+        let trimmed = line.trim();
+        match rewrites.iter().position(|(from, _)| trimmed == *from) {
+            Some(i) => {
+                seen[i] = true;
+                out.push_str(&line.replace(rewrites[i].0, &rewrites[i].1));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    for (i, found) in seen.iter().enumerate() {
+        assert!(
+            found,
+            "deploy/nats/nats.conf no longer has the line `{}` the tests rewrite",
+            rewrites[i].0
+        );
+    }
+    out
+}
+
+/// Passwords of the users the shipped nats.conf defines (from the server's environment), fresh
+/// and random per test.
+#[derive(Debug, Clone)]
+pub struct ShippedUsers {
+    pub oneclick: String,
+    pub gateway: String,
+    pub merchant_452739: String,
+}
+
+impl ShippedUsers {
+    pub fn random() -> ShippedUsers {
+        let p = || uuid::Uuid::new_v4().simple().to_string();
+        ShippedUsers {
+            oneclick: p(),
+            gateway: p(),
+            merchant_452739: p(),
+        }
+    }
+
+    /// The environment docker-compose.yml gives the nats service.
+    pub fn server_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("ONECLICK_NATS_PASSWORD".into(), self.oneclick.clone()),
+            ("GATEWAY_NATS_PASSWORD".into(), self.gateway.clone()),
+            (
+                "MERCHANT_452739_NATS_PASSWORD".into(),
+                self.merchant_452739.clone(),
+            ),
+        ]
+    }
+}
+
+/// A client connected as `user` with `password` and, when given, a custom inbox prefix (the
+/// shipped config lets gateways and merchants subscribe only under their own prefix).
+pub async fn connect_as(
+    url: &str,
+    user: &str,
+    password: &str,
+    inbox_prefix: Option<&str>,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .user_and_password(user.to_string(), password.to_string());
+    if let Some(prefix) = inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
+    options.connect(url).await
+}
+
 /// The oneclick binary with its own database, keys, prefix and captured log.
 pub struct OneClick {
     child: Option<Child>,
@@ -87,8 +248,24 @@ pub struct OneClick {
     pub http_port: u16,
 }
 
+/// The `oneclick` binary under test: `ONECLICK_BIN` when set, else the one cargo built beside
+/// the running test binary (`target/<profile>/deps/<test>` → `target/<profile>/oneclick`; cargo
+/// builds it for every integration test of the root package).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_oneclick")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(b) = std::env::var("ONECLICK_BIN") {
+            return b;
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target/<profile>/deps");
+        dir.join(format!("oneclick{}", std::env::consts::EXE_SUFFIX))
+            .to_string_lossy()
+            .into_owned()
+    })
 }
 
 impl OneClick {

@@ -829,7 +829,7 @@ macro_rules! both_backends {
     ($($(#[$meta:meta])* async fn $name:ident($h:ident : Harness) $body:block)+) => {
         $(
             $(#[$meta])*
-            async fn $name($h: $crate::support::engine::Harness) $body
+            async fn $name($h: $crate::engine::Harness) $body
             $crate::both_backends!($name);
         )+
     };
@@ -838,12 +838,12 @@ macro_rules! both_backends {
             mod $name {
                 #[test]
                 fn on_sqlite() {
-                    $crate::support::engine::run($crate::support::engine::Backend::Sqlite, super::$name);
+                    $crate::engine::run($crate::engine::Backend::Sqlite, super::$name);
                 }
 
                 #[test]
                 fn on_postgres() {
-                    $crate::support::engine::run($crate::support::engine::Backend::Postgres, super::$name);
+                    $crate::engine::run($crate::engine::Backend::Postgres, super::$name);
                 }
             }
         )+
