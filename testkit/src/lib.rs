@@ -9,4 +9,5 @@
 pub mod card_scan;
 pub mod chaos;
 pub mod engine;
+pub mod inbox;
 pub mod nats;
