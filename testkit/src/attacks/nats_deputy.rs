@@ -97,14 +97,15 @@ impl ShippedStack {
             .expect("json")
     }
 
-    /// The attack itself: a legitimate-looking token list of merchant 452739 whose reply
-    /// subject is `reply`.
+    /// The attack itself: a token list of merchant 452739 whose reply subject is `reply`. The
+    /// body `{}` makes the reply a fault, a JSON object: JetStream's API takes it as a request
+    /// with no options (a purge of everything), where a token list's `[]` would not parse.
     pub async fn token_list_with_reply(&self, reply: &str) {
         self.merchant
             .publish_with_reply(
                 format!("{PREFIX}.v1.merchant.{DEMO_MERCHANT}.token.list"),
                 reply.to_string(),
-                Self::token_list_body("deputy").into(),
+                b"{}".to_vec().into(),
             )
             .await
             .expect("publish");
