@@ -485,8 +485,7 @@ impl Settings {
             if prefix.is_empty()
                 || prefix.starts_with('$')
                 || prefix.starts_with('.')
-                || prefix
-                    .contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+                || prefix.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
             {
                 return Err(invalid(
                     name,

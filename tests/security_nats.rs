@@ -92,23 +92,28 @@ async fn srv_discovery_never_answers_a_reply_subject_outside_the_inbox() {
 async fn gateway_and_merchant_replies_go_only_to_their_own_inbox_prefix() {
     let stack = Stack::start().await;
     // Legitimate: answered.
-    let offer = stack
-        .gw("offer", order("in-1", "1.00", "inbox-1"))
-        .await;
+    let offer = stack.gw("offer", order("in-1", "1.00", "inbox-1")).await;
     assert!(offer.get("fault").is_none(), "{offer}");
     // A gateway subject asked from a merchant's inbox, a merchant subject from the gateway's,
     // and merchant 452739 from merchant 452740's inbox: dropped.
     let cases = [
         (stack.app.subject("gw.offer"), "_INBOX.merchant_452739"),
         (
-            stack.app.subject(&format!("merchant.{DEMO_MERCHANT}.token.list")),
+            stack
+                .app
+                .subject(&format!("merchant.{DEMO_MERCHANT}.token.list")),
             "_INBOX.gateway",
         ),
         (
-            stack.app.subject(&format!("merchant.{DEMO_MERCHANT}.token.list")),
+            stack
+                .app
+                .subject(&format!("merchant.{DEMO_MERCHANT}.token.list")),
             "_INBOX.merchant_452740",
         ),
-        (stack.app.subject("merchant.abc.token.list"), "_INBOX.merchant_abc"),
+        (
+            stack.app.subject("merchant.abc.token.list"),
+            "_INBOX.merchant_abc",
+        ),
     ];
     for (subject, inbox) in cases {
         let client = connect_with_inbox(&stack.nats.url(), inbox).await;
@@ -117,10 +122,7 @@ async fn gateway_and_merchant_replies_go_only_to_their_own_inbox_prefix() {
             client.request(subject.clone(), b"{}".to_vec().into()),
         )
         .await;
-        assert!(
-            !matches!(reply, Ok(Ok(_))),
-            "{subject} answered on {inbox}"
-        );
+        assert!(!matches!(reply, Ok(Ok(_))), "{subject} answered on {inbox}");
     }
     let metrics = stack.app.metrics();
     assert!(
@@ -174,23 +176,40 @@ async fn streams_created_by_the_old_version_deny_purge_and_delete_after_the_serv
         .await
         .expect("stored");
     for name in [format!("{base}_CMD"), format!("{base}_EVT")] {
-        let config = js.get_stream(&name).await.expect("stream").cached_info().config.clone();
+        let config = js
+            .get_stream(&name)
+            .await
+            .expect("stream")
+            .cached_info()
+            .config
+            .clone();
         assert!(!config.deny_purge, "{name} starts the old way");
     }
     app.start(&client).await;
     for name in [format!("{base}_CMD"), format!("{base}_EVT")] {
         let mut s = js.get_stream(&name).await.expect("stream");
         let info = s.info().await.expect("info").clone();
-        assert!(info.config.deny_purge && info.config.deny_delete, "{name}: {:?}", info.config);
+        assert!(
+            info.config.deny_purge && info.config.deny_delete,
+            "{name}: {:?}",
+            info.config
+        );
         assert!(
             s.purge().await.is_err(),
             "{name}: a purge is refused by the server"
         );
     }
     let mut evt = js.get_stream(format!("{base}_EVT")).await.expect("stream");
-    assert_eq!(evt.info().await.expect("info").state.messages, 1, "the old event is kept");
+    assert_eq!(
+        evt.info().await.expect("info").state.messages,
+        1,
+        "the old event is kept"
+    );
     let log = app.log_text();
-    assert!(log.contains("stream updated"), "the change is logged:\n{log}");
+    assert!(
+        log.contains("stream updated"),
+        "the change is logged:\n{log}"
+    );
     // A second start finds nothing to change.
     let mut app = app;
     let _ = tokio::task::spawn_blocking(move || {
@@ -211,7 +230,8 @@ fn fnv1a32(bytes: &[u8]) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_durable_command_on_another_partition_or_kind_is_dead_lettered_with_1_5_and_not_applied() {
+async fn a_durable_command_on_another_partition_or_kind_is_dead_lettered_with_1_5_and_not_applied()
+{
     let stack = Stack::start().await;
     let customer = "part-1";
     let saved = stack
@@ -269,7 +289,11 @@ async fn a_durable_command_on_another_partition_or_kind_is_dead_lettered_with_1_
         let state = stack
             .merchant("order.state", json!({"order_number": format!("o-{id}")}))
             .await;
-        assert_eq!(fault_of(&state), Some((4, 5)), "{id} was not applied: {state}");
+        assert_eq!(
+            fault_of(&state),
+            Some((4, 5)),
+            "{id} was not applied: {state}"
+        );
     }
     // The same command on its own subject is applied.
     let body = json!({"command_id": "right", "kind": "token_pay", "merchant_id": DEMO_MERCHANT,

@@ -116,10 +116,16 @@ mod tests {
         let me = Caller::Merchant(452739);
         assert!(r.allows(me, "_INBOX.merchant_452739.abc.1"));
         assert!(r.allows(me, "_INBOX.merchant_452739.x"));
-        assert!(!r.allows(me, "_INBOX.merchant_4527390.x"), "a longer id is another merchant");
+        assert!(
+            !r.allows(me, "_INBOX.merchant_4527390.x"),
+            "a longer id is another merchant"
+        );
         assert!(!r.allows(me, "_INBOX.merchant_45273.x"));
         assert!(!r.allows(me, "_INBOX.merchant_452740.x"));
-        assert!(!r.allows(me, "_INBOX.merchant_452739"), "the bare prefix names no inbox");
+        assert!(
+            !r.allows(me, "_INBOX.merchant_452739"),
+            "the bare prefix names no inbox"
+        );
         assert!(!r.allows(me, "_INBOX.merchant_452739."));
         assert!(!r.allows(me, "_INBOX.gateway.x"));
         assert!(!r.allows(me, "_INBOX.abc"));

@@ -159,8 +159,7 @@ pub fn repo_root() -> PathBuf {
 /// limits, JetStream settings — is the file as shipped.
 pub fn shipped_nats_conf(port: u16, http_port: u16, store: &Path) -> String {
     let path = repo_root().join("deploy/nats/nats.conf");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let rewrites = [
         ("listen: 0.0.0.0:4222", format!("listen: 127.0.0.1:{port}")),
         ("http_port: 8222", format!("http_port: {http_port}")),
@@ -232,8 +231,8 @@ pub async fn connect_as(
     password: &str,
     inbox_prefix: Option<&str>,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let mut options = async_nats::ConnectOptions::new()
-        .user_and_password(user.to_string(), password.to_string());
+    let mut options =
+        async_nats::ConnectOptions::new().user_and_password(user.to_string(), password.to_string());
     if let Some(prefix) = inbox_prefix {
         options = options.custom_inbox_prefix(prefix);
     }

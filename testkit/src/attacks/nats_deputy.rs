@@ -158,7 +158,13 @@ impl ShippedStack {
 
     /// Publishes `n` Token Pay commands of `customer` (one partition) as the gateway and waits
     /// for JetStream's ack of each; their command ids.
-    pub async fn publish_commands(&self, tag: &str, customer: &str, token: &str, n: usize) -> Vec<String> {
+    pub async fn publish_commands(
+        &self,
+        tag: &str,
+        customer: &str,
+        token: &str,
+        n: usize,
+    ) -> Vec<String> {
         let js = jetstream::new(self.gateway.clone());
         let subject = format!(
             "{PREFIX}.v1.cmd.{}.token_pay",
