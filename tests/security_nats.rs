@@ -40,7 +40,7 @@ async fn refused_after(stack: &ShippedStack, before: u64) -> u64 {
 async fn a_merchant_naming_the_command_stream_purge_as_reply_loses_no_acknowledged_command() {
     let stack = ShippedStack::start(nats_deputy::slow_acquirer).await;
     let before = stack.refused();
-    let outcome = nats_deputy::purge_command_stream_on(&stack, 400).await;
+    let outcome = nats_deputy::purge_command_stream_on(&stack, 1_500).await;
     assert_failed(&outcome);
     assert!(
         refused_after(&stack, before).await > before,

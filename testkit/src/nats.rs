@@ -202,7 +202,10 @@ pub struct ShippedUsers {
 
 impl ShippedUsers {
     pub fn random() -> ShippedUsers {
-        let p = || uuid::Uuid::new_v4().simple().to_string();
+        // nats-server parses an environment variable's value as a config value: hex that starts
+        // with digits (`9e12…`) is taken for a number and the server refuses to start. A letter
+        // first keeps it a string.
+        let p = || format!("pw{}", uuid::Uuid::new_v4().simple());
         ShippedUsers {
             oneclick: p(),
             gateway: p(),
