@@ -1220,3 +1220,27 @@ impl CommandCall<'_> {
             .boxed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_plan_connects_with_the_inbox_prefix_its_caller_is_answered_on() {
+        let nats = NatsSettings::default();
+        let s = Subjects::new("oneclick");
+        let request = |subject: String| Plan::Request {
+            subject,
+            body: Vec::new(),
+        };
+        assert_eq!(
+            request(s.merchant(452740, MerchantEndpoint::TokenList)).inbox_prefix(&nats, &s),
+            Some("_INBOX.merchant_452740".to_string())
+        );
+        assert_eq!(
+            request(s.gateway(GatewayEndpoint::Pay)).inbox_prefix(&nats, &s),
+            Some("_INBOX.gateway".to_string())
+        );
+        assert_eq!(request(s.health()).inbox_prefix(&nats, &s), None);
+    }
+}

@@ -413,3 +413,32 @@ fn crash_hook(command_id: &str, delivered: u64) {
         std::process::abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(deny_purge: bool, deny_delete: bool) -> stream::Config {
+        stream::Config {
+            name: "ONECLICK_EVT".into(),
+            max_age: Duration::from_secs(42),
+            deny_purge,
+            deny_delete,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_old_stream_gets_both_deny_flags_and_keeps_its_other_settings() {
+        let wanted = config(true, true);
+        let updated = protect(&config(false, true), &wanted).expect("an update");
+        assert!(updated.deny_purge && updated.deny_delete);
+        assert_eq!(updated.max_age, Duration::from_secs(42));
+        assert!(protect(&config(false, false), &wanted).is_some());
+    }
+
+    #[test]
+    fn a_stream_that_already_denies_purge_and_delete_is_left_alone() {
+        assert!(protect(&config(true, true), &config(true, true)).is_none());
+    }
+}
