@@ -162,22 +162,37 @@ async fn create_old_streams(js: &jetstream::Context, prefix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_created_by_the_old_version_deny_purge_and_delete_after_the_service_starts() {
-    let nats = NatsServer::start();
+    // The shipped config, so the update also proves the service user's JetStream rights suffice.
+    let nats = NatsServer::start_shipped();
+    let users = nats.users.clone().expect("shipped users");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut app = OneClick::prepare(dir.path(), &nats.url(), None);
-    let client = async_nats::connect(nats.url()).await.expect("client");
-    let js = jetstream::new(client.clone());
-    create_old_streams(&js, &app.prefix).await;
-    let base = app.prefix.to_uppercase();
+    app.set_env("ONECLICK__NATS__PREFIX", "oneclick");
+    app.prefix = "oneclick".into();
+    app.set_env("ONECLICK__NATS__USER", "oneclick");
+    app.set_env("ONECLICK__NATS__PASSWORD", &users.oneclick);
+    let service = connect_as(&nats.url(), "oneclick", &users.oneclick, None)
+        .await
+        .expect("service user");
+    let gateway = connect_as(
+        &nats.url(),
+        "gateway",
+        &users.gateway,
+        Some("_INBOX.gateway"),
+    )
+    .await
+    .expect("gateway");
+    let js = jetstream::new(service.clone());
+    create_old_streams(&js, "oneclick").await;
     // An event the operator had before the upgrade: kept.
-    js.publish(format!("{}.v1.evt.dlq.token_pay", app.prefix), "{}".into())
+    js.publish("oneclick.v1.evt.dlq.token_pay", "{}".into())
         .await
         .expect("publish")
         .await
         .expect("stored");
-    for name in [format!("{base}_CMD"), format!("{base}_EVT")] {
+    for name in ["ONECLICK_CMD", "ONECLICK_EVT"] {
         let config = js
-            .get_stream(&name)
+            .get_stream(name)
             .await
             .expect("stream")
             .cached_info()
@@ -185,21 +200,17 @@ async fn streams_created_by_the_old_version_deny_purge_and_delete_after_the_serv
             .clone();
         assert!(!config.deny_purge, "{name} starts the old way");
     }
-    app.start(&client).await;
-    for name in [format!("{base}_CMD"), format!("{base}_EVT")] {
-        let mut s = js.get_stream(&name).await.expect("stream");
+    app.start(&gateway).await;
+    for name in ["ONECLICK_CMD", "ONECLICK_EVT"] {
+        let mut s = js.get_stream(name).await.expect("stream");
         let info = s.info().await.expect("info").clone();
         assert!(
             info.config.deny_purge && info.config.deny_delete,
             "{name}: {:?}",
             info.config
         );
-        assert!(
-            s.purge().await.is_err(),
-            "{name}: a purge is refused by the server"
-        );
     }
-    let mut evt = js.get_stream(format!("{base}_EVT")).await.expect("stream");
+    let mut evt = js.get_stream("ONECLICK_EVT").await.expect("stream");
     assert_eq!(
         evt.info().await.expect("info").state.messages,
         1,
@@ -210,14 +221,22 @@ async fn streams_created_by_the_old_version_deny_purge_and_delete_after_the_serv
         log.contains("stream updated"),
         "the change is logged:\n{log}"
     );
-    // A second start finds nothing to change.
-    let mut app = app;
-    let _ = tokio::task::spawn_blocking(move || {
-        app.terminate();
-        app
-    })
-    .await
-    .expect("join");
+    // The server itself now refuses a purge, even from a user the permissions would let through.
+    let open = NatsServer::start();
+    let open_js = jetstream::new(async_nats::connect(open.url()).await.expect("client"));
+    create_old_streams(&open_js, "x").await;
+    let mut old = open_js.get_stream("X_EVT").await.expect("stream");
+    let mut flagged = old.info().await.expect("info").config.clone();
+    flagged.deny_purge = true;
+    flagged.deny_delete = true;
+    open_js
+        .update_stream(flagged)
+        .await
+        .expect("flags can be turned on");
+    assert!(
+        old.purge().await.is_err(),
+        "a purge is refused by the stream"
+    );
 }
 
 fn fnv1a32(bytes: &[u8]) -> u32 {
