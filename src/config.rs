@@ -784,6 +784,30 @@ mod tests {
     }
 
     #[test]
+    fn reply_inbox_prefixes_must_be_literal_and_never_an_api_subject() {
+        for (var, value, key) in [
+            (
+                "ONECLICK__NATS__GATEWAY_INBOX_PREFIX",
+                "$JS.API.",
+                "nats.gateway_inbox_prefix",
+            ),
+            (
+                "ONECLICK__NATS__MERCHANT_INBOX_PREFIX",
+                "_INBOX.*.",
+                "nats.merchant_inbox_prefix",
+            ),
+            (
+                "ONECLICK__NATS__HEALTH_INBOX_PREFIX",
+                "",
+                "nats.health_inbox_prefix",
+            ),
+        ] {
+            let got = error_with(&[(var, value)]);
+            assert!(got.contains(key), "{var}={value:?}: {got}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (
