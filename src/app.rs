@@ -105,18 +105,16 @@ impl Application {
             tracker: tracker.clone(),
             stop: stop.clone(),
         });
-        let service = crate::surfaces::start(ctx.clone()).await?;
+        crate::surfaces::start(ctx.clone()).await?;
         let http =
             crate::http::spawn(&self.settings.http.listen, ctx.clone(), stop.clone()).await?;
         tracing::info!(prefix = %self.settings.nats.prefix, "oneclick is serving");
 
         shutdown.await;
         tracing::info!("shutdown requested: draining");
+        // Endpoints drain their subscriptions (fenced unsubscribe, buffered requests still
+        // answered); consumers stop pulling; nothing new is taken.
         stop.cancel();
-        // Endpoints unsubscribe; consumers stop pulling; nothing new is taken.
-        if let Err(e) = service.stop().await {
-            tracing::warn!(error = %e, "stopping the NATS service");
-        }
         tracker.close();
         let grace = Duration::from_secs(self.settings.service.shutdown_grace_secs);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {

@@ -142,6 +142,14 @@ pub struct NatsSettings {
     pub stream_replicas: usize,
     /// JetStream: events are kept this long.
     pub events_max_age_days: u64,
+    /// Replies to gateway subjects go only to reply subjects under this prefix (the inbox prefix
+    /// the gateway's NATS user may subscribe to); anything else is dropped and counted.
+    pub gateway_inbox_prefix: String,
+    /// Replies to `<p>.v1.merchant.<id>.…` go only under this prefix followed by `<id>.`
+    /// (`_INBOX.merchant_452739.`); anything else is dropped and counted.
+    pub merchant_inbox_prefix: String,
+    /// Replies to the health subject and `$SRV` discovery go only under this prefix.
+    pub health_inbox_prefix: String,
 }
 
 impl Default for NatsSettings {
@@ -159,6 +167,9 @@ impl Default for NatsSettings {
             duplicate_window_secs: 120,
             stream_replicas: 1,
             events_max_age_days: 7,
+            gateway_inbox_prefix: "_INBOX.gateway.".into(),
+            merchant_inbox_prefix: "_INBOX.merchant_".into(),
+            health_inbox_prefix: "_INBOX.".into(),
         }
     }
 }
@@ -464,6 +475,24 @@ impl Settings {
         if n.events_max_age_days == 0 {
             return Err(invalid("nats.events_max_age_days", "must be at least 1"));
         }
+        for (name, prefix) in [
+            ("nats.gateway_inbox_prefix", &n.gateway_inbox_prefix),
+            ("nats.merchant_inbox_prefix", &n.merchant_inbox_prefix),
+            ("nats.health_inbox_prefix", &n.health_inbox_prefix),
+        ] {
+            // A reply prefix must be a literal subject start: no wildcards, no spaces, and never
+            // `$` (the JetStream and micro-service APIs live there).
+            if prefix.is_empty()
+                || prefix.starts_with('$')
+                || prefix.starts_with('.')
+                || prefix.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+            {
+                return Err(invalid(
+                    name,
+                    "must be a literal subject start (no spaces, wildcards or leading '$')",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -752,6 +781,30 @@ mod tests {
             Ok(())
         });
         message
+    }
+
+    #[test]
+    fn reply_inbox_prefixes_must_be_literal_and_never_an_api_subject() {
+        for (var, value, key) in [
+            (
+                "ONECLICK__NATS__GATEWAY_INBOX_PREFIX",
+                "$JS.API.",
+                "nats.gateway_inbox_prefix",
+            ),
+            (
+                "ONECLICK__NATS__MERCHANT_INBOX_PREFIX",
+                "_INBOX.*.",
+                "nats.merchant_inbox_prefix",
+            ),
+            (
+                "ONECLICK__NATS__HEALTH_INBOX_PREFIX",
+                "",
+                "nats.health_inbox_prefix",
+            ),
+        ] {
+            let got = error_with(&[(var, value)]);
+            assert!(got.contains(key), "{var}={value:?}: {got}");
+        }
     }
 
     #[test]

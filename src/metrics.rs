@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests and commands by kind and outcome, latency histograms, payments by
 //! state and response code, JetStream redeliveries and dead letters, active customer actors.
+//! Requests dropped because their reply subject did not belong to their caller (issue 12).
 //! Labels are endpoint names, kinds, fault names and codes: never merchant input or card data.
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub struct Metrics {
     commands: IntCounterVec,
     redeliveries: IntCounterVec,
     dead_letters: IntCounterVec,
+    replies_refused: IntCounterVec,
     active_customers: IntGauge,
     pool_connections: IntGauge,
     pool_idle: IntGauge,
@@ -87,6 +89,15 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let replies_refused = IntCounterVec::new(
+            Opts::new(
+                "replies_refused_total",
+                "Requests dropped unanswered because their reply subject did not belong to the \
+                 caller their subject names (by endpoint and caller kind)",
+            ),
+            &["endpoint", "caller"],
+        )
+        .expect("valid metric");
         let active_customers = IntGauge::new(
             "active_customer_actors",
             "Customer actors alive in this process",
@@ -118,6 +129,7 @@ impl Metrics {
             &commands,
             &redeliveries,
             &dead_letters,
+            &replies_refused,
         ] {
             let _ = registry.register(Box::new(c.clone()));
         }
@@ -131,6 +143,7 @@ impl Metrics {
             commands,
             redeliveries,
             dead_letters,
+            replies_refused,
             active_customers,
             pool_connections,
             pool_idle,
@@ -166,6 +179,13 @@ impl Metrics {
 
     pub fn observe_dead_letter(&self, kind: &str) {
         self.dead_letters.with_label_values(&[kind]).inc();
+    }
+
+    /// A request dropped by the reply-subject check (`caller`: gateway, merchant, anyone).
+    pub fn observe_refused_reply(&self, endpoint: &str, caller: &str) {
+        self.replies_refused
+            .with_label_values(&[endpoint, caller])
+            .inc();
     }
 
     /// The text exposition, with gauges refreshed.

@@ -1,23 +1,41 @@
-//! The NATS surfaces: request-reply endpoints for gateways and merchants (NATS micro-service
-//! protocol, so `$SRV.PING/INFO/STATS` describe them; every endpoint in one queue group so
-//! replicas share the work) and the durable JetStream command consumers.
+//! The NATS surfaces: request-reply endpoints for gateways and merchants, the health subject,
+//! `$SRV` discovery, and the durable JetStream command consumers.
 //!
 //! Every request is answered, malformed ones included, within `service.request_timeout_ms`:
 //! the handler runs under a deadline and a fault reply is sent when it passes. A timed-out
 //! payment still completes inside its customer's actor and its result is stored; a repeat of the
 //! order returns it (R16). Request bodies and serde error texts are never logged (they may carry
 //! card data); logs name the endpoint, merchant and outcome only.
+//!
+//! **Replies go only to the caller's own inbox** (issue 12, the confused deputy): before any work,
+//! a request's reply subject is checked against the caller its subject names
+//! ([`reply_guard`]); a request that fails is dropped unanswered, counted
+//! (`oneclick_replies_refused_total`) and logged as a warning with endpoint and merchant id,
+//! never the payload. [`respond`] is the only function that publishes a reply.
+//!
+//! **Why our own queue subscriptions and not the async-nats service API** (decided for issue 12
+//! and issue 16 item 4): the service API answers `$SRV.PING/INFO/STATS` itself to any reply
+//! subject (the same deputy, outside our check), hands the reply subject to `Request::respond`
+//! with no hook to check it, and its `Endpoint::stop()` unsubscribes without a fenced drain, so
+//! requests already routed to a stopping replica are lost. Each endpoint is therefore a plain
+//! `queue_subscribe` on the same subject in the same queue group (`nats.queue_group`), served by
+//! one loop; on shutdown the loop calls `Subscriber::drain` (UNSUB fenced by a PING: what the
+//! server routed before it is still delivered), answers what is buffered, then ends.
+//! `$SRV.PING` and `$SRV.INFO` (all instances, by name, by id) are re-implemented in
+//! [`discovery`] through the same check; `$SRV.STATS` is not served: `/metrics` has the figures.
 
+pub mod discovery;
 pub mod durable;
 pub mod gateway;
 pub mod merchant;
+pub mod reply_guard;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use async_nats::service::{Service, ServiceExt};
+use async_nats::Subject;
 use futures::StreamExt;
 use oneclick_actors::fault::{Fault, Language};
 use oneclick_actors::Engine;
@@ -28,6 +46,7 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::subjects::Subjects;
 use crate::wire::{sniff_language, FaultReply};
+use reply_guard::{Caller, ReplyRules};
 
 /// Shared by every handler.
 pub struct Context {
@@ -45,28 +64,31 @@ pub struct Context {
 /// What a handler produces: reply bytes, or a fault (rendered in the request's language).
 pub type Reply = Result<Vec<u8>, Fault>;
 
-/// Starts the service, its endpoints and the durable consumers.
-pub async fn start(ctx: Arc<Context>) -> anyhow::Result<Service> {
-    let service = ctx
-        .client
-        .service_builder()
-        .description("oneclick: One Click card-on-file payments (gateway and merchant services)")
-        .queue_group(ctx.settings.nats.queue_group.clone())
-        .start("oneclick", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| anyhow::anyhow!("starting the NATS service: {e}"))?;
-    gateway::register(&service, ctx.clone()).await?;
-    merchant::register(&service, ctx.clone()).await?;
-    add_endpoint(
-        &service,
-        ctx.clone(),
-        "health",
-        ctx.subjects.health(),
-        |ctx, _| async move { health_reply(&ctx).await },
-    )
-    .await?;
+/// One endpoint as `$SRV.INFO` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub name: &'static str,
+    pub subject: String,
+}
+
+/// Starts the endpoints, discovery and the durable consumers. Everything runs in tasks of
+/// `ctx.tracker` and stops (draining) when `ctx.stop` is cancelled.
+pub async fn start(ctx: Arc<Context>) -> anyhow::Result<()> {
+    let mut endpoints = gateway::register(ctx.clone()).await?;
+    endpoints.extend(merchant::register(ctx.clone()).await?);
+    endpoints.push(
+        add_endpoint(
+            ctx.clone(),
+            "health",
+            ctx.subjects.health(),
+            |_, _| Some(Caller::Anyone),
+            |ctx, _| async move { health_reply(&ctx).await },
+        )
+        .await?,
+    );
+    discovery::start(ctx.clone(), endpoints).await?;
     durable::start(ctx.clone()).await?;
-    Ok(service)
+    Ok(())
 }
 
 /// The health reply: `{"status":"ok","active_customers":N}` when the vault answers.
@@ -90,11 +112,55 @@ pub async fn health_reply(ctx: &Context) -> Reply {
 /// A handler's work once started (boxed, so it can be polled here and finished in a task).
 type Pending = std::pin::Pin<Box<dyn Future<Output = Reply> + Send>>;
 
-/// Counts the request and sends its reply (a fault in the request's language).
+/// Names the caller of a request from its subject; `None` when the subject names no valid
+/// caller (such a request is dropped like one with a foreign reply subject).
+pub type CallerOf = fn(&Subjects, &str) -> Option<Caller>;
+
+/// After a drain was requested, how long to wait for the server's fence before giving up (a
+/// broken connection never sends it).
+const DRAIN_FENCE: Duration = Duration::from_secs(5);
+
+/// Checks a request's reply subject against its caller (see [`reply_guard`]): the reply subject
+/// when allowed; otherwise the request is counted, logged (endpoint, caller, merchant id and the
+/// refused subject, never the payload) and `None` is returned: nothing more may be done with it.
+fn admit(
+    ctx: &Context,
+    rules: &ReplyRules,
+    name: &'static str,
+    caller_of: CallerOf,
+    message: &async_nats::Message,
+) -> Option<Subject> {
+    let caller = caller_of(&ctx.subjects, message.subject.as_str());
+    if let (Some(caller), Some(reply)) = (caller, message.reply.as_ref()) {
+        if rules.allows(caller, reply.as_str()) {
+            return Some(reply.clone());
+        }
+    }
+    let kind = caller.map(Caller::as_str).unwrap_or("unknown");
+    ctx.metrics.observe_refused_reply(name, kind);
+    // The refused subject is the attacker's own choice: shown escaped and cut short.
+    let refused: String = message
+        .reply
+        .as_ref()
+        .map(|r| r.as_str().chars().take(120).collect())
+        .unwrap_or_default();
+    tracing::warn!(
+        endpoint = name,
+        caller = kind,
+        merchant_id = caller.map(Caller::merchant_id).unwrap_or(0),
+        reply = ?refused,
+        "request dropped: its reply subject does not belong to its caller"
+    );
+    None
+}
+
+/// Counts the request and sends its reply (a fault in the request's language) to `reply`, a
+/// subject [`admit`] allowed. The only place a reply is published.
 async fn respond(
     ctx: &Context,
     name: &'static str,
-    request: async_nats::service::Request,
+    reply_to: Subject,
+    request: &async_nats::Message,
     reply: Reply,
     started: Instant,
 ) {
@@ -104,45 +170,83 @@ async fn respond(
     };
     ctx.metrics
         .observe_request(name, outcome, started.elapsed());
-    let bytes =
-        reply.unwrap_or_else(|fault| fault_bytes(fault, sniff_language(&request.message.payload)));
-    if let Err(e) = request.respond(Ok(bytes.into())).await {
+    let bytes = reply.unwrap_or_else(|fault| fault_bytes(fault, sniff_language(&request.payload)));
+    if let Err(e) = ctx.client.publish(reply_to, bytes.into()).await {
         tracing::warn!(endpoint = name, error = %e, "could not send the reply");
     }
 }
 
-/// Adds one endpoint named `name` on `subject` and serves it: a request answered at once
-/// (from memory) by the endpoint's loop, any other in its own task; all tracked for shutdown,
-/// under the request deadline, always answered.
+/// Adds one endpoint named `name` on `subject` (a queue subscription in `nats.queue_group`, so
+/// replicas share the work) and serves it; see [`serve`].
 pub async fn add_endpoint<F, Fut>(
-    service: &Service,
     ctx: Arc<Context>,
     name: &'static str,
     subject: String,
+    caller_of: CallerOf,
     handler: F,
-) -> anyhow::Result<()>
+) -> anyhow::Result<EndpointInfo>
 where
     F: Fn(Arc<Context>, async_nats::Message) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
-    let mut endpoint = service
-        .endpoint_builder()
-        .name(name)
-        .add(subject.clone())
+    let subscriber = ctx
+        .client
+        .queue_subscribe(subject.clone(), ctx.settings.nats.queue_group.clone())
         .await
-        .map_err(|e| anyhow::anyhow!("adding endpoint {name} on {subject}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("subscribing endpoint {name} on {subject}: {e}"))?;
+    serve(ctx, name, subscriber, caller_of, handler);
+    Ok(EndpointInfo { name, subject })
+}
+
+/// Serves one subscription: each request admitted by [`admit`] first; one answered at once
+/// (from memory) by the loop itself, any other in its own task; all tracked for shutdown, under
+/// the request deadline, always answered. On `ctx.stop` the subscription is drained (fenced
+/// unsubscribe) and what was already routed to it is still answered.
+pub fn serve<F, Fut>(
+    ctx: Arc<Context>,
+    name: &'static str,
+    mut subscriber: async_nats::Subscriber,
+    caller_of: CallerOf,
+    handler: F,
+) where
+    F: Fn(Arc<Context>, async_nats::Message) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
     let deadline = Duration::from_millis(ctx.settings.service.request_timeout_ms);
+    let rules = ReplyRules::from_settings(&ctx.settings.nats);
     let tracker = ctx.tracker.clone();
     let stop = ctx.stop.clone();
     // The loop is tracked too: a request it answers itself is in flight until its reply is sent.
     ctx.tracker.clone().spawn(async move {
+        let mut draining = false;
         loop {
-            let request = tokio::select! {
-                _ = stop.cancelled() => break,
-                r = endpoint.next() => match r { Some(r) => r, None => break },
+            let message = if draining {
+                match tokio::time::timeout(DRAIN_FENCE, subscriber.next()).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::warn!(endpoint = name, "drain not confirmed by the server");
+                        break;
+                    }
+                }
+            } else {
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        if let Err(e) = subscriber.drain().await {
+                            tracing::warn!(endpoint = name, error = %e, "could not drain");
+                            break;
+                        }
+                        draining = true;
+                        continue;
+                    }
+                    m = subscriber.next() => match m { Some(m) => m, None => break },
+                }
+            };
+            let Some(reply_to) = admit(&ctx, &rules, name, caller_of, &message) else {
+                continue;
             };
             let started = Instant::now();
-            let mut work: Pending = Box::pin(handler(ctx.clone(), request.message.clone()));
+            let mut work: Pending = Box::pin(handler(ctx.clone(), message.clone()));
             // A request answered from memory (an offer or token list of a cached customer) is
             // done at its first poll: answer it here, without a task of its own (spawning one
             // costs more than the answer). Anything that waits is moved to its own task, with
@@ -151,7 +255,7 @@ where
                 futures::task::noop_waker_ref(),
             ));
             if let Poll::Ready(reply) = first {
-                respond(&ctx, name, request, reply, started).await;
+                respond(&ctx, name, reply_to, &message, reply, started).await;
                 continue;
             }
             let ctx = ctx.clone();
@@ -160,12 +264,10 @@ where
                     Ok(reply) => reply,
                     Err(_) => Err(Fault::Timeout),
                 };
-                respond(&ctx, name, request, reply, started).await;
+                respond(&ctx, name, reply_to, &message, reply, started).await;
             });
         }
-        let _ = endpoint.stop().await;
     });
-    Ok(())
 }
 
 pub fn fault_bytes(fault: Fault, language: Language) -> Vec<u8> {

@@ -164,8 +164,12 @@ async fn s6_merchant_retries_charge_each_order_once_and_a_changed_retry_is_an_id
                 } else {
                     for s in 0..sends {
                         if s == 0 && sends > 1 {
-                            // The first reply is lost: it goes to an inbox nobody reads.
-                            let lost = c.client.new_inbox();
+                            // The first reply is lost: it goes to an inbox of the merchant's
+                            // that nobody reads (a foreign inbox would be refused unanswered).
+                            let lost = format!(
+                                "_INBOX.merchant_{DEMO_MERCHANT}.lost.{}",
+                                uuid::Uuid::new_v4().simple()
+                            );
                             c.client
                                 .publish_with_reply(
                                     subject.clone(),

@@ -91,7 +91,7 @@ async fn the_one_click_story_from_first_payment_to_last_deletion() {
         json!({"customernumber": customer}),
     );
     let raw = stack
-        .client
+        .merchant_client
         .request(
             stack
                 .app
@@ -288,7 +288,7 @@ async fn sigterm_lets_an_in_flight_payment_complete_and_exits_zero() {
         app.set_env("ONECLICK__ACQUIRER__SIMULATOR_LATENCY_MS", "1500")
     })
     .await;
-    let client = stack.client.clone();
+    let client = stack.gateway.clone();
     let subject = stack.app.subject("gw.pay");
     let body =
         serde_json::to_vec(&pay_body("sd-1", "10.00", "cust-4004", VISA, "123")).expect("json");

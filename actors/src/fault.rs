@@ -66,6 +66,7 @@ faults! {
     MissingField = (1, 2, "A mandatory field is missing", "Не передано обязательное поле");
     FieldTooLong = (1, 3, "A field exceeds its maximum length", "Превышена допустимая длина поля");
     RequestTooLarge = (1, 4, "Request body too large", "Слишком большой запрос");
+    CommandSubjectMismatch = (1, 5, "The durable command does not match its subject (partition or kind)", "Команда не соответствует своей теме (раздел или тип)");
     // 2: who is asking
     UnknownMerchant = (2, 1, "Unknown merchant", "Неизвестное предприятие");
     AuthenticationFailed = (2, 2, "Wrong login or password", "Неверный логин или пароль");

@@ -197,6 +197,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         clients.push(
             async_nats::ConnectOptions::new()
                 .request_timeout(Some(Duration::from_secs(10)))
+                .custom_inbox_prefix(stack::BENCH_INBOX_PREFIX)
                 .connect(nats.url())
                 .await
                 .context("connecting to the private nats-server")?,

@@ -14,6 +14,9 @@ use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 
 /// The demo merchant `oneclick admin demo-seed` creates (see `src/cli/admin.rs`).
 pub const MERCHANT_ID: i64 = 452739;
+
+/// The inbox prefix of every load connection: merchant MERCHANT_ID's own (see `OneClick` env).
+pub const BENCH_INBOX_PREFIX: &str = "_INBOX.merchant_452739";
 pub const LOGIN: &str = "demo";
 pub const PASSWORD: &str = "demo-password";
 /// Base64 of the demo merchant's R2 signature key.
@@ -267,6 +270,14 @@ impl OneClick {
             ),
             ("ONECLICK__NATS__URL".into(), nats_url.to_string()),
             ("ONECLICK__NATS__PREFIX".into(), PREFIX.into()),
+            // Each load connection plays both the payment page and merchant MERCHANT_ID, with
+            // one inbox prefix (BENCH_INBOX_PREFIX): the service is told that this is the
+            // gateway's prefix too, so every reply still passes the reply-subject check (and
+            // its cost is measured) without a second connection per worker.
+            (
+                "ONECLICK__NATS__GATEWAY_INBOX_PREFIX".into(),
+                format!("{BENCH_INBOX_PREFIX}."),
+            ),
             (
                 "ONECLICK__HTTP__LISTEN".into(),
                 format!("127.0.0.1:{}", free_port()?),

@@ -124,14 +124,23 @@ pub async fn request(
     timeout: Duration,
 ) -> Result<Value, NoReply> {
     let bytes = serde_json::to_vec(body).map_err(|_| NoReply::Other)?;
-    match tokio::time::timeout(timeout, client.request(subject.to_string(), bytes.into())).await {
-        Err(_) => Err(NoReply::TimedOut),
-        Ok(Err(e)) => Err(match e.kind() {
+    // The reply comes back on an inbox of the caller the subject names (issue 12: the service
+    // answers gateway subjects only under _INBOX.gateway., merchant <id> under
+    // _INBOX.merchant_<id>.).
+    let reply = oneclick_testkit::inbox::request_as_caller(
+        client,
+        subject.to_string(),
+        bytes.into(),
+        timeout,
+    )
+    .await;
+    match reply {
+        Err(e) => Err(match e.kind() {
             async_nats::client::RequestErrorKind::NoResponders => NoReply::NoResponders,
             async_nats::client::RequestErrorKind::TimedOut => NoReply::TimedOut,
             _ => NoReply::Other,
         }),
-        Ok(Ok(m)) => serde_json::from_slice(&m.payload).map_err(|_| NoReply::Other),
+        Ok(m) => serde_json::from_slice(&m.payload).map_err(|_| NoReply::Other),
     }
 }
 

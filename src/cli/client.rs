@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::admin::{DEMO_LOGIN, DEMO_MERCHANT_ID, DEMO_PASSWORD, DEMO_SIGNATURE_KEY};
-use crate::config::Settings;
+use crate::config::{NatsSettings, Settings};
 use crate::subjects::{GatewayEndpoint, MerchantEndpoint, Subjects};
 use crate::wire::command::{
     Command, DeleteCardCommand, RecurringChargeCommand, SetStatusCommand, TokenPayCommand,
@@ -396,6 +396,26 @@ impl Plan {
     pub fn subject(&self) -> &str {
         match self {
             Plan::Request { subject, .. } | Plan::Command { subject, .. } => subject,
+        }
+    }
+
+    /// The inbox prefix to connect with: the service answers a merchant subject only under
+    /// `nats.merchant_inbox_prefix` + `<id>`, a gateway subject (and a durable command's
+    /// JetStream ack, which a gateway receives) only under `nats.gateway_inbox_prefix`; `None`
+    /// (the library's `_INBOX`) for anything else. Without the trailing dot, as async-nats takes it.
+    pub fn inbox_prefix(&self, nats: &NatsSettings, subjects: &Subjects) -> Option<String> {
+        let trim = |p: &str| p.trim_end_matches('.').to_string();
+        match self {
+            Plan::Command { .. } => Some(trim(&nats.gateway_inbox_prefix)),
+            Plan::Request { subject, .. } => {
+                if let Some(m) = subjects.parse_merchant(subject) {
+                    Some(format!("{}{}", nats.merchant_inbox_prefix, m.merchant_id))
+                } else if subject.starts_with(&format!("{}.v1.gw.", subjects.prefix)) {
+                    Some(trim(&nats.gateway_inbox_prefix))
+                } else {
+                    None
+                }
+            }
         }
     }
 
@@ -886,7 +906,8 @@ async fn call(
         .nats_url
         .clone()
         .unwrap_or_else(|| settings.nats.url.clone());
-    let client = connect(settings, &url, timeout).await?;
+    let inbox = plan.inbox_prefix(&settings.nats, subjects);
+    let client = connect(settings, &url, timeout, inbox).await?;
     let outcome = match plan {
         Plan::Request { subject, body } => {
             request_reply(&client, &subject, body, args.timeout_ms).await?
@@ -917,10 +938,14 @@ async fn connect(
     settings: &Settings,
     url: &str,
     timeout: Duration,
+    inbox_prefix: Option<String>,
 ) -> anyhow::Result<async_nats::Client> {
     let mut options = async_nats::ConnectOptions::new()
         .name("oneclick-client")
         .connection_timeout(timeout);
+    if let Some(prefix) = inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
     if let (Some(user), Some(password)) = (&settings.nats.user, &settings.nats.password) {
         options = options.user_and_password(user.clone(), password.expose().to_string());
     }
@@ -1193,5 +1218,29 @@ impl CommandCall<'_> {
         Ok(messages
             .filter_map(|m| async move { m.ok().map(|m| m.payload.to_vec()) })
             .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_plan_connects_with_the_inbox_prefix_its_caller_is_answered_on() {
+        let nats = NatsSettings::default();
+        let s = Subjects::new("oneclick");
+        let request = |subject: String| Plan::Request {
+            subject,
+            body: Vec::new(),
+        };
+        assert_eq!(
+            request(s.merchant(452740, MerchantEndpoint::TokenList)).inbox_prefix(&nats, &s),
+            Some("_INBOX.merchant_452740".to_string())
+        );
+        assert_eq!(
+            request(s.gateway(GatewayEndpoint::Pay)).inbox_prefix(&nats, &s),
+            Some("_INBOX.gateway".to_string())
+        );
+        assert_eq!(request(s.health()).inbox_prefix(&nats, &s), None);
     }
 }

@@ -5,16 +5,23 @@
 //! - `<PREFIX>_CMD` over `<p>.v1.cmd.>`: work-queue retention (a command is removed once
 //!   acknowledged), file storage, duplicate window `nats.duplicate_window_secs` (a gateway's
 //!   re-publish with the same `Nats-Msg-Id` is dropped by the server), discard new (a full
-//!   stream refuses new commands rather than dropping accepted ones), deny delete.
+//!   stream refuses new commands rather than dropping accepted ones), deny purge, deny delete.
 //! - `<PREFIX>_EVT` over `<p>.v1.evt.>`: limits retention for `nats.events_max_age_days`,
 //!   results and dead letters, each published with `Nats-Msg-Id` = command id so a redelivered
-//!   command yields one event.
+//!   command yields one event; deny purge, deny delete.
+//!
+//! Both streams refuse purge and message deletion (issue 12: a purge through a confused deputy
+//! lost 1,477 acknowledged commands). `get_or_create_stream` never changes a stream that exists,
+//! so at start the flags of an existing stream are compared and, when they differ, the stream is
+//! updated and the change logged (a store made by an older version upgrades in place). NATS lets
+//! these flags be turned on, not off.
 //!
 //! Consumers: one durable pull consumer per partition (`<p>.v1.cmd.<n>.>`), explicit acks,
 //! `max_ack_pending = 1` so one partition (and so one customer) is processed strictly in order
 //! across all instances, ack wait `nats.ack_wait_secs`, `max_deliver`, backoff.
 //!
-//! Per message: parse → the engine applies it (idempotent: a redelivery of an applied command
+//! Per message: parse → check it against its subject (partition and kind, else fault 1/5 and a
+//! dead letter: a command on a foreign partition would break per-customer order) → the engine applies it (idempotent: a redelivery of an applied command
 //! returns the stored result and applies nothing) → publish the event and wait for its ack →
 //! double-ack the command. The ack comes only after the effect is committed. A transient failure
 //! is NAKed with the backoff delay; a permanent fault becomes a failed event; a command still
@@ -70,35 +77,76 @@ pub async fn start(ctx: Arc<Context>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The two streams with the settings described in the module header.
+/// The two streams with the settings described in the module header; an existing stream's
+/// `deny_purge` / `deny_delete` are brought up to date (see the module header).
 pub async fn ensure_streams(ctx: &Context, js: &jetstream::Context) -> anyhow::Result<()> {
     let n = &ctx.settings.nats;
-    js.get_or_create_stream(stream::Config {
-        name: ctx.subjects.command_stream(),
-        subjects: vec![ctx.subjects.command_wildcard()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(n.duplicate_window_secs),
-        discard: stream::DiscardPolicy::New,
-        deny_delete: true,
-        num_replicas: n.stream_replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("command stream: {e}"))?;
-    js.get_or_create_stream(stream::Config {
-        name: ctx.subjects.event_stream(),
-        subjects: vec![ctx.subjects.event_wildcard()],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(n.duplicate_window_secs),
-        max_age: Duration::from_secs(n.events_max_age_days * 86_400),
-        num_replicas: n.stream_replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("event stream: {e}"))?;
+    for config in [
+        stream::Config {
+            name: ctx.subjects.command_stream(),
+            subjects: vec![ctx.subjects.command_wildcard()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(n.duplicate_window_secs),
+            discard: stream::DiscardPolicy::New,
+            deny_delete: true,
+            deny_purge: true,
+            num_replicas: n.stream_replicas,
+            ..Default::default()
+        },
+        stream::Config {
+            name: ctx.subjects.event_stream(),
+            subjects: vec![ctx.subjects.event_wildcard()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(n.duplicate_window_secs),
+            max_age: Duration::from_secs(n.events_max_age_days * 86_400),
+            deny_delete: true,
+            deny_purge: true,
+            num_replicas: n.stream_replicas,
+            ..Default::default()
+        },
+    ] {
+        let name = config.name.clone();
+        let mut existing = js
+            .get_or_create_stream(config.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("stream {name}: {e}"))?;
+        let current = existing
+            .info()
+            .await
+            .map_err(|e| anyhow::anyhow!("stream {name} info: {e}"))?
+            .config
+            .clone();
+        if let Some(updated) = protect(&current, &config) {
+            js.update_stream(updated.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("updating stream {name}'s deny flags: {e}"))?;
+            tracing::warn!(
+                stream = %name,
+                deny_purge_was = current.deny_purge,
+                deny_delete_was = current.deny_delete,
+                deny_purge = updated.deny_purge,
+                deny_delete = updated.deny_delete,
+                "stream updated: purge and message deletion are now refused"
+            );
+        }
+    }
     Ok(())
+}
+
+/// The existing stream's configuration with the wanted deny flags turned on, when one is off
+/// (every other setting stays as the operator has it); `None` when nothing needs to change.
+pub fn protect(current: &stream::Config, wanted: &stream::Config) -> Option<stream::Config> {
+    let purge = wanted.deny_purge && !current.deny_purge;
+    let delete = wanted.deny_delete && !current.deny_delete;
+    if !purge && !delete {
+        return None;
+    }
+    let mut updated = current.clone();
+    updated.deny_purge |= wanted.deny_purge;
+    updated.deny_delete |= wanted.deny_delete;
+    Some(updated)
 }
 
 async fn consume(
@@ -169,6 +217,26 @@ async fn process(ctx: &Context, js: &jetstream::Context, message: jetstream::Mes
                 return;
             }
         };
+    // Finding 9: a body on another partition (or of another kind) than its subject would
+    // escape its customer's ordering; it is dead-lettered, nothing applied.
+    if let Err(fault) = envelope.check_subject(
+        &ctx.subjects,
+        ctx.settings.nats.partitions,
+        message.subject.as_str(),
+    ) {
+        dead_letter(
+            ctx,
+            js,
+            &message,
+            Some(envelope),
+            &kind_name,
+            delivered,
+            stream_sequence,
+            fault,
+        )
+        .await;
+        return;
+    }
     crash_hook(&envelope.command_id, delivered);
     let kind = envelope.kind();
     let command_id = envelope.command_id.clone();
@@ -343,5 +411,34 @@ fn crash_hook(command_id: &str, delivered: u64) {
     {
         eprintln!("ONECLICK_TEST_CRASH_BEFORE_COMMIT: aborting before commit (test hook)");
         std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(deny_purge: bool, deny_delete: bool) -> stream::Config {
+        stream::Config {
+            name: "ONECLICK_EVT".into(),
+            max_age: Duration::from_secs(42),
+            deny_purge,
+            deny_delete,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_old_stream_gets_both_deny_flags_and_keeps_its_other_settings() {
+        let wanted = config(true, true);
+        let updated = protect(&config(false, true), &wanted).expect("an update");
+        assert!(updated.deny_purge && updated.deny_delete);
+        assert_eq!(updated.max_age, Duration::from_secs(42));
+        assert!(protect(&config(false, false), &wanted).is_some());
+    }
+
+    #[test]
+    fn a_stream_that_already_denies_purge_and_delete_is_left_alone() {
+        assert!(protect(&config(true, true), &config(true, true)).is_none());
     }
 }

@@ -4,15 +4,17 @@
 
 use std::sync::Arc;
 
-use async_nats::service::Service;
 use serde::de::DeserializeOwned;
 
-use super::{add_endpoint, to_fault, Context, Reply};
+use super::reply_guard::Caller;
+use super::{add_endpoint, to_fault, Context, EndpointInfo, Reply};
 use crate::subjects::GatewayEndpoint;
 use crate::wire::gateway::*;
 use crate::wire::{encode, parse_request};
 
-pub async fn register(service: &Service, ctx: Arc<Context>) -> anyhow::Result<()> {
+/// Subscribes every gateway endpoint; replies go only to the gateway's inbox prefix.
+pub async fn register(ctx: Arc<Context>) -> anyhow::Result<Vec<EndpointInfo>> {
+    let mut endpoints = Vec::new();
     for &endpoint in GatewayEndpoint::ALL {
         let subject = ctx.subjects.gateway(endpoint);
         let name = match endpoint {
@@ -22,16 +24,18 @@ pub async fn register(service: &Service, ctx: Arc<Context>) -> anyhow::Result<()
             GatewayEndpoint::Register => "gw_register",
             GatewayEndpoint::DeleteCard => "gw_delete_card",
         };
-        add_endpoint(
-            service,
-            ctx.clone(),
-            name,
-            subject,
-            move |ctx, msg| async move { handle(&ctx, endpoint, &msg.payload).await },
-        )
-        .await?;
+        endpoints.push(
+            add_endpoint(
+                ctx.clone(),
+                name,
+                subject,
+                |_, _| Some(Caller::Gateway),
+                move |ctx, msg| async move { handle(&ctx, endpoint, &msg.payload).await },
+            )
+            .await?,
+        );
     }
-    Ok(())
+    Ok(endpoints)
 }
 
 fn body<T: DeserializeOwned>(ctx: &Context, bytes: &[u8]) -> Result<T, oneclick_actors::Fault> {

@@ -9,17 +9,27 @@
 
 use std::sync::Arc;
 
-use async_nats::service::Service;
 use oneclick_actors::Fault;
 use serde::de::DeserializeOwned;
 
-use super::{add_endpoint, to_fault, Context, Reply};
-use crate::subjects::MerchantEndpoint;
+use super::reply_guard::Caller;
+use super::{add_endpoint, to_fault, Context, EndpointInfo, Reply};
+use crate::subjects::{MerchantEndpoint, Subjects};
 use crate::wire::gateway::{PaymentReply, TokenRemovedReply};
 use crate::wire::merchant::*;
 use crate::wire::{encode, parse_request};
 
-pub async fn register(service: &Service, ctx: Arc<Context>) -> anyhow::Result<()> {
+/// The merchant a subject names: replies go only to that merchant's inbox prefix. A subject
+/// whose merchant id does not parse names nobody, so its request is dropped unanswered.
+fn caller_of(subjects: &Subjects, subject: &str) -> Option<Caller> {
+    subjects
+        .parse_merchant(subject)
+        .map(|m| Caller::Merchant(m.merchant_id))
+}
+
+/// Subscribes every merchant endpoint (`<p>.v1.merchant.*.<endpoint>`).
+pub async fn register(ctx: Arc<Context>) -> anyhow::Result<Vec<EndpointInfo>> {
+    let mut endpoints = Vec::new();
     for &endpoint in MerchantEndpoint::ALL {
         let subject = ctx.subjects.merchant_wildcard(endpoint);
         let name = match endpoint {
@@ -30,23 +40,25 @@ pub async fn register(service: &Service, ctx: Arc<Context>) -> anyhow::Result<()
             MerchantEndpoint::CustomersList => "merchant_customers_list",
             MerchantEndpoint::CustomersStatus => "merchant_customers_status",
         };
-        add_endpoint(
-            service,
-            ctx.clone(),
-            name,
-            subject,
-            move |ctx, msg| async move {
-                let merchant_id = ctx
-                    .subjects
-                    .parse_merchant(msg.subject.as_str())
-                    .ok_or(Fault::UnknownMerchant)?
-                    .merchant_id;
-                handle(&ctx, endpoint, merchant_id, &msg.payload).await
-            },
-        )
-        .await?;
+        endpoints.push(
+            add_endpoint(
+                ctx.clone(),
+                name,
+                subject,
+                caller_of,
+                move |ctx, msg| async move {
+                    let merchant_id = ctx
+                        .subjects
+                        .parse_merchant(msg.subject.as_str())
+                        .ok_or(Fault::UnknownMerchant)?
+                        .merchant_id;
+                    handle(&ctx, endpoint, merchant_id, &msg.payload).await
+                },
+            )
+            .await?,
+        );
     }
-    Ok(())
+    Ok(endpoints)
 }
 
 fn body<T: DeserializeOwned>(ctx: &Context, bytes: &[u8]) -> Result<T, Fault> {

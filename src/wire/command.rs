@@ -164,6 +164,26 @@ impl CommandEnvelope {
         }
     }
 
+    /// Checks that this command was published on its own subject: the subject's kind is the
+    /// body's `kind` and its partition is the one [`Self::partition_key`] gives. A command on
+    /// another partition would escape its customer's ordering (issue 12, finding 9), so a
+    /// mismatch is fault 1/5 and the command is dead-lettered, nothing applied.
+    pub fn check_subject(
+        &self,
+        subjects: &Subjects,
+        partitions: u32,
+        subject: &str,
+    ) -> Result<(), Fault> {
+        let expected = (
+            subjects::partition(&self.partition_key(), partitions),
+            self.kind(),
+        );
+        match subjects.parse_command(subject) {
+            Some(found) if found == expected => Ok(()),
+            _ => Err(Fault::CommandSubjectMismatch),
+        }
+    }
+
     /// The subject to publish this command to.
     pub fn subject(&self, subjects: &Subjects, partitions: u32) -> String {
         let partition = subjects::partition(&self.partition_key(), partitions);
@@ -280,6 +300,50 @@ pub struct DeadLetter {
 mod tests {
     use super::*;
     use crate::wire::parse_request;
+
+    fn token_pay(customer: &str) -> CommandEnvelope {
+        CommandEnvelope {
+            command_id: "c-9".into(),
+            merchant_id: 452739,
+            command: Command::TokenPay(TokenPayCommand {
+                order_number: "o-9".into(),
+                order_amount: "1.00".into(),
+                order_currency: "RUB".into(),
+                customer_number: customer.into(),
+                token: "T".into(),
+                signature: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_command_on_its_own_subject_passes_the_subject_check() {
+        let s = Subjects::default();
+        let cmd = token_pay("cust-1");
+        assert_eq!(cmd.check_subject(&s, 8, &cmd.subject(&s, 8)), Ok(()));
+    }
+
+    #[test]
+    fn a_command_on_another_partition_or_kind_is_fault_1_5() {
+        let s = Subjects::default();
+        let cmd = token_pay("cust-1");
+        let own = subjects::partition(&cmd.partition_key(), 8);
+        let other = (own + 1) % 8;
+        for subject in [
+            s.command(other, CommandKind::TokenPay),
+            s.command(own, CommandKind::DeleteCard),
+            "oneclick.v1.cmd.x.token_pay".to_string(),
+            "oneclick.v1.cmd.99.token_pay".to_string(),
+            "other.v1.cmd.0.token_pay".to_string(),
+        ] {
+            assert_eq!(
+                cmd.check_subject(&s, 8, &subject),
+                Err(Fault::CommandSubjectMismatch),
+                "{subject}"
+            );
+        }
+        assert_eq!(Fault::CommandSubjectMismatch.codes(), (1, 5));
+    }
 
     #[test]
     fn envelope_is_tagged_by_kind_and_flat() -> Result<(), serde_json::Error> {

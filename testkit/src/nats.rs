@@ -1,6 +1,8 @@
 //! End-to-end harness: a private `nats-server -js` per test (own port, own store, killed on
 //! drop), the real `oneclick` binary as a child process (its stderr captured to a file so tests
-//! can scan the logs), and a NATS client that talks to it as a gateway or merchant would.
+//! can scan the logs), and NATS clients that talk to it as a gateway or merchant would: each with
+//! the inbox prefix the service answers it on (`_INBOX.gateway`, `_INBOX.merchant_<id>`; see
+//! [`crate::inbox`]).
 
 use std::io::Read as _;
 use std::net::TcpListener;
@@ -157,8 +159,7 @@ pub fn repo_root() -> PathBuf {
 /// limits, JetStream settings — is the file as shipped.
 pub fn shipped_nats_conf(port: u16, http_port: u16, store: &Path) -> String {
     let path = repo_root().join("deploy/nats/nats.conf");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let rewrites = [
         ("listen: 0.0.0.0:4222", format!("listen: 127.0.0.1:{port}")),
         ("http_port: 8222", format!("http_port: {http_port}")),
@@ -201,7 +202,10 @@ pub struct ShippedUsers {
 
 impl ShippedUsers {
     pub fn random() -> ShippedUsers {
-        let p = || uuid::Uuid::new_v4().simple().to_string();
+        // nats-server parses an environment variable's value as a config value: hex that starts
+        // with digits (`9e12…`) is taken for a number and the server refuses to start. A letter
+        // first keeps it a string.
+        let p = || format!("pw{}", uuid::Uuid::new_v4().simple());
         ShippedUsers {
             oneclick: p(),
             gateway: p(),
@@ -230,8 +234,8 @@ pub async fn connect_as(
     password: &str,
     inbox_prefix: Option<&str>,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let mut options = async_nats::ConnectOptions::new()
-        .user_and_password(user.to_string(), password.to_string());
+    let mut options =
+        async_nats::ConnectOptions::new().user_and_password(user.to_string(), password.to_string());
     if let Some(prefix) = inbox_prefix {
         options = options.custom_inbox_prefix(prefix);
     }
@@ -460,13 +464,30 @@ impl Drop for OneClick {
     }
 }
 
-/// Sends a JSON request and returns the JSON reply.
+/// Sends a JSON request and returns the JSON reply. The reply comes back on an inbox of the
+/// caller the subject names ([`crate::inbox::request_as_caller`]), whatever `client`'s own prefix.
 pub async fn request(client: &async_nats::Client, subject: String, body: &Value) -> Value {
     let bytes = serde_json::to_vec(body).expect("json");
     request_raw(client, subject, bytes).await
 }
 
 pub async fn request_raw(client: &async_nats::Client, subject: String, bytes: Vec<u8>) -> Value {
+    let reply = crate::inbox::request_as_caller(
+        client,
+        subject.clone(),
+        bytes.into(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("request on {subject}: {e}"));
+    serde_json::from_slice(&reply.payload)
+        .unwrap_or_else(|_| panic!("reply is not JSON: {:?}", reply.payload))
+}
+
+/// Sends a JSON request with `client`'s own inbox (a client connected with the right
+/// `custom_inbox_prefix`) and returns the JSON reply.
+pub async fn request_on(client: &async_nats::Client, subject: String, body: &Value) -> Value {
+    let bytes = serde_json::to_vec(body).expect("json");
     let reply = tokio::time::timeout(
         Duration::from_secs(10),
         client.request(subject.clone(), bytes.into()),
@@ -476,6 +497,15 @@ pub async fn request_raw(client: &async_nats::Client, subject: String, bytes: Ve
     .unwrap_or_else(|e| panic!("request on {subject}: {e}"));
     serde_json::from_slice(&reply.payload)
         .unwrap_or_else(|_| panic!("reply is not JSON: {:?}", reply.payload))
+}
+
+/// A client of the private (no-auth) server with the inbox prefix `prefix`.
+pub async fn connect_with_inbox(url: &str, prefix: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(prefix)
+        .connect(url)
+        .await
+        .expect("client connects")
 }
 
 /// R2 signature with the demo key.
@@ -520,11 +550,17 @@ pub fn card(number: &str, cvc: &str) -> Value {
     json!({"number": number, "expire_month": "12", "expire_year": "2030", "holder": "IVAN IVANOV", "cvc": cvc})
 }
 
-/// A running stack: NATS + oneclick (SQLite by default) + a client.
+/// A running stack: NATS + oneclick (SQLite by default) + clients.
 pub struct Stack {
     pub nats: NatsServer,
     pub app: OneClick,
+    /// Default inbox (`_INBOX.…`): health, JetStream, `$SRV`. Gateway and merchant subjects
+    /// sent from it go through [`request`], which picks the caller's inbox.
     pub client: async_nats::Client,
+    /// The payment page: inbox prefix `_INBOX.gateway`.
+    pub gateway: async_nats::Client,
+    /// The demo merchant 452739: inbox prefix `_INBOX.merchant_452739`.
+    pub merchant_client: async_nats::Client,
     pub dir: tempfile::TempDir,
 }
 
@@ -545,17 +581,27 @@ impl Stack {
             .await
             .expect("client connects");
         app.start(&client).await;
+        let gateway = connect_with_inbox(&nats.url(), "_INBOX.gateway").await;
+        let merchant_client =
+            connect_with_inbox(&nats.url(), &format!("_INBOX.merchant_{DEMO_MERCHANT}")).await;
         Stack {
             nats,
             app,
             client,
+            gateway,
+            merchant_client,
             dir,
         }
     }
 
+    /// A client of merchant `merchant_id` (inbox prefix `_INBOX.merchant_<id>`).
+    pub async fn merchant_client_for(&self, merchant_id: i64) -> async_nats::Client {
+        connect_with_inbox(&self.nats.url(), &format!("_INBOX.merchant_{merchant_id}")).await
+    }
+
     pub async fn gw(&self, endpoint: &str, body: Value) -> Value {
-        request(
-            &self.client,
+        request_on(
+            &self.gateway,
             self.app.subject(&format!("gw.{endpoint}")),
             &body,
         )
@@ -564,8 +610,8 @@ impl Stack {
 
     pub async fn merchant(&self, endpoint: &str, body: Value) -> Value {
         let body = merge(json!({"merchant": merchant_auth()}), body);
-        request(
-            &self.client,
+        request_on(
+            &self.merchant_client,
             self.app
                 .subject(&format!("merchant.{DEMO_MERCHANT}.{endpoint}")),
             &body,

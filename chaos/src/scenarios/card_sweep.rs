@@ -137,10 +137,13 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
         r#"{{"merchant_id":"{DEMO_MERCHANT}","card":{{"number":"{p}","cvc":"{}""#,
         cvcs[4]
     );
-    let _ = stack
-        .client
-        .request(gw("pay"), broken.into_bytes().into())
-        .await;
+    let _ = oneclick_testkit::inbox::request_as_caller(
+        &stack.client,
+        gw("pay"),
+        broken.into_bytes().into(),
+        Duration::from_secs(10),
+    )
+    .await;
     // Durable Token Pay and deletions through the JetStream store.
     for (i, (customer, token)) in tokens.iter().enumerate().take(40) {
         let cmd = if i % 5 == 4 {
