@@ -21,7 +21,7 @@ use oneclick_actors::Engine;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
+use crate::config::{NatsSettings, Settings};
 use crate::metrics::Metrics;
 use crate::subjects::Subjects;
 
@@ -39,21 +39,52 @@ pub fn load_keyring(settings: &Settings) -> anyhow::Result<Keyring> {
     crate::keys::load(&settings.keys)
 }
 
-/// Connects to NATS with the configured credentials.
+/// Connects to NATS with the configured credentials and TLS settings.
 pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Client> {
-    let mut options = async_nats::ConnectOptions::new()
+    let options = async_nats::ConnectOptions::new()
         .name(&settings.service.name)
         .connection_timeout(Duration::from_secs(5));
-    if let (Some(user), Some(password)) = (&settings.nats.user, &settings.nats.password) {
-        options = options.user_and_password(user.clone(), password.expose().to_string());
-    }
+    let options = nats_security(options, &settings.nats).await?;
     // No server at start is a clear start-up error (compose starts NATS first); once connected,
-    // the client reconnects by itself.
+    // the client reconnects by itself. The URL is never printed: it is validated to carry no
+    // credentials, but the error stays generic anyway.
     let client = options
         .connect(&settings.nats.url)
         .await
         .context("connecting to NATS")?;
+    tracing::info!(identity = %settings.nats.identity(), tls = %settings.nats.tls_description(), "connected to NATS");
     Ok(client)
+}
+
+/// Adds the configured credentials (one of user+password, token, NKey seed file, `.creds` file)
+/// and TLS (a CA to verify the server against, TLS required) to `options`. Shared by the service
+/// and `oneclick client`, so both present the identity `admin config check` prints.
+pub async fn nats_security(
+    mut options: async_nats::ConnectOptions,
+    nats: &NatsSettings,
+) -> anyhow::Result<async_nats::ConnectOptions> {
+    if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_string());
+    } else if let Some(token) = &nats.token {
+        options = options.token(token.expose().to_string());
+    } else if let Some(file) = &nats.nkey_seed_file {
+        let seed = zeroize::Zeroizing::new(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("nats.nkey_seed_file: reading {}", file.display()))?,
+        );
+        options = options.nkey(seed.trim().to_string());
+    } else if let Some(file) = &nats.creds_file {
+        options = options
+            .credentials_file(file)
+            .await
+            .with_context(|| format!("nats.creds_file: reading {}", file.display()))?;
+    }
+    if let Some(ca) = &nats.tls_ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    } else if nats.tls_required {
+        options = options.require_tls(true);
+    }
+    Ok(options)
 }
 
 impl Application {

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod config_check;
 
 use std::path::PathBuf;
 

@@ -128,8 +128,20 @@ pub struct NatsSettings {
     pub queue_group: String,
     /// Command partitions = ordered consumers. Changing it re-routes customers: drain first.
     pub partitions: u32,
+    /// Credentials: at most one of user+password, token, nkey_seed_file, creds_file (never in
+    /// the URL: `validate` rejects a URL with user info, async-nats would ignore it).
     pub user: Option<String>,
     pub password: Option<SecretString>,
+    pub token: Option<SecretString>,
+    /// A file holding an NKey seed (`SU…`); read at connect, never logged.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT + NKey seed) as `nsc` writes it.
+    pub creds_file: Option<PathBuf>,
+    /// PEM root certificate(s) the server's certificate must chain to; implies TLS required.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Refuse a server that does not speak TLS (verified against the system roots unless
+    /// `tls_ca_file` is set).
+    pub tls_required: bool,
     /// JetStream: redeliver an unacknowledged command after this long.
     pub ack_wait_secs: u64,
     /// JetStream: deliveries before a command goes to the dead-letter subject.
@@ -161,6 +173,11 @@ impl Default for NatsSettings {
             partitions: 8,
             user: None,
             password: None,
+            token: None,
+            nkey_seed_file: None,
+            creds_file: None,
+            tls_ca_file: None,
+            tls_required: false,
             ack_wait_secs: 30,
             max_deliver: 5,
             backoff_ms: vec![1000, 5000, 15000],
@@ -178,6 +195,66 @@ impl NatsSettings {
     pub fn subjects(&self) -> crate::subjects::Subjects {
         crate::subjects::Subjects::new(self.prefix.clone())
     }
+
+    /// Which credentials the service will present, without any secret.
+    pub fn identity(&self) -> NatsIdentity {
+        match (
+            &self.user,
+            &self.token,
+            &self.nkey_seed_file,
+            &self.creds_file,
+        ) {
+            (Some(user), _, _, _) => NatsIdentity::UserPassword(user.clone()),
+            (_, Some(_), _, _) => NatsIdentity::Token,
+            (_, _, Some(file), _) => NatsIdentity::NkeySeedFile(file.clone()),
+            (_, _, _, Some(file)) => NatsIdentity::CredsFile(file.clone()),
+            _ => NatsIdentity::Anonymous,
+        }
+    }
+
+    /// Whether and how the server's certificate is verified, for `admin config check`.
+    pub fn tls_description(&self) -> String {
+        match (
+            &self.tls_ca_file,
+            self.tls_required || self.url.contains("tls://"),
+        ) {
+            (Some(ca), _) => format!(
+                "required, server certificate verified against {}",
+                ca.display()
+            ),
+            (None, true) => "required, server certificate verified against the system roots".into(),
+            (None, false) => "only if the server asks for it (system roots)".into(),
+        }
+    }
+}
+
+/// The identity a NATS connection presents (`admin config check` prints it; no secret inside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsIdentity {
+    Anonymous,
+    UserPassword(String),
+    Token,
+    NkeySeedFile(PathBuf),
+    CredsFile(PathBuf),
+}
+
+impl std::fmt::Display for NatsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsIdentity::Anonymous => f.write_str("anonymous (no credentials)"),
+            NatsIdentity::UserPassword(user) => write!(f, "user {user:?} with a password"),
+            NatsIdentity::Token => f.write_str("a token"),
+            NatsIdentity::NkeySeedFile(p) => write!(f, "the NKey whose seed is in {}", p.display()),
+            NatsIdentity::CredsFile(p) => write!(f, "the credentials file {}", p.display()),
+        }
+    }
+}
+
+/// True if a URL carries user info (`nats://user:password@host`, `nats://token@host`).
+pub(crate) fn url_has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,11 +522,48 @@ impl Settings {
         if !(1..=1024).contains(&n.partitions) {
             return Err(invalid("nats.partitions", "must be 1..=1024"));
         }
+        // async-nats ignores user info in a URL: the CONNECT would carry no credentials and the
+        // server would answer "authorization violation" forever. Refuse it instead (the message
+        // never echoes the URL, which holds the secret).
+        if urls.iter().any(|u| url_has_credentials(u)) {
+            return Err(invalid(
+                "nats.url",
+                "credentials inside the URL are not supported; set nats.user and nats.password \
+                 (ONECLICK__NATS__USER / ONECLICK__NATS__PASSWORD), nats.token, \
+                 nats.nkey_seed_file or nats.creds_file instead",
+            ));
+        }
         if n.user.is_some() != n.password.is_some() {
             return Err(invalid(
                 "nats.password",
                 "nats.user and nats.password must be set together",
             ));
+        }
+        let methods = [
+            n.user.is_some(),
+            n.token.is_some(),
+            n.nkey_seed_file.is_some(),
+            n.creds_file.is_some(),
+        ];
+        if methods.iter().filter(|set| **set).count() > 1 {
+            return Err(invalid(
+                "nats.token",
+                "set only one of nats.user+password, nats.token, nats.nkey_seed_file, nats.creds_file",
+            ));
+        }
+        if n.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
+            return Err(invalid("nats.token", "must not be empty"));
+        }
+        for (key, file) in [
+            ("nats.nkey_seed_file", &n.nkey_seed_file),
+            ("nats.creds_file", &n.creds_file),
+            ("nats.tls_ca_file", &n.tls_ca_file),
+        ] {
+            if let Some(file) = file {
+                if !file.is_file() {
+                    return Err(invalid(key, format!("{}: file not found", file.display())));
+                }
+            }
         }
         if n.ack_wait_secs == 0 {
             return Err(invalid("nats.ack_wait_secs", "must be at least 1"));
@@ -661,7 +775,7 @@ mod tests {
         assert_eq!(from_file, Settings::default());
         Settings::default().validate()?;
         for line in BASE.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
-            for secret in ["master_keys", "fingerprint_key", "password"] {
+            for secret in ["master_keys", "fingerprint_key", "password", "token"] {
                 assert!(!line.starts_with(secret), "base.toml sets {secret}");
             }
         }
@@ -865,6 +979,78 @@ mod tests {
             assert!(got.contains(want), "{vars:?}: expected {want:?} in {got:?}");
             assert!(!got.contains("secretvalue"), "secret echoed: {got}");
         }
+    }
+
+    #[test]
+    fn a_nats_url_with_credentials_is_refused_without_echoing_them() {
+        for url in [
+            "nats://oneclick:secretvalue@nats:4222",
+            "tls://secretvalue@nats:4222",
+            "nats://a:4222,nats://u:secretvalue@b:4222",
+        ] {
+            let got = error_with(&[("ONECLICK__NATS__URL", url)]);
+            assert!(
+                got.contains("nats.url: credentials inside the URL are not supported"),
+                "{url}: {got}"
+            );
+            assert!(!got.contains("secretvalue"), "secret echoed: {got}");
+        }
+        // Control: the same URLs without user info load.
+        assert_eq!(
+            error_with(&[("ONECLICK__NATS__URL", "tls://nats:4222")]),
+            ""
+        );
+        assert_eq!(
+            error_with(&[
+                ("ONECLICK__NATS__URL", "tls://nats:4222"),
+                ("ONECLICK__NATS__USER", "oneclick"),
+                ("ONECLICK__NATS__PASSWORD", "secretvalue"),
+            ]),
+            ""
+        );
+    }
+
+    #[test]
+    fn only_one_nats_credential_kind_may_be_set() {
+        let got = error_with(&[
+            ("ONECLICK__NATS__USER", "oneclick"),
+            ("ONECLICK__NATS__PASSWORD", "secretvalue"),
+            ("ONECLICK__NATS__TOKEN", "secretvalue"),
+        ]);
+        assert!(got.contains("set only one of"), "{got}");
+        assert!(!got.contains("secretvalue"), "{got}");
+        let got = error_with(&[("ONECLICK__NATS__CREDS_FILE", "/nonexistent/x.creds")]);
+        assert!(
+            got.contains("nats.creds_file: /nonexistent/x.creds: file not found"),
+            "{got}"
+        );
+        let got = error_with(&[("ONECLICK__NATS__TLS_CA_FILE", "/nonexistent/ca.crt")]);
+        assert!(got.contains("nats.tls_ca_file"), "{got}");
+    }
+
+    #[test]
+    fn the_nats_identity_names_the_user_or_the_file_but_never_the_secret() {
+        let mut nats = NatsSettings::default();
+        assert_eq!(nats.identity().to_string(), "anonymous (no credentials)");
+        nats.token = Some(SecretString::new("secretvalue"));
+        assert_eq!(nats.identity().to_string(), "a token");
+        nats.token = None;
+        nats.user = Some("gateway".into());
+        nats.password = Some(SecretString::new("secretvalue"));
+        assert_eq!(
+            nats.identity().to_string(),
+            r#"user "gateway" with a password"#
+        );
+        assert!(!format!("{nats:?}").contains("secretvalue"));
+        nats.user = None;
+        nats.password = None;
+        nats.creds_file = Some(PathBuf::from("/run/secrets/oneclick.creds"));
+        assert_eq!(
+            nats.identity().to_string(),
+            "the credentials file /run/secrets/oneclick.creds"
+        );
+        nats.url = "tls://nats:4222".into();
+        assert!(nats.tls_description().starts_with("required"));
     }
 
     #[test]

@@ -49,6 +49,16 @@ pub enum AdminCommand {
     /// Master keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The settings: `config check` validates them and prints the NATS identity, TLS and
+    /// database the service will use (never a secret).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the settings and print what the service will connect to, and as whom.
+    Check,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +170,9 @@ fn parse_limit(raw: &str) -> anyhow::Result<(String, Option<i64>, Option<i64>)> 
 
 pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
     match command {
+        AdminCommand::Config(ConfigCommand::Check) => {
+            println!("{}", super::config_check::report(settings));
+        }
         AdminCommand::Migrate => {
             let url = DatabaseUrl::parse(&settings.database.url)?;
             let ran = url.run_migrations()?;

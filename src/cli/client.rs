@@ -66,6 +66,23 @@ pub struct ClientArgs {
     /// Subject prefix [default: nats.prefix of the settings].
     #[arg(long, global = true)]
     pub prefix: Option<String>,
+    /// NATS user (with --nats-password) [default: nats.user/password of the settings].
+    #[arg(long, global = true, env = "NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+    /// NATS password of --nats-user; prefer the environment variable (argv is visible in `ps`).
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user",
+        value_parser = parse_secret
+    )]
+    pub nats_password: Option<SecretString>,
+    /// Inbox prefix for replies (`_INBOX.gateway`, `_INBOX.merchant_<id>`): restricted NATS users
+    /// may only subscribe under their own [default: `_INBOX`].
+    #[arg(long, global = true, env = "NATS_INBOX_PREFIX")]
+    pub inbox_prefix: Option<String>,
     /// How long to wait for a reply (or for a command's event).
     #[arg(long, global = true, default_value_t = 5000)]
     pub timeout_ms: u64,
@@ -906,8 +923,15 @@ async fn call(
         .nats_url
         .clone()
         .unwrap_or_else(|| settings.nats.url.clone());
-    let inbox = plan.inbox_prefix(&settings.nats, subjects);
-    let client = connect(settings, &url, timeout, inbox).await?;
+    if url.split(',').any(crate::config::url_has_credentials) {
+        bail!("--nats-url: credentials inside the URL are not supported; use --nats-user/--nats-password (or NATS_USER/NATS_PASSWORD)");
+    }
+    // --inbox-prefix wins; otherwise the inbox of the caller the subject names.
+    let inbox = args
+        .inbox_prefix
+        .clone()
+        .or_else(|| plan.inbox_prefix(&settings.nats, subjects));
+    let client = connect(settings, args, &url, timeout, inbox).await?;
     let outcome = match plan {
         Plan::Request { subject, body } => {
             request_reply(&client, &subject, body, args.timeout_ms).await?
@@ -934,8 +958,14 @@ async fn call(
     Ok(outcome)
 }
 
+/// A secret from the command line or environment, redacted in `Debug` and zeroized.
+fn parse_secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::new(raw))
+}
+
 async fn connect(
     settings: &Settings,
+    args: &ClientArgs,
     url: &str,
     timeout: Duration,
     inbox_prefix: Option<String>,
@@ -946,9 +976,16 @@ async fn connect(
     if let Some(prefix) = inbox_prefix {
         options = options.custom_inbox_prefix(prefix);
     }
-    if let (Some(user), Some(password)) = (&settings.nats.user, &settings.nats.password) {
-        options = options.user_and_password(user.clone(), password.expose().to_string());
+    // --nats-user/--nats-password replace whatever credentials the settings name.
+    let mut nats = settings.nats.clone();
+    if let (Some(user), Some(password)) = (&args.nats_user, &args.nats_password) {
+        nats.user = Some(user.clone());
+        nats.password = Some(password.clone());
+        nats.token = None;
+        nats.nkey_seed_file = None;
+        nats.creds_file = None;
     }
+    let options = crate::app::nats_security(options, &nats).await?;
     match tokio::time::timeout(timeout, options.connect(url)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(anyhow!("cannot connect to NATS at {url}: {e}")),
