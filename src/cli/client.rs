@@ -924,11 +924,12 @@ async fn connect(
     if let (Some(user), Some(password)) = (&settings.nats.user, &settings.nats.password) {
         options = options.user_and_password(user.clone(), password.expose().to_string());
     }
+    let shown = crate::config::redact_url(url);
     match tokio::time::timeout(timeout, options.connect(url)).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(anyhow!("cannot connect to NATS at {url}: {e}")),
+        Ok(Err(e)) => Err(anyhow!("cannot connect to NATS at {shown}: {e}")),
         Err(_) => Err(anyhow!(
-            "cannot connect to NATS at {url} within {} ms",
+            "cannot connect to NATS at {shown} within {} ms",
             timeout.as_millis()
         )),
     }

@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)]
 
+pub mod attacks;
 pub mod card_scan;
 pub mod chaos;
 pub mod engine;
 pub mod nats;
+pub mod postgres;
