@@ -5,6 +5,7 @@
 //! prints a table. Where possible an attack includes a control showing its probe would see
 //! success (the same action done legitimately is seen), so "not succeeded" means something.
 
+pub mod identifiers;
 pub mod logs;
 
 /// What one attack found.
