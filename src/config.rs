@@ -236,6 +236,8 @@ pub struct KeysSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSection {
     pub actor_idle_secs: u64,
+    /// Most cached customer actors; the least recently used are evicted past it.
+    pub max_actors: usize,
     pub registry_shards: usize,
     pub state_ttl_ms: u64,
     pub credential_cache_secs: u64,
@@ -249,6 +251,7 @@ impl Default for EngineSection {
     fn default() -> Self {
         EngineSection {
             actor_idle_secs: 300,
+            max_actors: 100_000,
             registry_shards: 64,
             state_ttl_ms: 5000,
             credential_cache_secs: 60,
@@ -561,6 +564,9 @@ impl Settings {
         if e.actor_idle_secs == 0 {
             return Err(invalid("engine.actor_idle_secs", "must be at least 1"));
         }
+        if !(16..=100_000_000).contains(&e.max_actors) {
+            return Err(invalid("engine.max_actors", "must be 16..=100000000"));
+        }
         if !(1..=4096).contains(&e.registry_shards) {
             return Err(invalid("engine.registry_shards", "must be 1..=4096"));
         }
@@ -626,6 +632,7 @@ impl Settings {
         let e = &self.engine;
         oneclick_actors::engine::EngineSettings {
             actor_idle: Duration::from_secs(e.actor_idle_secs),
+            max_actors: e.max_actors,
             registry_shards: e.registry_shards,
             state_ttl: Duration::from_millis(e.state_ttl_ms),
             credential_cache: Duration::from_secs(e.credential_cache_secs),
