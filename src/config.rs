@@ -68,6 +68,7 @@ fn describe(error: &figment::Error) -> String {
                 None => format!("{key}: {}", e.kind),
             }
         })
+        .map(|line| redact_url(&line))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -117,7 +118,8 @@ impl Default for ServiceSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` is written out below: the URL may carry `user:password@` or a token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSettings {
     /// One URL or a comma-separated list (`nats://`, `tls://`, `ws://`, `wss://`).
@@ -191,6 +193,19 @@ impl Default for NatsSettings {
     }
 }
 
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("queue_group", &self.queue_group)
+            .field("partitions", &self.partitions)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NatsSettings {
     pub fn subjects(&self) -> crate::subjects::Subjects {
         crate::subjects::Subjects::new(self.prefix.clone())
@@ -257,7 +272,8 @@ pub(crate) fn url_has_credentials(url: &str) -> bool {
     authority.contains('@')
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` is written out below: the URL may carry a password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `postgres://…` or `sqlite://PATH`. May hold a password: set it from the environment.
@@ -276,6 +292,16 @@ impl Default for DatabaseSettings {
             pool_size: 8,
             sqlite_synchronous: SqliteSync::Full,
         }
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
+            .finish()
     }
 }
 
@@ -298,6 +324,8 @@ pub struct KeysSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSection {
     pub actor_idle_secs: u64,
+    /// Most cached customer actors; the least recently used are evicted past it.
+    pub max_actors: usize,
     pub registry_shards: usize,
     pub state_ttl_ms: u64,
     pub credential_cache_secs: u64,
@@ -311,6 +339,7 @@ impl Default for EngineSection {
     fn default() -> Self {
         EngineSection {
             actor_idle_secs: 300,
+            max_actors: 100_000,
             registry_shards: 64,
             state_ttl_ms: 5000,
             credential_cache_secs: 60,
@@ -678,6 +707,9 @@ impl Settings {
         if e.actor_idle_secs == 0 {
             return Err(invalid("engine.actor_idle_secs", "must be at least 1"));
         }
+        if !(16..=100_000_000).contains(&e.max_actors) {
+            return Err(invalid("engine.max_actors", "must be 16..=100000000"));
+        }
         if !(1..=4096).contains(&e.registry_shards) {
             return Err(invalid("engine.registry_shards", "must be 1..=4096"));
         }
@@ -743,6 +775,7 @@ impl Settings {
         let e = &self.engine;
         oneclick_actors::engine::EngineSettings {
             actor_idle: Duration::from_secs(e.actor_idle_secs),
+            max_actors: e.max_actors,
             registry_shards: e.registry_shards,
             state_ttl: Duration::from_millis(e.state_ttl_ms),
             credential_cache: Duration::from_secs(e.credential_cache_secs),
@@ -754,6 +787,82 @@ impl Settings {
             ..oneclick_actors::engine::EngineSettings::default()
         }
     }
+}
+
+/// Query parameters that hold a secret (`postgres://h/db?password=…`, `nats://h?token=…`).
+const SECRET_QUERY_KEYS: &[&str] = &[
+    "password",
+    "sslpassword",
+    "pass",
+    "token",
+    "auth_token",
+    "secret",
+    "nkey",
+    "jwt",
+];
+
+/// The one redaction of credentials in URLs, for everything that prints or logs a URL (settings
+/// `Debug`, configuration errors, connection errors, the client CLI). Works on any text: every
+/// `scheme://` in it has its userinfo replaced (`user:password@` → `user:***@`, a bare
+/// `token@` → `***@`) and its secret query parameters (`password=`, `token=`, …) masked.
+/// Comma-separated server lists are handled URL by URL. When in doubt it masks more (everything
+/// up to the last `@` of a URL counts as userinfo, since a password may hold `/` or `@`).
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let token_end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+            .unwrap_or(tail.len());
+        let token = &tail[..token_end];
+        // A list `a://…,b://…`: this URL ends at the comma before the next scheme.
+        let end = match token.find("://") {
+            Some(next) => token[..next].rfind(',').unwrap_or(next),
+            None => token.len(),
+        };
+        out.push_str(&redact_one_url(&token[..end]));
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `user:password@host/path?query` (what follows `scheme://`) with its secrets masked.
+fn redact_one_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let after = match url.rfind('@') {
+        Some(at) => {
+            match url[..at].split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str("***"),
+            }
+            &url[at..]
+        }
+        None => url,
+    };
+    match after.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            let masked: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if SECRET_QUERY_KEYS.contains(&key.to_ascii_lowercase().as_str()) => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            out.push_str(&masked.join("&"));
+        }
+        None => out.push_str(after),
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1064,5 +1173,47 @@ mod tests {
             assert!(err.unwrap_or_default().contains("partitons"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn redact_url_masks_passwords_tokens_and_secret_parameters_and_keeps_the_rest() {
+        let cases = [
+            ("postgres://oneclick:pg-s3cret@db:5432/oneclick", "postgres://oneclick:***@db:5432/oneclick"),
+            ("nats://oneclick:n4ts-s3cret@127.0.0.1:4222", "nats://oneclick:***@127.0.0.1:4222"),
+            ("nats://tok3n-s3cret@127.0.0.1:4222", "nats://***@127.0.0.1:4222"),
+            ("postgres://db/oneclick?sslmode=require&password=pg-s3cret", "postgres://db/oneclick?sslmode=require&password=***"),
+            ("nats://h1:4222?token=tok3n-s3cret", "nats://h1:4222?token=***"),
+            ("nats://a:p1-s3cret@h1:4222,nats://b:p2-s3cret@h2:4222", "nats://a:***@h1:4222,nats://b:***@h2:4222"),
+            // A password holding `/` and `@` is still masked whole.
+            ("postgres://u:p/a@ss-s3cret@db/x", "postgres://u:***@db/x"),
+            ("cannot connect to NATS at nats://u:p-s3cret@h:1: timed out", "cannot connect to NATS at nats://u:***@h:1: timed out"),
+            ("sqlite://.local/oneclick.db", "sqlite://.local/oneclick.db"),
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            ("no url here", "no url here"),
+        ];
+        for (input, want) in cases {
+            let got = redact_url(input);
+            assert_eq!(got, want, "{input}");
+            assert!(!got.contains("s3cret"), "{got}");
+        }
+    }
+
+    #[test]
+    fn settings_debug_never_shows_a_url_password() {
+        let settings = Settings {
+            nats: NatsSettings {
+                url: "nats://oneclick:n4ts-s3cret@127.0.0.1:4222".into(),
+                ..NatsSettings::default()
+            },
+            database: DatabaseSettings {
+                url: "postgres://oneclick:pg-s3cret@db/oneclick".into(),
+                ..DatabaseSettings::default()
+            },
+            ..Settings::default()
+        };
+        let shown = format!("{settings:?} {settings:#?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://oneclick:***@db/oneclick"), "{shown}");
+        assert!(shown.contains("nats://oneclick:***@127.0.0.1:4222"), "{shown}");
     }
 }

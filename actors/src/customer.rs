@@ -26,6 +26,10 @@
 //! and is marked retired; a message that still reaches it through an old address is answered
 //! with [`EngineError::Retired`] and re-sent by the engine to a fresh actor. It ends when the
 //! last address is dropped, so memory stays bounded by the active customers.
+//!
+//! **Eviction.** When the registry holds more than `max_actors`, its sweeper sends [`Evict`] to
+//! the least recently used actors; the actor retires exactly as on [`RetireIfIdle`] (in its own
+//! turn, after its queued messages), unless its customer was used since it was picked.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +37,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::engine::{Deps, EngineError};
-use crate::registry::{CustomerKey, Registry, RetireIfIdle};
+use crate::registry::{CustomerKey, Evict, Registry, RetireIfIdle};
 use crate::vault::customers::LoadCustomer;
 use crate::vault::records::CustomerSnapshot;
 
@@ -90,6 +94,7 @@ pub struct CustomerActor {
 
 impl CustomerActor {
     pub fn new(key: CustomerKey, deps: Arc<Deps>, registry: Registry) -> CustomerActor {
+        registry.actor_born();
         CustomerActor {
             key,
             deps,
@@ -111,6 +116,27 @@ impl CustomerActor {
 
 impl Actor for CustomerActor {
     type Context = Context<Self>;
+}
+
+impl Drop for CustomerActor {
+    fn drop(&mut self) {
+        self.registry.actor_gone();
+    }
+}
+
+impl Handler<Evict> for CustomerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Evict, ctx: &mut Context<Self>) {
+        // In the actor's own turn, like RetireIfIdle: queued messages were answered first.
+        if !self.retired
+            && self
+                .registry
+                .retire_if_unused(&self.key, &ctx.address(), msg.seen_ms)
+        {
+            self.retired = true;
+        }
+    }
 }
 
 impl Handler<RetireIfIdle> for CustomerActor {

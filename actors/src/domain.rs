@@ -15,6 +15,7 @@ pub mod currency;
 pub mod customer_number;
 pub mod cvc;
 pub mod expiry;
+pub mod identifier;
 pub mod limits;
 pub mod mode;
 pub mod order_number;
@@ -52,12 +53,18 @@ pub enum DomainError {
     /// R1: nothing left after stripping the prohibited characters.
     #[error("customer_number is empty after stripping prohibited characters")]
     CustomerNumberEmpty,
+    /// Refused characters, or only whitespace (`domain::identifier`; security issue 12).
+    #[error("customer_number: {reason}")]
+    CustomerNumberCharacters { reason: &'static str },
     /// More than 128 characters as received.
     #[error("order_number has {len} characters, at most {max} are allowed")]
     OrderNumberTooLong { len: usize, max: usize },
     /// Nothing left after stripping the prohibited characters.
     #[error("order_number is empty after stripping prohibited characters")]
     OrderNumberEmpty,
+    /// Refused characters, or only whitespace (`domain::identifier`; security issue 12).
+    #[error("order_number: {reason}")]
+    OrderNumberCharacters { reason: &'static str },
     #[error("invalid amount: {reason}")]
     InvalidAmount { reason: &'static str },
     #[error("invalid currency: {reason}")]
@@ -108,8 +115,12 @@ impl DomainError {
             DomainError::CustomerNumberTooLong { .. } | DomainError::OrderNumberTooLong { .. } => {
                 Fault::FieldTooLong
             }
-            DomainError::CustomerNumberEmpty => Fault::InvalidCustomerNumber,
-            DomainError::OrderNumberEmpty => Fault::InvalidOrderNumber,
+            DomainError::CustomerNumberEmpty | DomainError::CustomerNumberCharacters { .. } => {
+                Fault::InvalidCustomerNumber
+            }
+            DomainError::OrderNumberEmpty | DomainError::OrderNumberCharacters { .. } => {
+                Fault::InvalidOrderNumber
+            }
             DomainError::InvalidAmount { .. } => Fault::InvalidAmount,
             DomainError::InvalidCurrency { .. } => Fault::InvalidCurrency,
             DomainError::InvalidCardNumber { .. } => Fault::InvalidCardNumber,
@@ -144,6 +155,14 @@ mod tests {
                 Fault::InvalidCustomerNumber,
             ),
             (DomainError::OrderNumberEmpty, Fault::InvalidOrderNumber),
+            (
+                DomainError::CustomerNumberCharacters { reason: "x" },
+                Fault::InvalidCustomerNumber,
+            ),
+            (
+                DomainError::OrderNumberCharacters { reason: "x" },
+                Fault::InvalidOrderNumber,
+            ),
             (DomainError::InvalidSignature, Fault::InvalidSignature),
             (
                 DomainError::RecurringWithCustomerNumber,

@@ -74,6 +74,9 @@ pub type EngineResult<T> = Result<T, EngineError>;
 pub struct EngineSettings {
     /// An actor idle this long stops (memory bound).
     pub actor_idle: Duration,
+    /// Most cached customer actors; past it the least recently used are evicted (memory bound
+    /// under a flood of distinct customers).
+    pub max_actors: usize,
     pub registry_shards: usize,
     /// Cached customer state older than this is reloaded before use.
     pub state_ttl: Duration,
@@ -98,6 +101,7 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             actor_idle: Duration::from_secs(300),
+            max_actors: 100_000,
             registry_shards: 64,
             state_ttl: Duration::from_millis(5000),
             credential_cache: Duration::from_secs(60),
@@ -168,6 +172,7 @@ impl Engine {
             handles,
             Arc::downgrade(&deps),
             settings.actor_idle,
+            settings.max_actors,
         );
         let merchants = merchants::MerchantCache::new(
             deps.vault.clone(),
@@ -211,6 +216,11 @@ impl Engine {
     /// Number of customer actors alive in the registry.
     pub fn active_customers(&self) -> usize {
         self.registry.len()
+    }
+
+    /// Customer actors alive in the process: registered, or retired/evicted and not yet dropped.
+    pub fn live_actors(&self) -> usize {
+        self.registry.live_actors()
     }
 
     /// Sends a job to the customer's actor; retries once through the registry when the actor

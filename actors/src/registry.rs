@@ -17,9 +17,23 @@
 //! `actor_idle` to retire ([`RetireIfIdle`]). The actor retires in its own turn, after every
 //! message already queued, and only if its slot is still idle then (see
 //! [`Registry::retire_if_idle`]), so a customer never has two live actors in one process.
+//!
+//! **A cap on cached actors** (`max_actors`, security issue 12, finding 10): a flood of distinct
+//! customers must not grow memory until the idle sweep. When an insert takes the registry past
+//! `max_actors`, it wakes the sweeper, which picks the least recently used slots (oldest
+//! `last_seen_ms` over all shards) down to `max_actors - max_actors / 16` and sends each an
+//! [`Evict`] carrying the `last_seen_ms` it saw. Eviction is the idle retirement with another
+//! test: the actor retires in its own turn, after every message already queued, and only if its
+//! slot was not used since it was picked ([`Registry::retire_if_unused`]); a customer used in
+//! between stays. So the invariants of idle retirement hold (per-customer order, never two live
+//! actors for one customer), and the cap is soft: between the insert that crosses it and the
+//! victims' turns, new customers keep arriving. That lag is the slack the tests and
+//! docs/security/registry.md state.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -46,6 +60,8 @@ struct Slot {
     loaded_ms: u32,
     /// Last lookup or read of this customer.
     last_seen_ms: u32,
+    /// An [`Evict`] was sent and not yet answered (cleared by any use: the eviction then fails).
+    evicting: bool,
 }
 
 /// `Slot::loaded_ms` of a slot with nothing cached.
@@ -67,6 +83,16 @@ impl actix::Message for RetireIfIdle {
     type Result = ();
 }
 
+/// Sent by the sweeper to the least recently used actors when the registry is over
+/// `max_actors`: retire unless used since `seen_ms` (the slot's `last_seen_ms` when picked).
+pub struct Evict {
+    pub seen_ms: u32,
+}
+
+impl actix::Message for Evict {
+    type Result = ();
+}
+
 type Shard = Mutex<HashMap<CustomerKey, Slot>>;
 
 struct Inner {
@@ -76,6 +102,15 @@ struct Inner {
     deps: Weak<Deps>,
     /// Zero of the slots' millisecond clock.
     epoch: Instant,
+    /// Most slots before the sweeper evicts the least recently used.
+    max_actors: usize,
+    /// Slots in all shards (kept beside the maps so an insert need not lock every shard).
+    slots: AtomicUsize,
+    /// Customer actors alive in this process, registered or retiring (a [`CustomerActor`]
+    /// counts from its creation to its drop).
+    live_actors: AtomicUsize,
+    /// Wakes the sweeper for an eviction pass (capacity 1: one pending wake is enough).
+    wake: SyncSender<()>,
 }
 
 /// Cheap to clone; all clones share the same actors.
@@ -86,13 +121,16 @@ pub struct Registry {
 
 impl Registry {
     /// A registry whose actors retire after `idle` without use (a sweeper thread checks every
-    /// `idle / 4`, at least every 50 ms; it ends with the registry).
+    /// `idle / 4`, at least every 50 ms; it ends with the registry) and that keeps at most about
+    /// `max_actors` of them (least recently used evicted first; see the module header).
     pub fn new(
         shards: usize,
         arbiters: Vec<ArbiterHandle>,
         deps: Weak<Deps>,
         idle: Duration,
+        max_actors: usize,
     ) -> Registry {
+        let (wake, woken) = sync_channel::<()>(1);
         let registry = Registry {
             inner: Arc::new(Inner {
                 shards: (0..shards.max(1))
@@ -102,16 +140,31 @@ impl Registry {
                 hasher: Default::default(),
                 deps,
                 epoch: Instant::now(),
+                max_actors: max_actors.max(1),
+                slots: AtomicUsize::new(0),
+                live_actors: AtomicUsize::new(0),
+                wake,
             }),
         };
         let weak = Arc::downgrade(&registry.inner);
         let tick = (idle / 4).max(Duration::from_millis(50));
         let spawned = std::thread::Builder::new()
             .name("oneclick-sweeper".into())
-            .spawn(move || loop {
-                std::thread::sleep(tick);
-                let Some(inner) = weak.upgrade() else { return };
-                Registry { inner }.sweep(idle);
+            .spawn(move || {
+                let mut last_idle_sweep = Instant::now();
+                loop {
+                    let woken = woken.recv_timeout(tick);
+                    if woken == Err(RecvTimeoutError::Disconnected) {
+                        return;
+                    }
+                    let Some(inner) = weak.upgrade() else { return };
+                    let registry = Registry { inner };
+                    registry.evict_over_cap();
+                    if last_idle_sweep.elapsed() >= tick {
+                        last_idle_sweep = Instant::now();
+                        registry.sweep(idle);
+                    }
+                }
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the idle-actor sweeper; actors stay cached");
@@ -129,6 +182,7 @@ impl Registry {
             let now = self.now_ms();
             shard.retain(|_, slot| {
                 if !slot.addr.connected() {
+                    self.inner.slots.fetch_sub(1, Ordering::Relaxed);
                     return false;
                 }
                 if since(now, slot.last_seen_ms) >= idle {
@@ -136,6 +190,87 @@ impl Registry {
                 }
                 true
             });
+        }
+    }
+
+    /// When over `max_actors`: picks the least recently used slots not already being evicted,
+    /// down to `max_actors - max_actors / 16`, and sends each an [`Evict`]. Shard locks are held
+    /// one at a time, while scanning or marking one shard.
+    fn evict_over_cap(&self) {
+        let max = self.inner.max_actors;
+        let slots = self.inner.slots.load(Ordering::Relaxed);
+        if slots <= max {
+            return;
+        }
+        let target = max - max / 16;
+        let now = self.now_ms();
+        // (age, shard, key) of every slot not already being evicted.
+        let mut candidates: Vec<(u32, usize, CustomerKey)> = Vec::with_capacity(slots);
+        let mut evicting = 0usize;
+        for (i, shard) in self.inner.shards.iter().enumerate() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, slot) in shard.iter() {
+                if slot.evicting {
+                    evicting += 1;
+                } else {
+                    candidates.push((since(now, slot.last_seen_ms), i, key.clone()));
+                }
+            }
+        }
+        let wanted = (slots - target).saturating_sub(evicting).min(candidates.len());
+        if wanted == 0 {
+            return;
+        }
+        if wanted < candidates.len() {
+            // The `wanted` oldest first (largest age).
+            candidates.select_nth_unstable_by(wanted - 1, |a, b| b.0.cmp(&a.0));
+            candidates.truncate(wanted);
+        }
+        candidates.sort_unstable_by_key(|c| c.1);
+        let mut at = 0;
+        while at < candidates.len() {
+            let i = candidates[at].1;
+            let mut shard = self.inner.shards[i]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            while at < candidates.len() && candidates[at].1 == i {
+                if let Some(slot) = shard.get_mut(&candidates[at].2) {
+                    slot.evicting = true;
+                    slot.addr.do_send(Evict {
+                        seen_ms: slot.last_seen_ms,
+                    });
+                }
+                at += 1;
+            }
+        }
+    }
+
+    /// Removes `key` if it still maps to `addr` and was not used since `seen_ms` (an [`Evict`]);
+    /// `true` if removed (the actor then retires).
+    pub fn retire_if_unused(
+        &self,
+        key: &CustomerKey,
+        addr: &Addr<CustomerActor>,
+        seen_ms: u32,
+    ) -> bool {
+        let mut shard = self.shard(self.hash(key));
+        match shard.get_mut(key) {
+            Some(s) if &s.addr == addr && s.last_seen_ms != seen_ms => {
+                // Used since it was picked: it stays, and another pass picks someone else.
+                s.evicting = false;
+                drop(shard);
+                if self.inner.slots.load(Ordering::Relaxed) > self.inner.max_actors {
+                    let _ = self.inner.wake.try_send(());
+                }
+                false
+            }
+            Some(s) if &s.addr == addr => {
+                shard.remove(key);
+                self.inner.slots.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            // Not registered any more (replaced after a panic): retire.
+            _ => true,
         }
     }
 
@@ -153,6 +288,7 @@ impl Registry {
             Some(s) if &s.addr == addr && since(now, s.last_seen_ms) < millis(idle) => false,
             Some(s) if &s.addr == addr => {
                 shard.remove(key);
+                self.inner.slots.fetch_sub(1, Ordering::Relaxed);
                 true
             }
             // Not registered any more (replaced after a panic): retire.
@@ -183,6 +319,7 @@ impl Registry {
         if let Some(slot) = shard.get_mut(key) {
             if slot.addr.connected() {
                 slot.last_seen_ms = self.now_ms();
+                slot.evicting = false;
                 return Some(slot.addr.clone());
             }
         }
@@ -192,15 +329,24 @@ impl Registry {
         let (k, registry) = (key.clone(), self.clone());
         let addr =
             Supervisor::start_in_arbiter(arbiter, move |_| CustomerActor::new(k, deps, registry));
-        shard.insert(
+        let replaced = shard.insert(
             key.clone(),
             Slot {
                 addr: addr.clone(),
                 snapshot: None,
                 loaded_ms: NOT_LOADED,
                 last_seen_ms: self.now_ms(),
+                evicting: false,
             },
         );
+        drop(shard);
+        if replaced.is_none() {
+            let slots = self.inner.slots.fetch_add(1, Ordering::Relaxed) + 1;
+            if slots > self.inner.max_actors {
+                // Full: a wake is already pending, which is as good.
+                let _ = self.inner.wake.try_send(());
+            }
+        }
         Some(addr)
     }
 
@@ -221,6 +367,7 @@ impl Registry {
             return None;
         }
         slot.last_seen_ms = now;
+        slot.evicting = false;
         Some(slot.snapshot.clone())
     }
 
@@ -260,6 +407,26 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The configured cap on cached actors.
+    pub fn max_actors(&self) -> usize {
+        self.inner.max_actors
+    }
+
+    /// Customer actors alive in this process: registered, or retired and not yet dropped.
+    pub fn live_actors(&self) -> usize {
+        self.inner.live_actors.load(Ordering::Relaxed)
+    }
+
+    /// A customer actor was created (called by [`CustomerActor::new`]).
+    pub(crate) fn actor_born(&self) {
+        self.inner.live_actors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A customer actor was dropped.
+    pub(crate) fn actor_gone(&self) {
+        self.inner.live_actors.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The registered actor of `key`, if any (test hook).

@@ -20,6 +20,7 @@ use crate::stack::BackendKind;
         oneclick-bench --scenario pay-token --concurrency 8 --duration 5\n  \
         oneclick-bench --backend postgres,sqlite --scenario pay-token,token-list --concurrency 1,8,32\n  \
         oneclick-bench --memory --memory-customers 100000\n  \
+        oneclick-bench --actor-sweep 1000000 --backend sqlite   (peak RSS under the actor cap)\n  \
         oneclick-bench --growth 1000,1000000\n  \
         oneclick-bench --short    (CI smoke: < 2 min, exit 1 on any error)"
 )]
@@ -76,6 +77,11 @@ pub struct Args {
     pub memory: bool,
     #[arg(long, default_value_t = 100_000)]
     pub memory_customers: usize,
+    /// Actor-cap sweep: one offer each to this many distinct, never-seen customers (every one a
+    /// new customer actor), the service at its default `engine.max_actors`; reports the peak
+    /// RSS and the peak number of cached actors (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub actor_sweep: usize,
     /// Growth mode: vault sizes to compare, e.g. 1000,1000000 (bulk seeded); offer, token-list
     /// and pay-token at the highest --concurrency over --active customers spread over the vault.
     #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set)]
@@ -136,6 +142,7 @@ impl Args {
                 .map(|c| c.min(8))
                 .collect();
             self.memory_customers = self.memory_customers.min(2000);
+            self.actor_sweep = self.actor_sweep.min(5000);
             self.growth = self.growth.iter().map(|g| (*g).min(2000)).collect();
             self.active = self.active.min(100);
         }

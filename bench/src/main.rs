@@ -252,12 +252,17 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         memory_results.push(value);
         ratios.push(ratio);
     }
+    if env.args.actor_sweep > 0 {
+        let (value, ratio) = memory::actor_sweep(&mut env).await?;
+        memory_results.push(value);
+        ratios.push(ratio);
+    }
     if !env.args.growth.is_empty() {
         let (recs, rats) = memory::growth(&mut env).await?;
         records.extend(recs);
         ratios.extend(rats);
     }
-    if !env.args.memory && env.args.growth.is_empty() {
+    if !env.args.memory && env.args.growth.is_empty() && env.args.actor_sweep == 0 {
         records.extend(sweep(&mut env).await?);
         let backends: Vec<String> = env
             .args

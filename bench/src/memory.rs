@@ -5,6 +5,11 @@
 //!   health reply), touch every customer once with an offer (read-only: loads the customer into
 //!   its actor), read both again. RSS growth / actors added = bytes per cached actor (its
 //!   snapshot included: one card each). Allocator slack and the growth of buffers count too.
+//! - `--actor-sweep 1000000`: the registry's cap (security issue 12, finding 10). One offer each
+//!   to N distinct customers never seen before (nothing seeded: each offer still starts a customer
+//!   actor, which caches "no such customer"), oneclick at its default `engine.max_actors`. A
+//!   sampler reads oneclick's RSS and cached actors (`active_customers`) every 250 ms; the report
+//!   gives the peaks, against the uncapped cost (N × the per-actor RSS of `--memory`).
 //! - `--growth 1000,1000000`: for each vault size, a fresh database bulk-seeded with that many
 //!   customers; offer, token-list and pay-token at the highest `--concurrency` over the same
 //!   number of active customers (`--active`, spread evenly over the whole key range), so the only
@@ -164,6 +169,116 @@ pub async fn memory(env: &mut Env) -> anyhow::Result<(serde_json::Value, Ratio)>
     };
     if errors > 0 {
         anyhow::bail!("memory mode: {errors} touch requests failed");
+    }
+    Ok((value, ratio))
+}
+
+/// `--actor-sweep`: peak RSS and cached actors while N distinct customers pass through.
+pub async fn actor_sweep(env: &mut Env) -> anyhow::Result<(serde_json::Value, Ratio)> {
+    let backend = env.args.backend[0];
+    let n = env.args.actor_sweep;
+    eprintln!("== actor sweep: {n} distinct customers on {}", backend.as_str());
+    let (db, mut app) = env.prepare(backend, &format!("{}-actor-sweep", backend.as_str()))?;
+    app.start(&env.clients[0]).await?;
+    let pid = app
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("oneclick has no pid"))?;
+    let warm = Customer {
+        number: "warm-up".into(),
+        token: String::new(),
+    };
+    let key = signature_key();
+    for i in 0..200 {
+        let _ = env.clients[0]
+            .request(
+                format!("{}.v1.gw.offer", crate::stack::PREFIX),
+                offer(&key, &format!("w{i}"), &warm).body,
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss0 = rss_kib(pid).unwrap_or(0);
+    let tag = env.next_tag();
+    let customers: Arc<Vec<Customer>> = Arc::new(
+        (0..n)
+            .map(|i| Customer {
+                number: format!("sweep-{tag}-{i}"),
+                token: String::new(),
+            })
+            .collect(),
+    );
+    let peak_rss = Arc::new(AtomicU64::new(rss0));
+    let peak_actors = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (peak_rss, peak_actors) = (peak_rss.clone(), peak_actors.clone());
+        let client = env.clients[0].clone();
+        let subject = format!("{}.v1.health", crate::stack::PREFIX);
+        tokio::spawn(async move {
+            loop {
+                if let Some(rss) = rss_kib(pid) {
+                    peak_rss.fetch_max(rss, Ordering::Relaxed);
+                }
+                if let Ok(Ok(reply)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    client.request(subject.clone(), "{}".into()),
+                )
+                .await
+                {
+                    if let Some(a) = serde_json::from_slice::<serde_json::Value>(&reply.payload)
+                        .ok()
+                        .and_then(|v| v["active_customers"].as_u64())
+                    {
+                        peak_actors.fetch_max(a, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let (secs, errors) =
+        touch_all(env, &customers, env.args.max_concurrency().max(32), &tag).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sampler.abort();
+    let rss1 = rss_kib(pid).unwrap_or(0);
+    let actors1 = active_customers(env, &app).await?;
+    app.stop();
+    drop(db);
+    let peak_rss = peak_rss.load(Ordering::Relaxed).max(rss1);
+    let peak_actors = peak_actors.load(Ordering::Relaxed).max(actors1.max(0) as u64);
+    let peak_mib = peak_rss as f64 / 1024.0;
+    let value = json!({
+        "backend": backend.as_str(),
+        "distinct_customers": n,
+        "max_actors": "default (engine.max_actors)",
+        "touch_seconds": secs,
+        "touch_rate_per_s": n as f64 / secs.max(1e-9),
+        "touch_errors": errors,
+        "rss_before_kib": rss0,
+        "rss_peak_kib": peak_rss,
+        "rss_after_kib": rss1,
+        "actors_peak": peak_actors,
+        "actors_after": actors1,
+    });
+    let ratio = Ratio {
+        name: format!(
+            "peak RSS while {} distinct customers pass through ({})",
+            fmt_int(n as f64),
+            backend.as_str()
+        ),
+        value: Some(peak_mib),
+        unit: "MiB".into(),
+        target: "≤ 512 MiB".into(),
+        met: Some(peak_mib <= 512.0),
+        detail: format!(
+            "RSS {} → peak {} → {} KiB; cached actors peak {peak_actors}, after {actors1}; {}/s, {errors} errors",
+            fmt_int(rss0 as f64),
+            fmt_int(peak_rss as f64),
+            fmt_int(rss1 as f64),
+            fmt_int(n as f64 / secs.max(1e-9))
+        ),
+    };
+    if errors > 0 {
+        anyhow::bail!("actor sweep: {errors} offers failed");
     }
     Ok((value, ratio))
 }

@@ -986,11 +986,12 @@ async fn connect(
         nats.creds_file = None;
     }
     let options = crate::app::nats_security(options, &nats).await?;
+    let shown = crate::config::redact_url(url);
     match tokio::time::timeout(timeout, options.connect(url)).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(anyhow!("cannot connect to NATS at {url}: {e}")),
+        Ok(Err(e)) => Err(anyhow!("cannot connect to NATS at {shown}: {e}")),
         Err(_) => Err(anyhow!(
-            "cannot connect to NATS at {url} within {} ms",
+            "cannot connect to NATS at {shown} within {} ms",
             timeout.as_millis()
         )),
     }

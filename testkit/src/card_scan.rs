@@ -1,9 +1,11 @@
 //! The card-data scan: every form in which a PAN or CVC must never be found, and the places to
 //! look (every value and row of a PostgreSQL database, every file under a directory).
 //!
-//! Shared by the test suite (`tests/support`) and the chaos binary's card sweep
-//! (`chaos/src/scenarios/card_sweep.rs` includes this file by path), so both look for the same
-//! needles the same way. It depends only on `base64` and `sha2`.
+//! Shared by the test suite, the chaos binary's card sweep (`chaos/src/scenarios/card_sweep.rs`)
+//! and the log scan (`attacks/logs.rs`), so all look for the same needles the same way. Besides
+//! the stored forms, [`secret_needles`] and [`short_secret_needles`] give the forms a *log* would
+//! carry a secret in (JSON-escaped, base64 at any alignment, hex, `Debug` byte arrays). It
+//! depends only on `base64`, `sha2` and `serde_json`.
 
 use std::path::Path;
 
@@ -233,4 +235,151 @@ pub fn sweep(haystacks: &[Haystack], needles: &[Needle]) -> Vec<(String, String)
         }
     }
     found
+}
+
+/// `[52, 49, 49, …]`: how Rust's `Debug` prints a byte slice, array or `Vec<u8>`.
+pub fn debug_bytes(bytes: &[u8]) -> String {
+    format!("{bytes:?}")
+}
+
+/// The body of a JSON string holding `text` (quotes, backslashes and controls escaped).
+pub fn json_escaped(text: &str) -> String {
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(&quoted)
+        .to_string()
+}
+
+/// The base64 characters that encode `bytes` whatever their offset inside a longer encoded
+/// message (three alignments; the characters shared with neighbouring bytes are left out), so a
+/// secret is found inside a base64-encoded frame or blob, not only when encoded alone.
+pub fn base64_in_context(bytes: &[u8]) -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let mut out = Vec::new();
+    for pad in 0..3usize {
+        let mut buf = vec![0u8; pad];
+        buf.extend_from_slice(bytes);
+        let encoded = b64.encode(&buf);
+        // Character i covers bits [6i, 6i+6): keep those inside the secret's bits.
+        let (lo, hi) = (8 * pad, 8 * (pad + bytes.len()));
+        let first = lo.div_ceil(6);
+        let last = match hi.checked_sub(6) {
+            Some(h) => h / 6,
+            None => continue,
+        };
+        if last >= first && last < encoded.len() {
+            out.push(encoded[first..=last].to_string());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A long secret (PAN, password, key text) in every form a log could carry it: as is,
+/// JSON-escaped (once and twice: a frame logged inside a JSON log line), hex, HEX, base64 at
+/// any alignment, and as a `Debug` byte array. Found anywhere (not only as a whole value).
+pub fn secret_needles(label: &str, secret: &[u8]) -> Vec<Needle> {
+    let mut forms: Vec<(String, Vec<u8>)> = vec![
+        ("as is".into(), secret.to_vec()),
+        ("hex".into(), hex(secret).into_bytes()),
+        ("HEX".into(), hex(secret).to_uppercase().into_bytes()),
+        ("Debug bytes".into(), debug_bytes(secret).into_bytes()),
+    ];
+    if let Ok(text) = std::str::from_utf8(secret) {
+        let once = json_escaped(text);
+        let twice = json_escaped(&once);
+        forms.push(("JSON-escaped".into(), once.into_bytes()));
+        forms.push(("JSON-escaped twice".into(), twice.into_bytes()));
+    }
+    for (i, b) in base64_in_context(secret).into_iter().enumerate() {
+        forms.push((format!("base64 (alignment {i})"), b.into_bytes()));
+    }
+    let mut out: Vec<Needle> = Vec::new();
+    for (form, bytes) in forms {
+        if out.iter().any(|n| n.bytes == bytes) {
+            continue;
+        }
+        out.push(Needle {
+            what: format!("{label}, {form}"),
+            bytes,
+            whole: false,
+        });
+    }
+    out
+}
+
+/// A short secret (a 3–4 digit CVC) in the forms a log carries it. As a bare number it would
+/// be "found" in every timestamp (`20:41:07.739`), so it counts only where it is a value: quoted
+/// (`"739"`, `'739'`, `\"739\"`), after a field name (`cvc=739`, `cvc: 739`), and as whole base64,
+/// hex and `Debug` byte-array values.
+pub fn short_secret_needles(label: &str, secret: &str) -> Vec<Needle> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    let mut push = |form: &str, bytes: Vec<u8>, whole: bool| {
+        out.push(Needle {
+            what: format!("{label}, {form}"),
+            bytes,
+            whole,
+        })
+    };
+    for (form, text) in [
+        ("quoted", format!("\"{secret}\"")),
+        ("single-quoted", format!("'{secret}'")),
+        ("JSON-escaped quoted", format!("\\\"{secret}\\\"")),
+        ("cvc=", format!("cvc={secret}")),
+        ("cvc: ", format!("cvc: {secret}")),
+        ("cvc:", format!("cvc:{secret}")),
+        ("Debug bytes", debug_bytes(secret.as_bytes())),
+    ] {
+        push(form, text.into_bytes(), false);
+    }
+    push("base64", b64.encode(secret).into_bytes(), true);
+    push("hex", hex(secret.as_bytes()).into_bytes(), true);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_in_context_finds_a_secret_at_every_offset_of_a_longer_message() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let secret = b"4111111111111111";
+        let forms = base64_in_context(secret);
+        for prefix in ["", "a", "ab", "abc", "{\"number\":\""] {
+            let message = [prefix.as_bytes(), secret, b"\"}"].concat();
+            let encoded = b64.encode(&message);
+            assert!(
+                forms.iter().any(|f| encoded.contains(f.as_str())),
+                "prefix {prefix:?}: {encoded} holds none of {forms:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn needle_forms_are_the_ones_logs_carry() {
+        let n = secret_needles("pw", b"demo-password");
+        let has = |s: &str| n.iter().any(|x| x.bytes == s.as_bytes());
+        assert!(has("demo-password"));
+        assert!(has("64656d6f2d70617373776f7264"));
+        assert!(has(&format!("{:?}", b"demo-password".to_vec())));
+        let n = secret_needles("pw", b"a\"b");
+        assert!(n.iter().any(|x| x.bytes == b"a\\\"b"), "JSON-escaped");
+        let cvc = short_secret_needles("cvc", "739");
+        assert!(cvc.iter().any(|x| x.bytes == b"[55, 51, 57]"));
+        let stamp = Needle {
+            what: "x".into(),
+            bytes: b"\"739\"".to_vec(),
+            whole: false,
+        };
+        assert!(!contains(b"2026-12-06 20:41:07.739 UTC", &stamp));
+        assert!(contains(b"{\"cvc\":\"739\"}", &stamp));
+    }
 }

@@ -94,6 +94,7 @@ pub fn merchant_settings(id: i64) -> UpsertMerchant {
 pub fn test_settings() -> EngineSettings {
     EngineSettings {
         actor_idle: Duration::from_secs(300),
+        max_actors: 100_000,
         registry_shards: 8,
         state_ttl: Duration::from_millis(100),
         credential_cache: Duration::from_secs(60),

@@ -12,3 +12,4 @@ pub mod chaos;
 pub mod engine;
 pub mod inbox;
 pub mod nats;
+pub mod postgres;

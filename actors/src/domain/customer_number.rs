@@ -1,8 +1,11 @@
 //! R1: the merchant's number for a customer (`customer_number`, the original's `customernumber`).
 //!
-//! Invariants: at most 32 characters as received (longer is refused, not truncated); the original's
-//! prohibited characters `< > " = ' / \ ( ) ; #` are stripped, not refused; the stored value is
-//! never empty and contains none of them. Nothing else is changed (no trimming, no case folding).
+//! Invariants: at most 32 characters as received (longer is refused, not truncated); the
+//! character rules of [`super::identifier`] apply (control, bidi and invisible format characters
+//! and compatibility look-alikes such as full-width `ａｌｉｃｅ` are refused, canonical
+//! equivalents are stored in NFC); the original's prohibited characters `< > " = ' / \ ( ) ; #`
+//! are stripped, not refused; the stored value is never empty, never only whitespace, at most 32
+//! characters, and contains none of them. Nothing else is changed (no trimming, no case folding).
 //! The R2 signature is computed over the value *as received*, so callers keep the raw string for it.
 //! Customer numbers are not secret.
 
@@ -10,7 +13,7 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use super::DomainError;
+use super::{identifier, DomainError};
 
 /// At most this many characters as received (§7).
 pub const MAX_LEN: usize = 32;
@@ -29,9 +32,27 @@ impl CustomerNumber {
         if len > MAX_LEN {
             return Err(DomainError::CustomerNumberTooLong { len, max: MAX_LEN });
         }
-        let stripped: String = raw.chars().filter(|c| !PROHIBITED.contains(c)).collect();
+        let normalized = identifier::normalize(raw).map_err(|p| {
+            DomainError::CustomerNumberCharacters {
+                reason: p.reason(),
+            }
+        })?;
+        let stripped: String = normalized
+            .chars()
+            .filter(|c| !PROHIBITED.contains(c))
+            .collect();
         if stripped.is_empty() {
             return Err(DomainError::CustomerNumberEmpty);
+        }
+        if identifier::is_blank(&stripped) {
+            return Err(DomainError::CustomerNumberCharacters {
+                reason: "must not be only whitespace",
+            });
+        }
+        // NFC may (rarely) lengthen a value: the stored one keeps the limit too.
+        let len = stripped.chars().count();
+        if len > MAX_LEN {
+            return Err(DomainError::CustomerNumberTooLong { len, max: MAX_LEN });
         }
         Ok(CustomerNumber(stripped))
     }
@@ -100,6 +121,37 @@ mod tests {
         }
     }
 
+    /// The hostile values of security issue 12, finding 8, each with its reason.
+    #[test]
+    fn nul_bidi_override_full_width_and_whitespace_only_are_refused_as_invalid_customer_numbers() {
+        for raw in ["ali\0ce", "\u{202e}ecila", "ａｌｉｃｅ", "   ", "al\u{200b}ice", "a\u{2066}b\u{2069}", "\t"] {
+            let err = CustomerNumber::parse(raw).expect_err(raw);
+            assert!(
+                matches!(err, DomainError::CustomerNumberCharacters { .. }),
+                "{raw:?}: {err:?}"
+            );
+            assert_eq!(err.fault(), Fault::InvalidCustomerNumber, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn whitespace_left_after_stripping_is_refused_too() {
+        let err = CustomerNumber::parse(" # ").expect_err("blank");
+        assert_eq!(err.fault(), Fault::InvalidCustomerNumber);
+    }
+
+    #[test]
+    fn canonically_equivalent_customer_numbers_are_one_customer() {
+        let composed = CustomerNumber::parse("José").expect("valid");
+        let decomposed = CustomerNumber::parse("Jose\u{301}").expect("valid");
+        assert_eq!(composed, decomposed);
+    }
+
+    #[test]
+    fn surrounding_spaces_are_kept_not_trimmed() {
+        assert_eq!(CustomerNumber::parse(" alice ").expect("valid").as_str(), " alice ");
+    }
+
     proptest! {
         #[test]
         fn r1_parsed_customer_number_is_short_and_clean(raw in "\\PC{0,40}") {
@@ -109,7 +161,11 @@ mod tests {
                 prop_assert!(!n.as_str().contains(PROHIBITED));
             } else {
                 let stripped: String = raw.chars().filter(|c| !PROHIBITED.contains(c)).collect();
-                prop_assert!(raw.chars().count() > MAX_LEN || stripped.is_empty());
+                prop_assert!(
+                    raw.chars().count() > MAX_LEN
+                        || identifier::is_blank(&stripped)
+                        || identifier::normalize(&raw).is_err()
+                );
             }
         }
 
