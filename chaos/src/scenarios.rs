@@ -5,6 +5,7 @@ mod durable_load;
 mod fuzz;
 mod key_rotation;
 mod merchant_retries;
+mod red_team;
 mod tenant_isolation;
 mod two_instances;
 
@@ -22,6 +23,7 @@ pub const ALL: &[&str] = &[
     "key-rotation",
     "tenant-isolation",
     "fuzz",
+    "red-team",
 ];
 
 pub async fn run(name: &str, run: &Run, report: &mut Report) -> anyhow::Result<()> {
@@ -38,6 +40,7 @@ pub async fn run(name: &str, run: &Run, report: &mut Report) -> anyhow::Result<(
         "key-rotation" => key_rotation::run(run, report).await,
         "tenant-isolation" => tenant_isolation::run(run, report).await,
         "fuzz" => fuzz::run(run, report),
+        "red-team" => red_team::run(run, report).await,
         other => anyhow::bail!("unknown scenario {other}; one of: {}", ALL.join(", ")),
     }
 }

@@ -253,8 +253,8 @@ pub struct OneClick {
 }
 
 /// The `oneclick` binary under test: `ONECLICK_BIN` when set, else the one cargo built beside
-/// the running test binary (`target/<profile>/deps/<test>` → `target/<profile>/oneclick`; cargo
-/// builds it for every integration test of the root package).
+/// the running binary (`target/<profile>/deps/<test>` or `target/<profile>/oneclick-chaos` →
+/// `target/<profile>/oneclick`; cargo builds it for every integration test of the root package).
 pub fn bin() -> &'static str {
     static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
@@ -262,10 +262,12 @@ pub fn bin() -> &'static str {
             return b;
         }
         let exe = std::env::current_exe().expect("the test binary's path");
-        let dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("target/<profile>/deps");
+        // A test binary lives in target/<profile>/deps, a binary such as oneclick-chaos in
+        // target/<profile> itself.
+        let mut dir = exe.parent().expect("the binary's folder");
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            dir = dir.parent().expect("target/<profile>");
+        }
         dir.join(format!("oneclick{}", std::env::consts::EXE_SUFFIX))
             .to_string_lossy()
             .into_owned()
