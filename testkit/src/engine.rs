@@ -754,6 +754,7 @@ impl Harness {
                 customer_number: customer.into(),
                 token: token.into(),
                 command_id: command_id.map(str::to_string),
+                actor: AuditActor::merchant(merchant_id, LOGIN),
             })
             .await
     }
@@ -771,6 +772,7 @@ impl Harness {
                 customer_number: customer.into(),
                 status: status.into(),
                 command_id: command_id.map(str::to_string),
+                actor: AuditActor::merchant(merchant_id, LOGIN),
             })
             .await
     }
