@@ -23,6 +23,7 @@ use crate::customer::{InjectFailure, NextState, Run};
 use crate::domain::{CustomerNumber, DomainError, Token};
 use crate::fault::Fault;
 use crate::registry::{CustomerKey, Registry};
+use crate::vault::audit::{AuditAction, Record};
 use crate::vault::customers::{
     Applied, CommandKey, DeleteCard, DeleteOutcome, ListCustomers, SetStatus,
 };
@@ -68,6 +69,18 @@ impl EngineError {
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
+
+/// The audit detail of a customer change: the status asked for and the durable command id (R16).
+fn audit_detail(command_id: &Option<String>, status: Option<&str>) -> serde_json::Value {
+    let mut detail = serde_json::Map::new();
+    if let Some(status) = status {
+        detail.insert("status".into(), status.into());
+    }
+    if let Some(id) = command_id {
+        detail.insert("command_id".into(), id.as_str().into());
+    }
+    serde_json::Value::Object(detail)
+}
 
 /// Engine tuning (the `[engine]` config section).
 #[derive(Debug, Clone)]
@@ -372,9 +385,14 @@ impl Engine {
             )?),
             None => None,
         };
+        let audit = Record::new(req.actor.clone(), AuditAction::CardDeleted)
+            .merchant(merchant.id)
+            .customer(number.as_str())
+            .token(token.as_str())
+            .detail(audit_detail(&req.command_id, None));
         let key = Self::customer_key(&merchant, &number);
         self.on_customer(&key, || {
-            let (token, command) = (token.clone(), command.clone());
+            let (token, command, audit) = (token.clone(), command.clone(), audit.clone());
             Box::new(
                 move |deps: Arc<Deps>, snapshot: Option<Arc<CustomerSnapshot>>| {
                     Box::pin(async move {
@@ -396,6 +414,7 @@ impl Engine {
                                 command,
                                 result_json: json(&removed),
                                 now_ms: now_ms(),
+                                audit,
                             })
                             .await;
                         match flatten(sent) {
@@ -442,10 +461,14 @@ impl Engine {
             )?),
             None => None,
         };
+        let audit = Record::new(req.actor.clone(), AuditAction::CustomerStatusChanged)
+            .merchant(merchant.id)
+            .customer(number.as_str())
+            .detail(audit_detail(&req.command_id, Some(req.status.as_str())));
         let key = Self::customer_key(&merchant, &number);
         let union_id = merchant.union_id;
         self.on_customer(&key, || {
-            let (number, command) = (number.clone(), command.clone());
+            let (number, command, audit) = (number.clone(), command.clone(), audit.clone());
             Box::new(move |deps: Arc<Deps>, _snapshot| {
                 Box::pin(async move {
                     let today = chrono::Utc::now().date_naive();
@@ -466,6 +489,7 @@ impl Engine {
                             command: command.clone(),
                             reply: Box::new(move |s| json(&reply(s))),
                             now_ms: now_ms(),
+                            audit: audit.clone(),
                         })
                         .await;
                     match flatten(sent) {

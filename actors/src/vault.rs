@@ -13,6 +13,7 @@
 //! - handlers never panic: a panic would silently remove a `SyncArbiter` worker (STACK.md), so
 //!   every r2d2/Diesel/crypto failure becomes a [`VaultError`].
 
+pub mod audit;
 pub mod connection;
 pub mod customers;
 pub mod group_commit;

@@ -1,5 +1,12 @@
-//! `oneclick admin …`: migrations, merchants and their web-service users, unions, demo data, and
-//! master keys (generate, status, online rotation). Runs against the vault database directly.
+//! `oneclick admin …`: migrations, merchants and their web-service users, unions, demo data, the
+//! audit trail, and master keys (generate, status, online rotation). Runs against the vault
+//! database directly.
+//!
+//! Never surprises (issue 16 item 5): `admin merchant` creates or updates only the fields named;
+//! the R2 signature key changes only by `admin merchant rotate-signing-key`; `admin merchant show`
+//! prints settings without secrets (`"set"`); every command that changes state prints what changed
+//! (`field: old → new`) and appends an audit row (actor `admin-cli:<OS user>`, PCI DSS 10.2),
+//! in the same transaction when the change is a vault transaction.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,10 +16,15 @@ use base64::Engine as _;
 use clap::{Args, Subcommand};
 use oneclick_actors::crypto::Keyring;
 use oneclick_actors::engine::merchants::hash_password;
+use oneclick_actors::vault::audit::{
+    append_audit, format_ms, list_audit, AppendAudit, AuditAction, AuditActor, ListAudit, Record,
+};
 use oneclick_actors::vault::keys::{key_status, rotate_batch, GetKeyStatus, RotateBatch};
 use oneclick_actors::vault::merchants::{
-    create_union, join_union, set_merchant_user, upsert_merchant, CreateUnion, JoinOutcome,
-    JoinUnion, SetMerchantUser, UpsertMerchant,
+    create_union_audited, join_union_audited, load_merchant, rotate_signing_key, save_merchant,
+    set_merchant_user_audited, upsert_merchant_audited, Change, CreateUnion, JoinOutcome,
+    JoinUnion, LoadMerchant, MerchantChanges, RotateOutcome, RotateSigningKey, SaveMerchant,
+    SaveOutcome, SetMerchantUser, UpsertMerchant,
 };
 use oneclick_actors::vault::DatabaseUrl;
 
@@ -31,8 +43,10 @@ pub enum AdminCommand {
     Migrate,
     /// Create the demo merchant (id 452739, login demo / demo-password), idempotent.
     DemoSeed,
-    /// Create or update a merchant's One Click settings.
+    /// Create a merchant or update only the settings named; `show`; `rotate-signing-key`.
     Merchant(MerchantArgs),
+    /// Print the audit trail (who changed what), one JSON object a line.
+    Audit(AuditArgs),
     /// Set a merchant web-service user's password (argon2).
     User {
         #[arg(long)]
@@ -61,34 +75,84 @@ pub enum ConfigCommand {
     Check,
 }
 
+/// `admin merchant --id N [--field value]…` (create or update the named fields), or one of its
+/// subcommands (`show`, `rotate-signing-key`).
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct MerchantArgs {
+    #[command(subcommand)]
+    pub command: Option<MerchantCommand>,
+    #[command(flatten)]
+    pub set: MerchantSetArgs,
+}
+
+/// The fields of a merchant; only those given are written. Creating a merchant needs `--name`;
+/// the others then default to: enabled true, mode standard, need-cvc true, threshold 1,
+/// time zone Europe/Moscow, mit-cof false, no limits, a generated signature key.
+#[derive(Debug, Args)]
+pub struct MerchantSetArgs {
+    #[arg(long, required = true)]
+    pub id: Option<i64>,
     #[arg(long)]
-    pub id: i64,
-    #[arg(long, default_value = "")]
-    pub name: String,
-    /// One Click enabled.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub enabled: bool,
+    pub name: Option<String>,
+    /// One Click enabled (true | false).
+    #[arg(long)]
+    pub enabled: Option<bool>,
     /// standard | saved_cards_only | save_only
-    #[arg(long, default_value = "standard")]
-    pub mode: String,
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub need_cvc: bool,
+    #[arg(long)]
+    pub mode: Option<String>,
+    #[arg(long)]
+    pub need_cvc: Option<bool>,
     /// Successful payments a card needs before the payment page lists it.
-    #[arg(long, default_value_t = 1)]
-    pub threshold: i32,
+    #[arg(long)]
+    pub threshold: Option<i32>,
     /// IANA zone of the day/week limit windows.
-    #[arg(long, default_value = "Europe/Moscow")]
-    pub time_zone: String,
-    /// Base64 HMAC key for order signatures; generated when absent on creation.
+    #[arg(long)]
+    pub time_zone: Option<String>,
+    /// Base64 HMAC key for order signatures, on creation only (generated when absent); an
+    /// existing merchant's key changes only by `rotate-signing-key`.
     #[arg(long)]
     pub signature_key: Option<String>,
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
-    pub mit_cof: bool,
-    /// CURRENCY:DAY:WEEK in major units, `-` for none, e.g. RUB:1000.00:5000.00 (repeatable).
+    #[arg(long)]
+    pub mit_cof: Option<bool>,
+    /// CURRENCY:DAY:WEEK in major units, `-` for none, e.g. RUB:1000.00:5000.00 (repeatable);
+    /// replaces the limits of that currency only.
     #[arg(long = "limit")]
     pub limits: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MerchantCommand {
+    /// Print a merchant's settings (secrets shown only as "set").
+    Show {
+        #[arg(long)]
+        id: i64,
+    },
+    /// Replace the order-signature (R2) key; the old key keeps verifying during the overlap.
+    RotateSigningKey {
+        #[arg(long)]
+        id: i64,
+        /// How long the old key still verifies: e.g. 24h, 90m, 30s, 7d, 0 (stops at once).
+        #[arg(long, default_value = "24h")]
+        overlap: String,
+        /// The new key (base64); generated and printed once when absent.
+        #[arg(long)]
+        signature_key: Option<String>,
+    },
+}
+
+/// `admin audit`: the newest rows of the trail, oldest first, one JSON object a line.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only rows about this merchant.
+    #[arg(long)]
+    pub merchant: Option<i64>,
+    /// Only rows at or after this time: RFC 3339 (2026-12-06T20:00:00Z) or a UTC date (2026-12-06).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many rows (the newest).
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,7 +232,81 @@ fn parse_limit(raw: &str) -> anyhow::Result<(String, Option<i64>, Option<i64>)> 
     Ok((currency.as_str().to_string(), amount(day)?, amount(week)?))
 }
 
+/// Runs one admin command as the current OS user; a key operation is then recorded in the trail.
 pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
+    let actor = admin_actor();
+    let key_audit = key_operation_audit(&command);
+    run_command(settings, command, &actor)?;
+    if let Some((action, detail)) = key_audit {
+        record_outside_vault(settings, Record::new(actor, action).detail(detail));
+    }
+    Ok(())
+}
+
+/// `admin-cli:<OS user>` (`$USER`, else `$LOGNAME`). The OS user is what the operator logged in
+/// as; it is as trustworthy as that login (see docs/security/audit.md).
+fn admin_actor() -> AuditActor {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    AuditActor::admin_cli(&user)
+}
+
+/// The audit record of a key operation made outside a vault transaction (files, batches).
+fn key_operation_audit(command: &AdminCommand) -> Option<(AuditAction, serde_json::Value)> {
+    match command {
+        AdminCommand::Keys(KeysCommand::Generate { out }) => Some((
+            AuditAction::KeyGenerated,
+            serde_json::json!({ "file": out.display().to_string() }),
+        )),
+        AdminCommand::Keys(KeysCommand::Add { file }) => Some((
+            AuditAction::KeyAdded,
+            serde_json::json!({ "file": file.display().to_string() }),
+        )),
+        AdminCommand::Keys(KeysCommand::Rotate { batch }) => Some((
+            AuditAction::KeysRotated,
+            serde_json::json!({ "batch": batch }),
+        )),
+        _ => None,
+    }
+}
+
+/// Appends `record` to the configured vault's trail in a transaction of its own. Best effort and
+/// said so: a key file is usually written before any database exists, so a vault that is absent
+/// (an SQLite file not yet created — it is not created here) or unreachable, or not yet migrated,
+/// is reported on stderr and the operation still stands.
+fn record_outside_vault(settings: &Settings, record: Record) {
+    let url = &settings.database.url;
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if !std::path::Path::new(path).exists() {
+            eprintln!("note: not recorded in the audit trail (no vault database at {path} yet)");
+            return;
+        }
+    }
+    let result = (|| -> anyhow::Result<()> {
+        let url =
+            DatabaseUrl::parse(url)?.with_sqlite_synchronous(settings.database.sqlite_synchronous);
+        let pool = url.pool(1)?;
+        append_audit(
+            &mut *pool.get()?,
+            &keyring_or_dummy(settings),
+            AppendAudit(record),
+        )?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        eprintln!("warning: not recorded in the audit trail: {e}");
+    }
+}
+
+fn run_command(
+    settings: &Settings,
+    command: AdminCommand,
+    actor: &AuditActor,
+) -> anyhow::Result<()> {
     match command {
         AdminCommand::Config(ConfigCommand::Check) => {
             println!("{}", super::config_check::report(settings));
@@ -218,7 +356,7 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
             let keyring = keyring_or_dummy(settings);
             let mut conn = pool.get()?;
             let conn = &mut *conn;
-            upsert_merchant(
+            upsert_merchant_audited(
                 conn,
                 &keyring,
                 UpsertMerchant {
@@ -233,8 +371,9 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
                     mit_cof: true,
                     limits: vec![("RUB".into(), Some(10_000_000), Some(50_000_000))],
                 },
+                actor.clone(),
             )?;
-            set_merchant_user(
+            set_merchant_user_audited(
                 conn,
                 &keyring,
                 SetMerchantUser {
@@ -243,57 +382,151 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
                     password_hash: hash_password(DEMO_PASSWORD)
                         .map_err(|e| anyhow::anyhow!("{e}"))?,
                 },
+                actor.clone(),
             )?;
             println!(
                 "demo merchant {DEMO_MERCHANT_ID}: login {DEMO_LOGIN} / {DEMO_PASSWORD}, signature key (base64) {DEMO_SIGNATURE_KEY}, RUB limits 100000.00/day 500000.00/week"
             );
         }
-        AdminCommand::Merchant(m) => {
+        AdminCommand::Merchant(MerchantArgs {
+            command: Some(MerchantCommand::Show { id }),
+            ..
+        }) => {
             let (_, pool) = open(settings)?;
-            let keyring = keyring_or_dummy(settings);
-            oneclick_actors::domain::MerchantMode::parse(&m.mode).map_err(|_| {
-                anyhow::anyhow!("--mode: expected standard, saved_cards_only or save_only")
-            })?;
-            oneclick_actors::domain::limits::parse_time_zone(&m.time_zone)
-                .map_err(|_| anyhow::anyhow!("--time-zone: not an IANA zone"))?;
-            let signature_key = match m.signature_key {
-                Some(k) => {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(&k)
-                        .context("--signature-key: not base64")?;
-                    k
+            let merchant = load_merchant(
+                &mut *pool.get()?,
+                &keyring_or_dummy(settings),
+                LoadMerchant { merchant_id: id },
+            )?
+            .with_context(|| format!("unknown merchant {id}"))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&merchant_view(&merchant))?
+            );
+        }
+        AdminCommand::Merchant(MerchantArgs {
+            command:
+                Some(MerchantCommand::RotateSigningKey {
+                    id,
+                    overlap,
+                    signature_key,
+                }),
+            ..
+        }) => {
+            let overlap = parse_overlap(&overlap)?;
+            let (new_key, generated) = signature_key_or_generated(signature_key)?;
+            let (_, pool) = open(settings)?;
+            let outcome = rotate_signing_key(
+                &mut *pool.get()?,
+                &keyring_or_dummy(settings),
+                RotateSigningKey {
+                    merchant_id: id,
+                    new_key: new_key.clone(),
+                    overlap_ms: i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX / 2),
+                    actor: actor.clone(),
+                    now_ms: oneclick_actors::vault::now_ms(),
+                },
+            )?;
+            match outcome {
+                RotateOutcome::UnknownMerchant => bail!("unknown merchant {id}"),
+                RotateOutcome::Rotated { changes, .. } => {
+                    println!("merchant {id}: signing key rotated");
+                    print_changes(&changes);
+                    if generated {
+                        println!("new signature key (base64, shown once): {new_key}");
+                    }
                 }
-                None => {
-                    let k = oneclick_actors::crypto::MasterKey::generate()
-                        .to_base64()
-                        .as_str()
-                        .to_string();
-                    println!("generated signature key (base64): {k}");
-                    k
-                }
-            };
-            let limits = m
+            }
+        }
+        AdminCommand::Merchant(MerchantArgs { command: None, set }) => {
+            let id = set.id.context("--id is required")?;
+            if let Some(mode) = &set.mode {
+                oneclick_actors::domain::MerchantMode::parse(mode).map_err(|_| {
+                    anyhow::anyhow!("--mode: expected standard, saved_cards_only or save_only")
+                })?;
+            }
+            if let Some(zone) = &set.time_zone {
+                oneclick_actors::domain::limits::parse_time_zone(zone)
+                    .map_err(|_| anyhow::anyhow!("--time-zone: not an IANA zone"))?;
+            }
+            if set.threshold.is_some_and(|t| t < 1) {
+                bail!("--threshold: at least 1");
+            }
+            let limits = set
                 .limits
                 .iter()
                 .map(|l| parse_limit(l))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            upsert_merchant(
-                &mut *pool.get()?,
+            let (_, pool) = open(settings)?;
+            let keyring = keyring_or_dummy(settings);
+            let mut conn = pool.get()?;
+            let exists =
+                load_merchant(&mut conn, &keyring, LoadMerchant { merchant_id: id })?.is_some();
+            if exists && set.signature_key.is_some() {
+                bail!("merchant {id} exists: its signature key changes only by `oneclick admin merchant rotate-signing-key --id {id}`");
+            }
+            let (signature_key, generated) = if exists {
+                (None, false)
+            } else {
+                let (key, generated) = signature_key_or_generated(set.signature_key)?;
+                (Some(key), generated)
+            };
+            let outcome = save_merchant(
+                &mut conn,
                 &keyring,
-                UpsertMerchant {
-                    id: m.id,
-                    name: m.name,
-                    oneclick_enabled: m.enabled,
-                    mode: m.mode,
-                    need_cvc: m.need_cvc,
-                    list_threshold: m.threshold,
-                    time_zone: m.time_zone,
-                    signature_key,
-                    mit_cof: m.mit_cof,
-                    limits,
+                SaveMerchant {
+                    id,
+                    changes: MerchantChanges {
+                        name: set.name,
+                        oneclick_enabled: set.enabled,
+                        mode: set.mode,
+                        need_cvc: set.need_cvc,
+                        list_threshold: set.threshold,
+                        time_zone: set.time_zone,
+                        mit_cof: set.mit_cof,
+                        limits,
+                    },
+                    signature_key: signature_key.clone(),
+                    actor: actor.clone(),
                 },
             )?;
-            println!("merchant {} saved", m.id);
+            match outcome {
+                SaveOutcome::Created(changes) => {
+                    println!("merchant {id} created");
+                    print_changes(&changes);
+                    if let (true, Some(key)) = (generated, signature_key) {
+                        println!("generated signature key (base64, shown once): {key}");
+                    }
+                }
+                SaveOutcome::Updated(changes) => {
+                    println!("merchant {id} updated");
+                    print_changes(&changes);
+                }
+                SaveOutcome::Unchanged => println!("merchant {id}: nothing changed"),
+                SaveOutcome::MissingForCreation(field) => bail!(
+                    "merchant {id} does not exist; creating it needs --{}",
+                    field.replace('_', "-")
+                ),
+                SaveOutcome::SigningKeyExists => bail!(
+                    "merchant {id} exists: its signature key changes only by `oneclick admin merchant rotate-signing-key --id {id}`"
+                ),
+            }
+        }
+        AdminCommand::Audit(args) => {
+            let since_ms = args.since.as_deref().map(parse_since).transpose()?;
+            let (_, pool) = open(settings)?;
+            let rows = list_audit(
+                &mut *pool.get()?,
+                &keyring_or_dummy(settings),
+                ListAudit {
+                    merchant_id: args.merchant,
+                    since_ms,
+                    limit: args.limit,
+                },
+            )?;
+            for row in rows {
+                println!("{}", serde_json::to_string(&row)?);
+            }
         }
         AdminCommand::User {
             merchant,
@@ -305,7 +538,7 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
             }
             let (_, pool) = open(settings)?;
             let hash = hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
-            set_merchant_user(
+            let changes = set_merchant_user_audited(
                 &mut *pool.get()?,
                 &keyring_or_dummy(settings),
                 SetMerchantUser {
@@ -313,30 +546,34 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
                     login,
                     password_hash: hash,
                 },
+                actor.clone(),
             )?;
             println!("user saved");
+            print_changes(&changes);
         }
         AdminCommand::Union(UnionCommand::Create { kind, name }) => {
             if !["legal_entity", "legal_entity_group", "merchant_group"].contains(&kind.as_str()) {
                 bail!("--kind: expected legal_entity, legal_entity_group or merchant_group");
             }
             let (_, pool) = open(settings)?;
-            let id = create_union(
+            let id = create_union_audited(
                 &mut *pool.get()?,
                 &keyring_or_dummy(settings),
                 CreateUnion { kind, name },
+                actor.clone(),
             )?;
             println!("{id}");
         }
         AdminCommand::Union(UnionCommand::Join { merchant, union }) => {
             let (_, pool) = open(settings)?;
-            match join_union(
+            match join_union_audited(
                 &mut *pool.get()?,
                 &keyring_or_dummy(settings),
                 JoinUnion {
                     merchant_id: merchant,
                     union_id: union,
                 },
+                actor.clone(),
             )? {
                 JoinOutcome::Joined { customers_moved } => {
                     println!("joined; {customers_moved} customers moved")
@@ -354,4 +591,117 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints what an admin command changed, one `field: old → new` a line (secrets as "set").
+fn print_changes(changes: &[Change]) {
+    for change in changes {
+        println!("  {change}");
+    }
+}
+
+/// The given base64 key (checked), or a fresh random one; `true` when generated.
+fn signature_key_or_generated(given: Option<String>) -> anyhow::Result<(String, bool)> {
+    match given {
+        Some(k) => {
+            base64::engine::general_purpose::STANDARD
+                .decode(&k)
+                .context("--signature-key: not base64")?;
+            Ok((k, false))
+        }
+        None => Ok((
+            oneclick_actors::crypto::MasterKey::generate()
+                .to_base64()
+                .as_str()
+                .to_string(),
+            true,
+        )),
+    }
+}
+
+/// `24h`, `90m`, `30s`, `7d`, `1500ms` or `0`.
+fn parse_overlap(raw: &str) -> anyhow::Result<std::time::Duration> {
+    let raw = raw.trim();
+    if raw == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .filter(|&i| i > 0)
+        .with_context(|| {
+            format!("--overlap {raw}: expected a number and a unit (ms, s, m, h, d)")
+        })?;
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("--overlap {raw}: not a number"))?;
+    let ms_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => bail!("--overlap {raw}: unit must be ms, s, m, h or d"),
+    };
+    let ms = n
+        .checked_mul(ms_per_unit)
+        .filter(|&ms| ms <= 366 * 86_400_000)
+        .with_context(|| format!("--overlap {raw}: at most 366d"))?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+/// RFC 3339 or a UTC date, as ms since the epoch.
+fn parse_since(raw: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.timestamp_millis());
+    }
+    let date = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .with_context(|| format!("--since {raw}: expected RFC 3339 or YYYY-MM-DD"))?;
+    Ok(date
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+        .unwrap_or_default())
+}
+
+/// `admin merchant show`: every setting, secrets only as "set".
+fn merchant_view(m: &oneclick_actors::vault::records::MerchantRecord) -> serde_json::Value {
+    let now = oneclick_actors::vault::now_ms();
+    let limits: serde_json::Map<String, serde_json::Value> = m
+        .limits
+        .iter()
+        .map(|(currency, l)| {
+            let show = |a: Option<oneclick_actors::domain::Amount>| {
+                a.map_or_else(|| "unlimited".to_string(), |a| a.to_string())
+            };
+            (
+                currency.clone(),
+                serde_json::json!({ "day": show(l.day), "week": show(l.week) }),
+            )
+        })
+        .collect();
+    let mut users: Vec<&String> = m.users.keys().collect();
+    users.sort();
+    let users: serde_json::Map<String, serde_json::Value> = users
+        .into_iter()
+        .map(|login| (login.clone(), serde_json::json!({ "password": "set" })))
+        .collect();
+    serde_json::json!({
+        "id": m.id,
+        "name": m.name,
+        "union_id": m.union_id,
+        "oneclick_enabled": m.oneclick_enabled,
+        "mode": m.mode.as_str(),
+        "need_cvc": m.need_cvc,
+        "list_threshold": m.list_threshold,
+        "time_zone": m.time_zone.name(),
+        "mit_cof": m.mit_cof,
+        "signature_key": "set",
+        "previous_signature_key": match &m.previous_signature_key {
+            Some((_, until)) if *until > now => format!("set, verifies until {}", format_ms(*until)),
+            Some((_, until)) => format!("expired at {}", format_ms(*until)),
+            None => "none".to_string(),
+        },
+        "limits": limits,
+        "users": users,
+    })
 }

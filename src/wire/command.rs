@@ -11,7 +11,8 @@
 //!   consumed in order.
 
 use oneclick_actors::engine::requests::{
-    DeleteCardRequest, OrderInput, RecurringChargeRequest, SetStatusRequest, TokenPayRequest,
+    AuditActor, DeleteCardRequest, OrderInput, RecurringChargeRequest, SetStatusRequest,
+    TokenPayRequest,
 };
 use oneclick_actors::fault::{Fault, Language};
 use serde::{Deserialize, Serialize};
@@ -220,12 +221,14 @@ impl CommandEnvelope {
                 customer_number: c.customer_number,
                 token: c.token,
                 command_id: Some(command_id),
+                actor: AuditActor::gateway(),
             }),
             Command::SetStatus(c) => CommandRequest::SetStatus(SetStatusRequest {
                 merchant_id,
                 customer_number: c.customer_number,
                 status: c.status,
                 command_id: Some(command_id),
+                actor: AuditActor::gateway(),
             }),
         })
     }

@@ -11,7 +11,7 @@
 use oneclick_actors::domain::{CustomerStatus, OrderState, ResponseCode};
 use oneclick_actors::engine::replies::{MaskedCard, Offer, OfferCard, PaymentResult, TokenRemoved};
 use oneclick_actors::engine::requests::{
-    DeleteCardRequest, NewCardInput, OfferRequest, OrderInput, PayNewCardRequest,
+    AuditActor, DeleteCardRequest, NewCardInput, OfferRequest, OrderInput, PayNewCardRequest,
     PaySavedCardRequest, RecurringInput, RegisterRequest, SecretString,
 };
 use oneclick_actors::fault::{Fault, Language};
@@ -281,6 +281,7 @@ impl DeleteCardBody {
             customer_number: self.customer_number,
             token: self.token,
             command_id: self.command_id,
+            actor: AuditActor::gateway(),
         })
     }
 }

@@ -15,8 +15,8 @@ use oneclick_actors::engine::replies::{
     AccountCard, AccountCustomer, CustomerPage, OrderStatus, StatusChanged, TokenListEntry,
 };
 use oneclick_actors::engine::requests::{
-    Credentials, DeleteCardRequest, ListCustomersRequest, OrderInput, OrderStateRequest,
-    SecretString, SetStatusRequest, TokenListRequest, TokenPayRequest,
+    AuditActor, Credentials, DeleteCardRequest, ListCustomersRequest, OrderInput,
+    OrderStateRequest, SecretString, SetStatusRequest, TokenListRequest, TokenPayRequest,
 };
 use oneclick_actors::fault::{Fault, Language};
 use serde::{Deserialize, Serialize};
@@ -135,6 +135,7 @@ impl TokenRemoveBody {
                 customer_number: self.customer_number,
                 token: self.token,
                 command_id: self.command_id,
+                actor: AuditActor::merchant(credentials.merchant_id, &credentials.login),
             },
             credentials,
         })
@@ -303,6 +304,7 @@ impl CustomerStatusBody {
                 customer_number: self.customer_number,
                 status: self.status,
                 command_id: self.command_id,
+                actor: AuditActor::merchant(credentials.merchant_id, &credentials.login),
             },
             credentials,
         })

@@ -5,6 +5,7 @@
 //! prints a table. Where possible an attack includes a control showing its probe would see
 //! success (the same action done legitimately is seen), so "not succeeded" means something.
 
+pub mod audit;
 pub mod identifiers;
 pub mod logs;
 pub mod nats_deputy;
@@ -15,6 +16,7 @@ pub struct AttackOutcome {
     pub succeeded: bool,
     pub evidence: String,
 }
+<<<<<<< HEAD
 
 impl AttackOutcome {
     /// An attack that could not be run to its end (a panic in its setup) counts as succeeded: a
@@ -89,6 +91,12 @@ fn every_attack(short: bool) -> Vec<Attack> {
             on_runtime(move || identifiers::hostile_identifiers_are_stored(backend)),
         ));
     }
+    for backend in [Sqlite, Postgres] {
+        attacks.push((
+            "11 tamper with the audit trail",
+            Box::new(move || audit::tamper_with_audit_trail(backend)),
+        ));
+    }
     attacks
 }
 
@@ -128,3 +136,5 @@ pub fn table(outcomes: &[AttackOutcome]) -> String {
     }
     out
 }
+=======
+>>>>>>> sec-audit-admin

@@ -755,6 +755,7 @@ impl Harness {
                 customer_number: customer.into(),
                 token: token.into(),
                 command_id: command_id.map(str::to_string),
+                actor: AuditActor::merchant(merchant_id, LOGIN),
             })
             .await
     }
@@ -772,6 +773,7 @@ impl Harness {
                 customer_number: customer.into(),
                 status: status.into(),
                 command_id: command_id.map(str::to_string),
+                actor: AuditActor::merchant(merchant_id, LOGIN),
             })
             .await
     }

@@ -5,6 +5,11 @@
 //!
 //! Invariants: comparison is constant-time (`Mac::verify_slice`); a missing, undecodable or wrong
 //! signature is the same [`DomainError::InvalidSignature`], so a caller learns nothing about which.
+//!
+//! Key rotation (`oneclick admin merchant rotate-signing-key --overlap D`): during the overlap a
+//! signature verifies under the current key or the previous one ([`verify_rotating`]); once the
+//! overlap ends only the current key does. The caller decides whether the previous key is still
+//! inside its overlap (`MerchantRecord::previous_signature_key_at`).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -46,6 +51,21 @@ pub fn verify(key: &[u8], msg: &str, signature_b64: &str) -> Result<(), DomainEr
     mac.update(msg.as_bytes());
     mac.verify_slice(&tag)
         .map_err(|_| DomainError::InvalidSignature)
+}
+
+/// Checks `signature_b64` under `current`, then under `previous` when given (a rotation's
+/// overlap). Both comparisons are constant-time; the error is the same whichever key failed.
+pub fn verify_rotating(
+    current: &[u8],
+    previous: Option<&[u8]>,
+    msg: &str,
+    signature_b64: &str,
+) -> Result<(), DomainError> {
+    match (verify(current, msg, signature_b64), previous) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(previous)) => verify(previous, msg, signature_b64),
+        (Err(e), None) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -100,5 +120,28 @@ mod tests {
             assert_eq!(err, DomainError::InvalidSignature);
             assert_eq!(err.fault(), Fault::InvalidSignature);
         }
+    }
+
+    #[test]
+    fn during_a_rotation_overlap_the_old_and_the_new_key_verify_and_no_other() {
+        let msg = message("452739", "1", "10.34", "RUB", "1234");
+        let (old, new) = (b"old key".as_slice(), b"new key".as_slice());
+        assert_eq!(
+            verify_rotating(new, Some(old), &msg, &sign(old, &msg)),
+            Ok(())
+        );
+        assert_eq!(
+            verify_rotating(new, Some(old), &msg, &sign(new, &msg)),
+            Ok(())
+        );
+        assert_eq!(
+            verify_rotating(new, Some(old), &msg, &sign(b"other", &msg)),
+            Err(DomainError::InvalidSignature)
+        );
+        // Overlap over: the caller passes no previous key.
+        assert_eq!(
+            verify_rotating(new, None, &msg, &sign(old, &msg)),
+            Err(DomainError::InvalidSignature)
+        );
     }
 }

@@ -65,7 +65,12 @@ pub fn validate_order(
                     raw,
                 );
                 let given = order.signature.as_deref().ok_or(Fault::InvalidSignature)?;
-                signature::verify(merchant.signature_key.expose(), &msg, given)?;
+                signature::verify_rotating(
+                    merchant.signature_key.expose(),
+                    merchant.previous_signature_key_at(crate::vault::now_ms()),
+                    &msg,
+                    given,
+                )?;
             }
             Some(number)
         }

@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+pub use crate::vault::audit::AuditActor;
+
 /// A secret string as received (card number, CVC, password): redacted in Debug, zeroized on drop.
 #[derive(Clone, Default, PartialEq, Eq, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -132,6 +134,8 @@ pub struct DeleteCardRequest {
     pub token: String,
     /// R16: repeats with the same id return the first result.
     pub command_id: Option<String>,
+    /// Who asks, for the audit trail (`gateway`, or `merchant:<id>:<login>`).
+    pub actor: AuditActor,
 }
 
 /// Merchant sets or clears a customer's flags (R6).
@@ -143,6 +147,8 @@ pub struct SetStatusRequest {
     /// `clear_deny`, `clear_fraud`.
     pub status: String,
     pub command_id: Option<String>,
+    /// Who asks, for the audit trail.
+    pub actor: AuditActor,
 }
 
 /// Merchant token list (DESIGN §7).

@@ -219,6 +219,8 @@ pub struct DeleteCard {
     /// The reply to store with the effect (`{"message":"Token … is removed"}`).
     pub result_json: String,
     pub now_ms: i64,
+    /// Appended in the deletion's transaction when a card is deleted (not on replay/not found).
+    pub audit: super::audit::Record,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +258,7 @@ pub fn delete_card(
         if let Some(key) = &msg.command {
             record_command(conn, key, &msg.result_json, msg.now_ms)?;
         }
+        super::audit::append(conn, &msg.audit, msg.now_ms)?;
         let snap = snapshot(conn, msg.customer_id)?.ok_or_else(|| {
             VaultError::Corrupt("customer vanished inside its transaction".into())
         })?;
@@ -293,6 +296,8 @@ pub struct SetStatus {
     /// Builds the reply stored with the effect, from the committed snapshot.
     pub reply: Box<dyn FnOnce(&CustomerSnapshot) -> String + Send>,
     pub now_ms: i64,
+    /// Appended in the change's transaction (not on replay); `leave` adds the deleted tokens.
+    pub audit: super::audit::Record,
 }
 vault_message!(SetStatus => Applied<CustomerSnapshot>, set_status);
 
@@ -322,13 +327,21 @@ pub fn set_status(
                 .set(customers::fraud.eq(fraud))
                 .execute(conn)?;
         }
+        let mut audit = msg.audit;
         if msg.leave {
-            let ids = cards::table
+            let (ids, tokens): (Vec<i64>, Vec<String>) = cards::table
                 .filter(cards::customer_id.eq(id))
-                .select(cards::id)
-                .load::<i64>(conn)?;
+                .filter(cards::state.ne("deleted"))
+                .select((cards::id, cards::token))
+                .load::<(i64, String)>(conn)?
+                .into_iter()
+                .unzip();
             wipe_cards(conn, ids, msg.now_ms)?;
+            if let Some(detail) = audit.detail.as_object_mut() {
+                detail.insert("cards_deleted".into(), tokens.into());
+            }
         }
+        super::audit::append(conn, &audit, msg.now_ms)?;
         let snap =
             snapshot(conn, id)?.ok_or_else(|| VaultError::Corrupt("customer vanished".into()))?;
         if let Some(key) = &msg.command {

@@ -4,11 +4,18 @@
 //! merchant's customers with it and is refused, listing the colliding customer numbers, when the
 //! target union already uses one of them. Only a merchant that is alone in its union can move
 //! (otherwise its customers belong to other merchants too).
+//!
+//! Admin changes ([`save_merchant`], [`rotate_signing_key`] and the `*_audited` wrappers) never
+//! surprise: they change only the fields named, never the R2 signature key except by an explicit
+//! rotation, return what changed (old → new, secrets as `"set"`), and append their audit row in
+//! the same transaction ([`super::audit`]). [`upsert_merchant`] (replace everything) remains
+//! for seeding test and demo data.
 
 use std::collections::HashMap;
 
 use diesel::prelude::*;
 
+use super::audit::{self, AuditAction, AuditActor, Record};
 use super::records::MerchantRecord;
 use super::rows::{LimitRow, MerchantRow};
 use super::schema::{customers, merchant_limits, merchant_users, merchants, unions};
@@ -101,6 +108,9 @@ pub fn upsert_merchant(
             signature_key: msg.signature_key.clone(),
             mit_cof: msg.mit_cof,
             updated_at: now_ms(),
+            // Left as they are on update (`None` in a changeset), NULL on insert.
+            previous_signature_key: None,
+            previous_signature_key_until: None,
         };
         if existing.is_some() {
             diesel::update(merchants::table.find(msg.id))
@@ -266,5 +276,413 @@ pub fn join_union(
         Ok(JoinOutcome::Joined {
             customers_moved: moved,
         })
+    })
+}
+
+// ---- admin changes that never surprise (appended; see the module header) -----------------------
+
+/// The merchant settings an admin names; `None` (or no limit entry) leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct MerchantChanges {
+    pub name: Option<String>,
+    pub oneclick_enabled: Option<bool>,
+    /// `standard` | `saved_cards_only` | `save_only` (validated by the caller).
+    pub mode: Option<String>,
+    pub need_cvc: Option<bool>,
+    pub list_threshold: Option<i32>,
+    /// IANA zone (validated by the caller).
+    pub time_zone: Option<String>,
+    pub mit_cof: Option<bool>,
+    /// (currency, day, week) in minor units: replaces the limits of the currencies named only.
+    pub limits: Vec<(String, Option<i64>, Option<i64>)>,
+}
+
+/// One changed field as printed and audited: `field: old → new` (`None` = absent; secrets are
+/// never shown, only `"set"`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    pub field: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+impl Change {
+    fn of(field: &str, old: Option<String>, new: Option<String>) -> Change {
+        Change {
+            field: field.to_string(),
+            old,
+            new,
+        }
+    }
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+        write!(
+            f,
+            "{}: {} → {}",
+            self.field,
+            show(&self.old),
+            show(&self.new)
+        )
+    }
+}
+
+/// What an admin is recorded as having done in the trail's detail.
+fn changes_detail(changes: &[Change]) -> serde_json::Value {
+    serde_json::json!({ "changes": changes })
+}
+
+/// Creates a merchant, or updates only the named fields of an existing one (admin).
+#[derive(Debug, Clone)]
+pub struct SaveMerchant {
+    pub id: i64,
+    pub changes: MerchantChanges,
+    /// Base64 R2 key: required to create, refused on an existing merchant (see
+    /// [`RotateSigningKey`]).
+    pub signature_key: Option<String>,
+    pub actor: AuditActor,
+}
+
+/// The result of [`SaveMerchant`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveOutcome {
+    Created(Vec<Change>),
+    Updated(Vec<Change>),
+    /// Every named field already had the value asked for: nothing written, nothing audited.
+    Unchanged,
+    /// Creating a merchant needs this field.
+    MissingForCreation(&'static str),
+    /// The merchant exists: its signature key changes only by an explicit rotation.
+    SigningKeyExists,
+}
+vault_message!(SaveMerchant => SaveOutcome, save_merchant);
+
+fn shown<T: ToString>(v: &T) -> Option<String> {
+    Some(v.to_string())
+}
+
+fn shown_minor(v: Option<i64>) -> Option<String> {
+    Some(v.map_or_else(|| "unlimited".to_string(), |m| m.to_string()))
+}
+
+pub fn save_merchant(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: SaveMerchant,
+) -> Result<SaveOutcome, VaultError> {
+    conn.transaction(|conn| {
+        super::connection::lock_for_writing(conn)?;
+        let existing = merchants::table
+            .find(msg.id)
+            .select(MerchantRow::as_select())
+            .first(conn)
+            .optional()?;
+        let c = &msg.changes;
+        let mut changes = Vec::new();
+        let (action, row) = match existing {
+            None => {
+                let Some(name) = c.name.clone() else {
+                    return Ok(SaveOutcome::MissingForCreation("name"));
+                };
+                let Some(signature_key) = msg.signature_key.clone() else {
+                    return Ok(SaveOutcome::MissingForCreation("signature_key"));
+                };
+                let union_id = create_union_in(conn, "own", &format!("merchant {}", msg.id))?;
+                let row = MerchantRow {
+                    id: msg.id,
+                    name,
+                    union_id,
+                    oneclick_enabled: c.oneclick_enabled.unwrap_or(true),
+                    mode: c.mode.clone().unwrap_or_else(|| "standard".into()),
+                    need_cvc: c.need_cvc.unwrap_or(true),
+                    list_threshold: c.list_threshold.unwrap_or(1),
+                    time_zone: c
+                        .time_zone
+                        .clone()
+                        .unwrap_or_else(|| "Europe/Moscow".into()),
+                    signature_key,
+                    mit_cof: c.mit_cof.unwrap_or(false),
+                    updated_at: now_ms(),
+                    previous_signature_key: None,
+                    previous_signature_key_until: None,
+                };
+                diesel::insert_into(merchants::table)
+                    .values(&row)
+                    .execute(conn)?;
+                changes.extend([
+                    Change::of("name", None, shown(&row.name)),
+                    Change::of("union_id", None, shown(&row.union_id)),
+                    Change::of("oneclick_enabled", None, shown(&row.oneclick_enabled)),
+                    Change::of("mode", None, shown(&row.mode)),
+                    Change::of("need_cvc", None, shown(&row.need_cvc)),
+                    Change::of("list_threshold", None, shown(&row.list_threshold)),
+                    Change::of("time_zone", None, shown(&row.time_zone)),
+                    Change::of("signature_key", None, Some("set".into())),
+                    Change::of("mit_cof", None, shown(&row.mit_cof)),
+                ]);
+                (AuditAction::MerchantCreated, row)
+            }
+            Some(old) => {
+                if msg.signature_key.is_some() {
+                    return Ok(SaveOutcome::SigningKeyExists);
+                }
+                let mut row = old.clone();
+                macro_rules! apply {
+                    ($field:ident) => {
+                        if let Some(v) = &c.$field {
+                            if *v != old.$field {
+                                changes.push(Change::of(
+                                    stringify!($field),
+                                    shown(&old.$field),
+                                    shown(v),
+                                ));
+                                row.$field = v.clone();
+                            }
+                        }
+                    };
+                }
+                apply!(name);
+                apply!(oneclick_enabled);
+                apply!(mode);
+                apply!(need_cvc);
+                apply!(list_threshold);
+                apply!(time_zone);
+                apply!(mit_cof);
+                (AuditAction::MerchantUpdated, row)
+            }
+        };
+        for (currency, day, week) in &c.limits {
+            let before: Option<(Option<i64>, Option<i64>)> = merchant_limits::table
+                .find((msg.id, currency))
+                .select((merchant_limits::day_limit, merchant_limits::week_limit))
+                .first(conn)
+                .optional()?;
+            let (old_day, old_week) = match before {
+                Some((d, w)) => (Some(d), Some(w)),
+                None => (None, None),
+            };
+            if old_day == Some(*day) && old_week == Some(*week) {
+                continue;
+            }
+            if old_day != Some(*day) {
+                changes.push(Change::of(
+                    &format!("limit.{currency}.day_minor"),
+                    old_day.and_then(shown_minor),
+                    shown_minor(*day),
+                ));
+            }
+            if old_week != Some(*week) {
+                changes.push(Change::of(
+                    &format!("limit.{currency}.week_minor"),
+                    old_week.and_then(shown_minor),
+                    shown_minor(*week),
+                ));
+            }
+            diesel::delete(merchant_limits::table.find((msg.id, currency))).execute(conn)?;
+            diesel::insert_into(merchant_limits::table)
+                .values(LimitRow {
+                    merchant_id: msg.id,
+                    currency: currency.clone(),
+                    day_limit: *day,
+                    week_limit: *week,
+                })
+                .execute(conn)?;
+        }
+        if changes.is_empty() {
+            return Ok(SaveOutcome::Unchanged);
+        }
+        if action == AuditAction::MerchantUpdated {
+            diesel::update(merchants::table.find(msg.id))
+                .set((
+                    merchants::name.eq(&row.name),
+                    merchants::oneclick_enabled.eq(row.oneclick_enabled),
+                    merchants::mode.eq(&row.mode),
+                    merchants::need_cvc.eq(row.need_cvc),
+                    merchants::list_threshold.eq(row.list_threshold),
+                    merchants::time_zone.eq(&row.time_zone),
+                    merchants::mit_cof.eq(row.mit_cof),
+                    merchants::updated_at.eq(now_ms()),
+                ))
+                .execute(conn)?;
+        }
+        let record = Record::new(msg.actor.clone(), action)
+            .merchant(msg.id)
+            .detail(changes_detail(&changes));
+        audit::append(conn, &record, now_ms())?;
+        Ok(if action == AuditAction::MerchantCreated {
+            SaveOutcome::Created(changes)
+        } else {
+            SaveOutcome::Updated(changes)
+        })
+    })
+}
+
+/// Replaces a merchant's R2 signature key; the previous key keeps verifying for `overlap_ms`
+/// (0: it stops at once). One previous key is kept: rotating again inside an overlap ends the
+/// older key's overlap.
+#[derive(Debug, Clone)]
+pub struct RotateSigningKey {
+    pub merchant_id: i64,
+    /// Base64 of the new key (validated by the caller).
+    pub new_key: String,
+    pub overlap_ms: i64,
+    pub actor: AuditActor,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    UnknownMerchant,
+    /// Rotated; the previous key verifies until this time (ms, UTC), if at all.
+    Rotated {
+        previous_until: Option<i64>,
+        changes: Vec<Change>,
+    },
+}
+vault_message!(RotateSigningKey => RotateOutcome, rotate_signing_key);
+
+pub fn rotate_signing_key(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: RotateSigningKey,
+) -> Result<RotateOutcome, VaultError> {
+    conn.transaction(|conn| {
+        super::connection::lock_for_writing(conn)?;
+        let Some(old_key) = merchants::table
+            .find(msg.merchant_id)
+            .select(merchants::signature_key)
+            .first::<String>(conn)
+            .optional()?
+        else {
+            return Ok(RotateOutcome::UnknownMerchant);
+        };
+        let previous_until = (msg.overlap_ms > 0).then(|| msg.now_ms + msg.overlap_ms);
+        let previous_key = previous_until.map(|_| old_key);
+        diesel::update(merchants::table.find(msg.merchant_id))
+            .set((
+                merchants::signature_key.eq(&msg.new_key),
+                merchants::previous_signature_key.eq(previous_key),
+                merchants::previous_signature_key_until.eq(previous_until),
+                merchants::updated_at.eq(msg.now_ms),
+            ))
+            .execute(conn)?;
+        let until_text = previous_until.map(audit::format_ms);
+        let changes = vec![
+            Change::of(
+                "signature_key",
+                Some("set".into()),
+                Some("set (new)".into()),
+            ),
+            Change::of(
+                "previous_signature_key_verifies_until",
+                None,
+                Some(until_text.clone().unwrap_or_else(|| "never".into())),
+            ),
+        ];
+        let record = Record::new(msg.actor.clone(), AuditAction::SigningKeyRotated)
+            .merchant(msg.merchant_id)
+            .detail(serde_json::json!({
+                "overlap_ms": msg.overlap_ms,
+                "previous_key_verifies_until": until_text,
+            }));
+        audit::append(conn, &record, msg.now_ms)?;
+        Ok(RotateOutcome::Rotated {
+            previous_until,
+            changes,
+        })
+    })
+}
+
+/// [`set_merchant_user`] with its audit row in the same transaction; returns what changed.
+pub fn set_merchant_user_audited(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: SetMerchantUser,
+    actor: AuditActor,
+) -> Result<Vec<Change>, VaultError> {
+    conn.transaction(|conn| {
+        let existed = merchant_users::table
+            .find((msg.merchant_id, &msg.login))
+            .select(merchant_users::login)
+            .first::<String>(conn)
+            .optional()?
+            .is_some();
+        let (merchant_id, login) = (msg.merchant_id, msg.login.clone());
+        set_merchant_user(conn, keyring, msg)?;
+        let changes = vec![Change::of(
+            &format!("user.{login}.password"),
+            existed.then(|| "set".to_string()),
+            Some("set (new)".into()),
+        )];
+        let record = Record::new(actor, AuditAction::MerchantUserSet)
+            .merchant(merchant_id)
+            .detail(serde_json::json!({ "login": login, "created": !existed, "password": "set" }));
+        audit::append(conn, &record, now_ms())?;
+        Ok(changes)
+    })
+}
+
+/// [`create_union`] with its audit row in the same transaction.
+pub fn create_union_audited(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: CreateUnion,
+    actor: AuditActor,
+) -> Result<i64, VaultError> {
+    conn.transaction(|conn| {
+        let (kind, name) = (msg.kind.clone(), msg.name.clone());
+        let id = create_union(conn, keyring, msg)?;
+        let record = Record::new(actor, AuditAction::UnionCreated)
+            .detail(serde_json::json!({ "union_id": id, "kind": kind, "name": name }));
+        audit::append(conn, &record, now_ms())?;
+        Ok(id)
+    })
+}
+
+/// [`join_union`] with its audit row (only when joined) in the same transaction.
+pub fn join_union_audited(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: JoinUnion,
+    actor: AuditActor,
+) -> Result<JoinOutcome, VaultError> {
+    conn.transaction(|conn| {
+        let (merchant_id, union_id) = (msg.merchant_id, msg.union_id);
+        let before: Option<i64> = merchants::table
+            .find(merchant_id)
+            .select(merchants::union_id)
+            .first(conn)
+            .optional()?;
+        let outcome = join_union(conn, keyring, msg)?;
+        if let JoinOutcome::Joined { customers_moved } = &outcome {
+            let record = Record::new(actor, AuditAction::UnionJoined)
+                .merchant(merchant_id)
+                .detail(serde_json::json!({
+                    "changes": [Change::of("union_id", before.as_ref().and_then(shown), shown(&union_id))],
+                    "customers_moved": customers_moved,
+                }));
+            audit::append(conn, &record, now_ms())?;
+        }
+        Ok(outcome)
+    })
+}
+
+/// [`upsert_merchant`] (every setting replaced, for the demo merchant) with its audit row.
+pub fn upsert_merchant_audited(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: UpsertMerchant,
+    actor: AuditActor,
+) -> Result<(), VaultError> {
+    conn.transaction(|conn| {
+        let id = msg.id;
+        upsert_merchant(conn, keyring, msg)?;
+        let record = Record::new(actor, AuditAction::DemoSeeded)
+            .merchant(id)
+            .detail(serde_json::json!({ "settings": "demo defaults", "signature_key": "set" }));
+        audit::append(conn, &record, now_ms())?;
+        Ok(())
     })
 }

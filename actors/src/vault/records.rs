@@ -44,6 +44,9 @@ pub struct MerchantRecord {
     pub list_threshold: i64,
     pub time_zone: chrono_tz::Tz,
     pub signature_key: SignatureKey,
+    /// The key before the last rotation and until when (ms since the epoch, UTC) it still
+    /// verifies order signatures (`admin merchant rotate-signing-key --overlap`).
+    pub previous_signature_key: Option<(SignatureKey, i64)>,
     pub mit_cof: bool,
     /// Per currency code (R12).
     pub limits: HashMap<String, Limits>,
@@ -68,6 +71,20 @@ impl MerchantRecord {
                     .decode(&row.signature_key)
                     .map_err(|_| corrupt("signature_key"))?,
             ),
+            previous_signature_key: match (
+                row.previous_signature_key,
+                row.previous_signature_key_until,
+            ) {
+                (Some(key), Some(until)) => Some((
+                    SignatureKey::new(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(&key)
+                            .map_err(|_| corrupt("previous_signature_key"))?,
+                    ),
+                    until,
+                )),
+                _ => None,
+            },
             name: row.name,
             union_id: row.union_id,
             oneclick_enabled: row.oneclick_enabled,
@@ -77,6 +94,14 @@ impl MerchantRecord {
             limits,
             users,
         })
+    }
+
+    /// The previous R2 key if it still verifies at `now_ms` (inside its rotation overlap).
+    pub fn previous_signature_key_at(&self, now_ms: i64) -> Option<&[u8]> {
+        self.previous_signature_key
+            .as_ref()
+            .filter(|(_, until)| now_ms < *until)
+            .map(|(key, _)| key.expose())
     }
 
     /// The limits that apply to a payment in `currency` (none configured → unlimited).

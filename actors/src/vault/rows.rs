@@ -20,6 +20,10 @@ pub struct MerchantRow {
     pub signature_key: String,
     pub mit_cof: bool,
     pub updated_at: i64,
+    /// The R2 key before the last rotation, verifying until `previous_signature_key_until`.
+    /// `None` in a changeset leaves the column as it is.
+    pub previous_signature_key: Option<String>,
+    pub previous_signature_key_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -24,6 +24,8 @@ diesel::table! {
         signature_key -> Text,
         mit_cof -> Bool,
         updated_at -> BigInt,
+        previous_signature_key -> Nullable<Text>,
+        previous_signature_key_until -> Nullable<BigInt>,
     }
 }
 
@@ -156,3 +158,17 @@ diesel::allow_tables_to_appear_in_same_query!(
     orders,
     processed_commands,
 );
+
+diesel::table! {
+    /// Append-only (database triggers refuse UPDATE and DELETE); see `super::audit`.
+    audit_log (id) {
+        id -> BigInt,
+        at_ms -> BigInt,
+        actor -> Text,
+        action -> Text,
+        merchant_id -> Nullable<BigInt>,
+        customer_number -> Nullable<Text>,
+        token -> Nullable<Text>,
+        detail -> Text,
+    }
+}
