@@ -202,6 +202,11 @@ impl std::fmt::Debug for NatsSettings {
             .field("partitions", &self.partitions)
             .field("user", &self.user)
             .field("password", &self.password)
+            .field("token", &self.token)
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("creds_file", &self.creds_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_required", &self.tls_required)
             .finish_non_exhaustive()
     }
 }

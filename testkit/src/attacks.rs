@@ -16,7 +16,6 @@ pub struct AttackOutcome {
     pub succeeded: bool,
     pub evidence: String,
 }
-<<<<<<< HEAD
 
 impl AttackOutcome {
     /// An attack that could not be run to its end (a panic in its setup) counts as succeeded: a
@@ -136,5 +135,3 @@ pub fn table(outcomes: &[AttackOutcome]) -> String {
     }
     out
 }
-=======
->>>>>>> sec-audit-admin
