@@ -14,6 +14,7 @@ use oneclick_actors::vault::merchants::{
     create_union, join_union, set_merchant_user, upsert_merchant, CreateUnion, JoinOutcome,
     JoinUnion, SetMerchantUser, UpsertMerchant,
 };
+use oneclick_actors::vault::merchants::{unlock_login, UnlockLogin};
 use oneclick_actors::vault::DatabaseUrl;
 
 use crate::config::Settings;
@@ -31,8 +32,9 @@ pub enum AdminCommand {
     Migrate,
     /// Create the demo merchant (id 452739, login demo / demo-password), idempotent.
     DemoSeed,
-    /// Create or update a merchant's One Click settings.
-    Merchant(MerchantArgs),
+    /// Create or update a merchant's One Click settings (`merchant --id N …`), or lift a
+    /// failed-login lockout (`merchant unlock --id N --login L`).
+    Merchant(MerchantCommand),
     /// Set a merchant web-service user's password (argon2).
     User {
         #[arg(long)]
@@ -49,6 +51,30 @@ pub enum AdminCommand {
     /// Master keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+/// `admin merchant …`: the settings form or a subcommand.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct MerchantCommand {
+    #[command(subcommand)]
+    pub action: Option<MerchantAction>,
+    #[command(flatten)]
+    pub settings: Option<MerchantArgs>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MerchantAction {
+    /// Lift the failed-login lockout of a web-service login (docs/security/login.md): from every
+    /// source, or only from `--source` (as logged: `nats:_INBOX.merchant_N`, `ip:ADDR`).
+    Unlock {
+        #[arg(long)]
+        id: i64,
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        source: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +184,29 @@ fn parse_limit(raw: &str) -> anyhow::Result<(String, Option<i64>, Option<i64>)> 
     Ok((currency.as_str().to_string(), amount(day)?, amount(week)?))
 }
 
+/// `admin merchant unlock`: deletes the lockout rows; every replica reads them before argon2,
+/// so the login works again at once.
+fn unlock_login_of(
+    settings: &Settings,
+    merchant_id: i64,
+    login: String,
+    source: Option<String>,
+) -> anyhow::Result<()> {
+    let (_, pool) = open(settings)?;
+    let locked = unlock_login(
+        &mut *pool.get()?,
+        &keyring_or_dummy(settings),
+        UnlockLogin {
+            merchant_id,
+            login,
+            source,
+            now_ms: oneclick_actors::vault::now_ms(),
+        },
+    )?;
+    println!("unlocked: {locked} locked source(s) cleared");
+    Ok(())
+}
+
 pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
     match command {
         AdminCommand::Migrate => {
@@ -235,7 +284,16 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
                 "demo merchant {DEMO_MERCHANT_ID}: login {DEMO_LOGIN} / {DEMO_PASSWORD}, signature key (base64) {DEMO_SIGNATURE_KEY}, RUB limits 100000.00/day 500000.00/week"
             );
         }
-        AdminCommand::Merchant(m) => {
+        AdminCommand::Merchant(MerchantCommand {
+            action: Some(MerchantAction::Unlock { id, login, source }),
+            ..
+        }) => unlock_login_of(settings, id, login, source)?,
+        AdminCommand::Merchant(MerchantCommand { settings: None, .. }) => {
+            bail!("admin merchant: give --id N and the settings, or a subcommand (unlock)")
+        }
+        AdminCommand::Merchant(MerchantCommand {
+            settings: Some(m), ..
+        }) => {
             let (_, pool) = open(settings)?;
             let keyring = keyring_or_dummy(settings);
             oneclick_actors::domain::MerchantMode::parse(&m.mode).map_err(|_| {
@@ -341,4 +399,36 @@ pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod unlock_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    }
+
+    #[test]
+    fn merchant_unlock_parses_beside_the_settings_form() {
+        let unlock = Admin::try_parse_from(["admin", "merchant", "unlock", "--id", "7", "--login", "demo"])
+            .expect("unlock parses");
+        assert!(matches!(
+            unlock.command,
+            AdminCommand::Merchant(MerchantCommand {
+                action: Some(MerchantAction::Unlock { id: 7, ref login, source: None }),
+                ..
+            }) if login == "demo"
+        ));
+        let set = Admin::try_parse_from(["admin", "merchant", "--id", "7", "--mode", "save_only"])
+            .expect("settings parse");
+        assert!(matches!(
+            set.command,
+            AdminCommand::Merchant(MerchantCommand { action: None, settings: Some(ref m) }) if m.id == 7 && m.mode == "save_only"
+        ));
+        assert!(Admin::try_parse_from(["admin", "merchant", "--mode", "standard"]).is_err());
+    }
 }

@@ -156,3 +156,14 @@ diesel::allow_tables_to_appear_in_same_query!(
     orders,
     processed_commands,
 );
+
+diesel::table! {
+    login_lockouts (merchant_id, login, source) {
+        merchant_id -> BigInt,
+        login -> Text,
+        source -> Text,
+        failures -> Integer,
+        last_failure_at -> BigInt,
+        locked_until -> Nullable<BigInt>,
+    }
+}
