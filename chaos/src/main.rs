@@ -23,7 +23,7 @@ use clap::Parser;
 )]
 struct Cli {
     /// kill-oneclick | restart-nats | restart-postgres | two-instances | slow-handler |
-    /// merchant-retries | card-sweep | key-rotation | tenant-isolation | fuzz
+    /// merchant-retries | card-sweep | key-rotation | tenant-isolation | fuzz | login-storm
     scenario: String,
     /// The short version (minutes instead of tens of minutes).
     #[arg(long)]

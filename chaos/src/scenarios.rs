@@ -4,6 +4,7 @@ mod card_sweep;
 mod durable_load;
 mod fuzz;
 mod key_rotation;
+mod login_storm;
 mod merchant_retries;
 mod tenant_isolation;
 mod two_instances;
@@ -22,6 +23,7 @@ pub const ALL: &[&str] = &[
     "key-rotation",
     "tenant-isolation",
     "fuzz",
+    "login-storm",
 ];
 
 pub async fn run(name: &str, run: &Run, report: &mut Report) -> anyhow::Result<()> {
@@ -38,6 +40,7 @@ pub async fn run(name: &str, run: &Run, report: &mut Report) -> anyhow::Result<(
         "key-rotation" => key_rotation::run(run, report).await,
         "tenant-isolation" => tenant_isolation::run(run, report).await,
         "fuzz" => fuzz::run(run, report),
+        "login-storm" => login_storm::run(run, report).await,
         other => anyhow::bail!("unknown scenario {other}; one of: {}", ALL.join(", ")),
     }
 }
