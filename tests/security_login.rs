@@ -261,6 +261,18 @@ async fn the_throttle_refuses_attempts_beyond_its_burst_without_argon2(h: Harnes
     }
 }
 
+async fn a_burst_of_right_passwords_from_one_source_costs_one_argon2_and_is_not_throttled(
+    h: Harness,
+) {
+    let source = ip(11);
+    let attempts = (0..30).map(|_| attempt(&h, LOGIN, PASSWORD, &source));
+    let faults = futures::future::join_all(attempts).await;
+    assert!(faults.iter().all(Option::is_none), "{faults:?}");
+    let counters = h.engine.login_counters();
+    assert_eq!(counters.argon2_runs, 1, "{counters:?}");
+    assert_eq!(counters.throttled, 0);
+}
+
 async fn concurrent_failures_never_run_more_argon2_than_the_bound(h: Harness) {
     let attempts = (0..40u8).map(|i| {
         let h = &h;
@@ -288,7 +300,10 @@ both_backends_with!(lockout_policy =>
     a_success_clears_the_streak_of_failures,
 );
 both_backends_with!(short_lock_policy => a_lock_expires_after_the_configured_duration);
-both_backends_with!(tight_throttle_policy => the_throttle_refuses_attempts_beyond_its_burst_without_argon2);
+both_backends_with!(tight_throttle_policy =>
+    the_throttle_refuses_attempts_beyond_its_burst_without_argon2,
+    a_burst_of_right_passwords_from_one_source_costs_one_argon2_and_is_not_throttled,
+);
 both_backends_with!(two_permits_policy => concurrent_failures_never_run_more_argon2_than_the_bound);
 
 // ---- the attack over NATS against the real binary ----------------------------------------------

@@ -15,6 +15,9 @@
 //!   semaphore of `argon2_concurrency` permits, so argon2 memory never exceeds permits × 19 MiB
 //!   however many requests arrive. A failure is counted in the vault and locks the triple at
 //!   `max_failures`; a success clears it.
+//! - Concurrent requests of one (merchant, login, source) take turns at the password check
+//!   ([`Turn`]): a burst of correct requests costs one argon2 (the rest find it cached) and a
+//!   burst of wrong ones meets the throttle and the lockout one by one.
 //! - A login that does not exist is verified against a fixed dummy hash of the same parameters
 //!   and counted and locked the same way, so neither the answer, its timing nor the lockout tell
 //!   whether a login exists.
@@ -229,6 +232,31 @@ pub struct MerchantCache {
     throttle: Arc<Throttle>,
     argon2: Arc<Semaphore>,
     stats: Arc<LoginStats>,
+    /// One password check at a time per (merchant, login, source): concurrent requests of one
+    /// caller wait, then find the credential cached (a correct one) or take their turn through
+    /// throttle and lockout (a wrong one). Entries live only while requests wait.
+    turns: Arc<Mutex<Turns>>,
+}
+
+type Turns = HashMap<(i64, String, String), Arc<tokio::sync::Mutex<()>>>;
+
+/// A request's turn at the password check of its key; frees the entry when nobody else waits.
+struct Turn {
+    turns: Arc<Mutex<Turns>>,
+    key: (i64, String, String),
+    gate: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's copy and ours: nobody else holds or waits for this gate.
+        if Arc::strong_count(&self.gate) <= 2 {
+            turns.remove(&self.key);
+        }
+    }
 }
 
 impl MerchantCache {
@@ -250,6 +278,7 @@ impl MerchantCache {
             argon2: Arc::new(Semaphore::new(login.argon2_concurrency.max(1))),
             login,
             stats: Default::default(),
+            turns: Default::default(),
         }
     }
 
@@ -312,13 +341,18 @@ impl MerchantCache {
         ]);
         let source_key = source.key();
         let cache_key = (merchant.id, credentials.login.clone(), source_key.clone());
-        {
+        let cached = || {
             let map = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, known)) = map.get(&cache_key) {
-                if at.elapsed() < self.credential_ttl && *known == digest && stored.is_some() {
-                    return Ok(merchant);
-                }
-            }
+            map.get(&cache_key).is_some_and(|(at, known)| {
+                at.elapsed() < self.credential_ttl && *known == digest && stored.is_some()
+            })
+        };
+        if cached() {
+            return Ok(merchant);
+        }
+        let _turn = self.turn(cache_key.clone()).await;
+        if cached() {
+            return Ok(merchant);
         }
         if !self.throttle.admit((merchant.id, source_key.clone())) {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
@@ -375,6 +409,23 @@ impl MerchantCache {
             return Err(Fault::LoginLocked.into());
         }
         Err(Fault::AuthenticationFailed.into())
+    }
+
+    async fn turn(&self, key: (i64, String, String)) -> Turn {
+        let gate = self
+            .turns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let guard = gate.clone().lock_owned().await;
+        Turn {
+            turns: self.turns.clone(),
+            key,
+            gate,
+            guard: Some(guard),
+        }
     }
 
     /// argon2 on a blocking thread, at most `argon2_concurrency` at once in this process.
