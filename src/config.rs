@@ -92,6 +92,7 @@ pub struct Settings {
     pub acquirer: AcquirerSettings,
     pub log: LogSettings,
     pub http: HttpSettings,
+    pub login: LoginSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,6 +437,33 @@ impl Default for LogSettings {
     }
 }
 
+/// The `[login]` section: merchant-login defences (see
+/// [`oneclick_actors::engine::merchants::LoginSettings`] and docs/security/login.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginSection {
+    pub max_failures: u32,
+    pub lockout_secs: u64,
+    pub argon2_concurrency: usize,
+    pub throttle_burst: u32,
+    pub throttle_per_minute: u32,
+    pub throttle_max_sources: usize,
+}
+
+impl Default for LoginSection {
+    fn default() -> Self {
+        let d = oneclick_actors::engine::merchants::LoginSettings::default();
+        LoginSection {
+            max_failures: d.max_failures,
+            lockout_secs: d.lockout.as_secs(),
+            argon2_concurrency: d.argon2_concurrency,
+            throttle_burst: d.throttle_burst,
+            throttle_per_minute: d.throttle_per_minute,
+            throttle_max_sources: d.throttle_max_sources,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
@@ -495,6 +523,7 @@ impl Settings {
         self.validate_database()?;
         self.validate_keys()?;
         self.validate_engine()?;
+        self.validate_login()?;
         self.validate_acquirer()?;
         self.validate_log_and_http()
     }
@@ -734,6 +763,45 @@ impl Settings {
         Ok(())
     }
 
+    fn validate_login(&self) -> Result<(), ConfigError> {
+        let l = &self.login;
+        if !(1..=10).contains(&l.max_failures) {
+            return Err(invalid(
+                "login.max_failures",
+                "must be 1..=10 (PCI DSS 8.3.4: at most 10 attempts)",
+            ));
+        }
+        if l.lockout_secs == 0 {
+            return Err(invalid("login.lockout_secs", "must be at least 1"));
+        }
+        if !(1..=64).contains(&l.argon2_concurrency) {
+            return Err(invalid("login.argon2_concurrency", "must be 1..=64"));
+        }
+        if l.throttle_burst == 0 || l.throttle_per_minute == 0 {
+            return Err(invalid(
+                "login.throttle_burst",
+                "throttle_burst and throttle_per_minute must be at least 1",
+            ));
+        }
+        if l.throttle_max_sources == 0 {
+            return Err(invalid("login.throttle_max_sources", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The login policy from `[login]`.
+    pub fn login_settings(&self) -> oneclick_actors::engine::merchants::LoginSettings {
+        let l = &self.login;
+        oneclick_actors::engine::merchants::LoginSettings {
+            max_failures: l.max_failures,
+            lockout: Duration::from_secs(l.lockout_secs),
+            argon2_concurrency: l.argon2_concurrency,
+            throttle_burst: l.throttle_burst,
+            throttle_per_minute: l.throttle_per_minute,
+            throttle_max_sources: l.throttle_max_sources,
+        }
+    }
+
     fn validate_acquirer(&self) -> Result<(), ConfigError> {
         let a = &self.acquirer;
         let subject_ok = !a.nats_subject.is_empty()
@@ -789,6 +857,7 @@ impl Settings {
             group_commit_writers: e.group_commit_writers,
             group_commit_max_batch: e.group_commit_max_batch,
             in_doubt_after: Duration::from_secs(e.in_doubt_after_secs),
+            login: self.login_settings(),
             ..oneclick_actors::engine::EngineSettings::default()
         }
     }

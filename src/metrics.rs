@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
+use oneclick_actors::engine::merchants::LoginCounters;
 use oneclick_actors::engine::replies::PaymentResult;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -24,6 +26,71 @@ pub struct Metrics {
     pool_idle: IntGauge,
     batches: IntGauge,
     batch_steps: IntGauge,
+    login: LoginMetrics,
+}
+
+/// The merchant-login defences (docs/security/login.md), copied from the engine's counters at
+/// scrape time.
+struct LoginMetrics {
+    lockouts: IntCounter,
+    locked_refusals: IntCounter,
+    throttled: IntCounter,
+    argon2_runs: IntCounter,
+    argon2_in_flight: IntGauge,
+    argon2_peak: IntGauge,
+}
+
+impl LoginMetrics {
+    fn new(registry: &Registry) -> LoginMetrics {
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        LoginMetrics {
+            lockouts: counter(
+                "login_lockouts_total",
+                "Merchant (login, source) pairs locked after repeated failed logins",
+            ),
+            locked_refusals: counter(
+                "login_locked_refusals_total",
+                "Merchant requests refused because their login and source were locked",
+            ),
+            throttled: counter(
+                "login_throttled_total",
+                "Merchant requests refused by the login throttle before argon2",
+            ),
+            argon2_runs: counter(
+                "login_argon2_verifications_total",
+                "argon2 password verifications started",
+            ),
+            argon2_in_flight: gauge(
+                "login_argon2_in_flight",
+                "argon2 verifications running now (bounded by login.argon2_concurrency)",
+            ),
+            argon2_peak: gauge(
+                "login_argon2_in_flight_peak",
+                "Most argon2 verifications ever running at once in this process",
+            ),
+        }
+    }
+
+    fn set(&self, c: &LoginCounters) {
+        let catch_up = |counter: &IntCounter, value: u64| {
+            counter.inc_by(value.saturating_sub(counter.get()));
+        };
+        catch_up(&self.lockouts, c.lockouts);
+        catch_up(&self.locked_refusals, c.locked_refusals);
+        catch_up(&self.throttled, c.throttled);
+        catch_up(&self.argon2_runs, c.argon2_runs);
+        self.argon2_in_flight.set(c.argon2_in_flight as i64);
+        self.argon2_peak.set(c.argon2_peak as i64);
+    }
 }
 
 /// Gauges read from the engine at scrape time.
@@ -32,6 +99,7 @@ pub struct EngineGauges {
     pub pool: (u32, u32),
     /// (transactions, payment steps, failed batches)
     pub batches: (u64, u64, u64),
+    pub login: LoginCounters,
 }
 
 impl Default for Metrics {
@@ -135,7 +203,9 @@ impl Metrics {
         }
         let _ = registry.register(Box::new(latency.clone()));
         let _ = registry.register(Box::new(active_customers.clone()));
+        let login = LoginMetrics::new(&registry);
         Metrics {
+            login,
             registry,
             requests,
             latency,
@@ -195,6 +265,7 @@ impl Metrics {
         self.pool_idle.set(i64::from(engine.pool.1));
         self.batches.set(engine.batches.0 as i64);
         self.batch_steps.set(engine.batches.1 as i64);
+        self.login.set(&engine.login);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

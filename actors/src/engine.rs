@@ -108,6 +108,8 @@ pub struct EngineSettings {
     /// An order still `In Process` this long after its reservation was left by a process that
     /// died at the acquirer step; a repeat records it as `Timeout` (in doubt).
     pub in_doubt_after: Duration,
+    /// Merchant-login defences: lockout, throttle, argon2 bound ([`merchants::LoginSettings`]).
+    pub login: merchants::LoginSettings,
 }
 
 impl Default for EngineSettings {
@@ -126,6 +128,7 @@ impl Default for EngineSettings {
             group_commit_writers: 2,
             group_commit_max_batch: 64,
             in_doubt_after: Duration::from_secs(30),
+            login: merchants::LoginSettings::default(),
         }
     }
 }
@@ -191,6 +194,7 @@ impl Engine {
             deps.vault.clone(),
             settings.merchant_cache,
             settings.credential_cache,
+            settings.login.clone(),
         );
         Engine {
             deps,
@@ -287,14 +291,22 @@ impl Engine {
         }
     }
 
-    /// Checks a web-service user's login and password (argon2, cached once verified).
+    /// Checks a web-service user's login and password (argon2, cached once verified) for a
+    /// caller at `source`: throttled, locked after repeated failures and bounded in argon2
+    /// concurrency ([`merchants`]). Faults: 2/2, 2/5 `LoginLocked`, 2/6 `LoginThrottled`.
     pub async fn authenticate(
         &self,
         credentials: &Credentials,
+        source: &merchants::LoginSource,
     ) -> EngineResult<Arc<MerchantRecord>> {
         self.merchants
-            .authenticate_with(&self.deps.keyring, credentials)
+            .authenticate_with(&self.deps.keyring, credentials, source)
             .await
+    }
+
+    /// Counters of the login defences (argon2 in flight and peak, lockouts, throttled).
+    pub fn login_counters(&self) -> merchants::LoginCounters {
+        self.merchants.login_counters()
     }
 
     /// A merchant by id (cached), or `UnknownMerchant`.

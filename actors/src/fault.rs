@@ -72,6 +72,8 @@ faults! {
     AuthenticationFailed = (2, 2, "Wrong login or password", "Неверный логин или пароль");
     MerchantMismatch = (2, 3, "merchant_id of the body does not match the subject", "merchant_id в запросе не совпадает с темой");
     OneClickDisabled = (2, 4, "The merchant is not enabled for One Click", "Предприятие не подключено к программе One Click");
+    LoginLocked = (2, 5, "Too many failed logins from this source: locked for a while or until the operator unlocks it", "Слишком много неудачных попыток входа с этого источника: вход заблокирован на время или до разблокировки оператором");
+    LoginThrottled = (2, 6, "Too many login attempts from this source: retry later", "Слишком много попыток входа с этого источника: повторите позже");
     // 3: field validation
     InvalidCustomerNumber = (3, 1, "Invalid customer number", "Неверный номер клиента");
     InvalidOrderNumber = (3, 2, "Invalid order number", "Неверный номер заказа");

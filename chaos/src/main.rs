@@ -23,7 +23,8 @@ use clap::Parser;
 )]
 struct Cli {
     /// kill-oneclick | restart-nats | restart-postgres | two-instances | slow-handler |
-    /// merchant-retries | card-sweep | key-rotation | tenant-isolation | fuzz | red-team
+    /// merchant-retries | card-sweep | key-rotation | tenant-isolation | fuzz | red-team |
+    /// login-storm
     scenario: String,
     /// The short version (minutes instead of tens of minutes).
     #[arg(long)]

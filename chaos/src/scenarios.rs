@@ -4,6 +4,7 @@ mod card_sweep;
 mod durable_load;
 mod fuzz;
 mod key_rotation;
+mod login_storm;
 mod merchant_retries;
 mod red_team;
 mod tenant_isolation;
@@ -24,6 +25,7 @@ pub const ALL: &[&str] = &[
     "tenant-isolation",
     "fuzz",
     "red-team",
+    "login-storm",
 ];
 
 pub async fn run(name: &str, run: &Run, report: &mut Report) -> anyhow::Result<()> {
@@ -41,6 +43,7 @@ pub async fn run(name: &str, run: &Run, report: &mut Report) -> anyhow::Result<(
         "tenant-isolation" => tenant_isolation::run(run, report).await,
         "fuzz" => fuzz::run(run, report),
         "red-team" => red_team::run(run, report).await,
+        "login-storm" => login_storm::run(run, report).await,
         other => anyhow::bail!("unknown scenario {other}; one of: {}", ALL.join(", ")),
     }
 }

@@ -26,6 +26,7 @@ use oneclick_actors::vault::merchants::{
     JoinUnion, LoadMerchant, MerchantChanges, RotateOutcome, RotateSigningKey, SaveMerchant,
     SaveOutcome, SetMerchantUser, UpsertMerchant,
 };
+use oneclick_actors::vault::merchants::{unlock_login, UnlockLogin};
 use oneclick_actors::vault::DatabaseUrl;
 
 use crate::config::Settings;
@@ -139,6 +140,16 @@ pub enum MerchantCommand {
         #[arg(long)]
         signature_key: Option<String>,
     },
+    /// Lift the failed-login lockout of a web-service login (docs/security/login.md): from every
+    /// source, or only from `--source` (as logged: `nats:_INBOX.merchant_N`, `ip:ADDR`).
+    Unlock {
+        #[arg(long)]
+        id: i64,
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        source: Option<String>,
+    },
 }
 
 /// `admin audit`: the newest rows of the trail, oldest first, one JSON object a line.
@@ -230,6 +241,34 @@ fn parse_limit(raw: &str) -> anyhow::Result<(String, Option<i64>, Option<i64>)> 
         ))
     };
     Ok((currency.as_str().to_string(), amount(day)?, amount(week)?))
+}
+
+/// `admin merchant unlock`: deletes the lockout rows; every replica reads them before argon2,
+/// so the login works again at once.
+fn unlock_login_of(
+    settings: &Settings,
+    merchant_id: i64,
+    login: String,
+    source: Option<String>,
+    actor: &AuditActor,
+) -> anyhow::Result<()> {
+    let (_, pool) = open(settings)?;
+    let locked = unlock_login(
+        &mut *pool.get()?,
+        &keyring_or_dummy(settings),
+        UnlockLogin {
+            merchant_id,
+            login: login.clone(),
+            source: source.clone(),
+            now_ms: oneclick_actors::vault::now_ms(),
+        },
+    )?;
+    println!("unlocked: {locked} locked source(s) cleared");
+    let record = Record::new(actor.clone(), AuditAction::LoginUnlocked)
+        .merchant(merchant_id)
+        .detail(serde_json::json!({ "login": login, "source": source, "cleared": locked }));
+    append_audit(&mut *pool.get()?, &keyring_or_dummy(settings), AppendAudit(record))?;
+    Ok(())
 }
 
 /// Runs one admin command as the current OS user; a key operation is then recorded in the trail.
@@ -388,6 +427,10 @@ fn run_command(
                 "demo merchant {DEMO_MERCHANT_ID}: login {DEMO_LOGIN} / {DEMO_PASSWORD}, signature key (base64) {DEMO_SIGNATURE_KEY}, RUB limits 100000.00/day 500000.00/week"
             );
         }
+        AdminCommand::Merchant(MerchantArgs {
+            command: Some(MerchantCommand::Unlock { id, login, source }),
+            ..
+        }) => unlock_login_of(settings, id, login, source, actor)?,
         AdminCommand::Merchant(MerchantArgs {
             command: Some(MerchantCommand::Show { id }),
             ..
@@ -704,4 +747,36 @@ fn merchant_view(m: &oneclick_actors::vault::records::MerchantRecord) -> serde_j
         "limits": limits,
         "users": users,
     })
+}
+
+#[cfg(test)]
+mod unlock_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    }
+
+    #[test]
+    fn merchant_unlock_parses_beside_the_settings_form() {
+        let unlock = Admin::try_parse_from(["admin", "merchant", "unlock", "--id", "7", "--login", "demo"])
+            .expect("unlock parses");
+        assert!(matches!(
+            unlock.command,
+            AdminCommand::Merchant(MerchantArgs {
+                command: Some(MerchantCommand::Unlock { id: 7, ref login, source: None }),
+                ..
+            }) if login == "demo"
+        ));
+        let set = Admin::try_parse_from(["admin", "merchant", "--id", "7", "--mode", "save_only"])
+            .expect("settings parse");
+        assert!(matches!(
+            set.command,
+            AdminCommand::Merchant(MerchantArgs { command: None, ref set }) if set.id == Some(7) && set.mode.as_deref() == Some("save_only")
+        ));
+        assert!(Admin::try_parse_from(["admin", "merchant", "--mode", "standard"]).is_err());
+    }
 }

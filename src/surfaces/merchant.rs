@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use oneclick_actors::engine::merchants::LoginSource;
 use oneclick_actors::Fault;
 use serde::de::DeserializeOwned;
 
@@ -52,7 +53,8 @@ pub async fn register(ctx: Arc<Context>) -> anyhow::Result<Vec<EndpointInfo>> {
                         .parse_merchant(msg.subject.as_str())
                         .ok_or(Fault::UnknownMerchant)?
                         .merchant_id;
-                    handle(&ctx, endpoint, merchant_id, &msg.payload).await
+                    let source = LoginSource::from_reply_subject(msg.reply.as_deref());
+                    handle(&ctx, endpoint, merchant_id, &source, &msg.payload).await
                 },
             )
             .await?,
@@ -65,11 +67,16 @@ fn body<T: DeserializeOwned>(ctx: &Context, bytes: &[u8]) -> Result<T, Fault> {
     parse_request(bytes, ctx.settings.service.max_request_bytes)
 }
 
-/// Authenticates the call, then runs it.
-async fn authed<R>(ctx: &Context, call: MerchantCall<R>, name: &str) -> Result<R, Fault> {
+/// Authenticates the call (failures counted per `source`, docs/security/login.md), then runs it.
+async fn authed<R>(
+    ctx: &Context,
+    call: MerchantCall<R>,
+    name: &str,
+    source: &LoginSource,
+) -> Result<R, Fault> {
     let merchant_id = call.credentials.merchant_id;
     ctx.engine
-        .authenticate(&call.credentials)
+        .authenticate(&call.credentials, source)
         .await
         .map_err(|e| to_fault(name, merchant_id, e))?;
     Ok(call.request)
@@ -80,6 +87,7 @@ pub async fn handle(
     ctx: &Context,
     endpoint: MerchantEndpoint,
     merchant_id: i64,
+    source: &LoginSource,
     bytes: &[u8],
 ) -> Reply {
     let engine = &ctx.engine;
@@ -91,6 +99,7 @@ pub async fn handle(
                 ctx,
                 body::<TokenListBody>(ctx, bytes)?.into_request(merchant_id)?,
                 name,
+                source,
             )
             .await?;
             let list = engine.token_list(req).await.map_err(fail)?;
@@ -101,6 +110,7 @@ pub async fn handle(
                 ctx,
                 body::<TokenRemoveBody>(ctx, bytes)?.into_request(merchant_id)?,
                 name,
+                source,
             )
             .await?;
             let removed = engine.delete_card(req).await.map_err(fail)?;
@@ -111,6 +121,7 @@ pub async fn handle(
                 ctx,
                 body::<TokenPayBody>(ctx, bytes)?.into_request(merchant_id)?,
                 name,
+                source,
             )
             .await?;
             let result = engine.token_pay(req).await.map_err(fail)?;
@@ -122,6 +133,7 @@ pub async fn handle(
                 ctx,
                 body::<OrderStateBody>(ctx, bytes)?.into_request(merchant_id)?,
                 name,
+                source,
             )
             .await?;
             let state = engine.order_state(req).await.map_err(fail)?;
@@ -132,6 +144,7 @@ pub async fn handle(
                 ctx,
                 body::<CustomersListBody>(ctx, bytes)?.into_request(merchant_id)?,
                 name,
+                source,
             )
             .await?;
             let page = engine.list_customers(req).await.map_err(fail)?;
@@ -142,6 +155,7 @@ pub async fn handle(
                 ctx,
                 body::<CustomerStatusBody>(ctx, bytes)?.into_request(merchant_id)?,
                 name,
+                source,
             )
             .await?;
             let changed = engine.set_status(req).await.map_err(fail)?;

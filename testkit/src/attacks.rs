@@ -7,10 +7,11 @@
 
 pub mod audit;
 pub mod identifiers;
+pub mod login;
 pub mod logs;
 pub mod nats_deputy;
 
-/// What one attack found.
+/// What one attack achieved. `evidence` says what was tried and seen (never a secret).
 pub struct AttackOutcome {
     pub name: &'static str,
     pub succeeded: bool,
@@ -84,6 +85,10 @@ fn every_attack(short: bool) -> Vec<Attack> {
             on_runtime(move || logs::trace_logs_carry_secrets(backend)),
         ));
     }
+    attacks.push((
+        "3 brute-force a merchant login",
+        on_runtime(login::brute_force_merchant_login),
+    ));
     for backend in [Sqlite, Postgres] {
         attacks.push((
             "8 hostile identifiers",

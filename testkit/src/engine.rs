@@ -104,6 +104,7 @@ pub fn test_settings() -> EngineSettings {
         group_commit_writers: 2,
         group_commit_max_batch: 64,
         in_doubt_after: Duration::from_secs(30),
+        login: Default::default(),
     }
 }
 

@@ -1,33 +1,225 @@
 //! Merchant settings and web-service credentials, cached so the hot path touches neither the
-//! database nor argon2 (about 16 ms a verification, STACK.md).
+//! database nor argon2 (about 16 ms and 19 MiB a verification, STACK.md); and the defences of the
+//! login in front of argon2 (security issue 12, finding 3; docs/security/login.md).
 //!
 //! - Settings are cached per merchant for `merchant_cache` (negative answers too), so an admin
 //!   change reaches every process within that time.
 //! - A credential is verified with argon2 once, on a blocking thread; then the keyed digest of
-//!   (merchant, login, password, stored hash) is remembered for `credential_cache`. A later
-//!   request is accepted without argon2 only if its digest matches, so a wrong password, a
-//!   changed password or a changed hash always goes back to argon2. No password is kept.
+//!   (merchant, login, password, stored hash) is remembered per (merchant, login, source) for
+//!   `credential_cache`. A later request is accepted without argon2 only if its digest matches,
+//!   so a wrong password, a changed password or a changed hash always goes back to argon2. No
+//!   password is kept.
+//! - Everything that would run argon2 passes, in order: a token bucket per (merchant, source)
+//!   ([`Throttle`], at most `throttle_max_sources` buckets), the lockout row of (merchant, login,
+//!   source) in the vault (shared by replicas; a locked triple is refused without argon2), and a
+//!   semaphore of `argon2_concurrency` permits, so argon2 memory never exceeds permits × 19 MiB
+//!   however many requests arrive. A failure is counted in the vault and locks the triple at
+//!   `max_failures`; a success clears it.
+//! - Concurrent requests of one (merchant, login, source) take turns at the password check
+//!   ([`Turn`]): a burst of correct requests costs one argon2 (the rest find it cached) and a
+//!   burst of wrong ones meets the throttle and the lockout one by one.
+//! - A login that does not exist is verified against a fixed dummy hash of the same parameters
+//!   and counted and locked the same way, so neither the answer, its timing nor the lockout tell
+//!   whether a login exists.
+//! - Invariant: no password, digest or hash is logged; the lockout warning names merchant, login
+//!   and source only.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
+use tokio::sync::Semaphore;
 
-use super::requests::Credentials;
+use super::requests::{Credentials, SecretString};
 use super::{flatten, EngineError, EngineResult};
 use crate::crypto::Keyring;
 use crate::fault::Fault;
-use crate::vault::merchants::LoadMerchant;
+use crate::vault::merchants::{
+    ClearLoginFailures, LoadLoginFailures, LoadMerchant, LoginKey, RecordLoginFailure,
+};
 use crate::vault::records::MerchantRecord;
-use crate::vault::Vault;
+use crate::vault::{now_ms, Vault};
 
 type Cached = (Instant, Option<Arc<MerchantRecord>>);
-/// (merchant, login) → (verified at, keyed digest of the verified credential).
-type VerifiedCredentials = HashMap<(i64, String), (Instant, [u8; 32])>;
+/// (merchant, login, source key) → (verified at, keyed digest of the verified credential).
+type VerifiedCredentials = HashMap<(i64, String, String), (Instant, [u8; 32])>;
+
+/// Longest source key stored (a reply subject is caller-chosen; its prefix is cut to this).
+const MAX_SOURCE_CHARS: usize = 100;
+
+/// The login policy (the `[login]` config section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSettings {
+    /// Failures in a row of one (merchant, login, source) that lock it (PCI DSS 8.3.4: ≤ 10).
+    pub max_failures: u32,
+    /// How long a lock lasts (PCI DSS 8.3.4: ≥ 30 min) unless an operator unlocks it; also the
+    /// window after which an unlocked streak of failures is forgotten.
+    pub lockout: Duration,
+    /// argon2 verifications running at once in this process (memory: this × 19 MiB).
+    pub argon2_concurrency: usize,
+    /// Attempts needing argon2 a (merchant, source) may make at once before the bucket refills.
+    pub throttle_burst: u32,
+    /// Refill of that bucket, attempts per minute.
+    pub throttle_per_minute: u32,
+    /// Most (merchant, source) buckets tracked; beyond, idle or oldest buckets are evicted.
+    pub throttle_max_sources: usize,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        LoginSettings {
+            max_failures: 10,
+            lockout: Duration::from_secs(30 * 60),
+            argon2_concurrency: 2,
+            throttle_burst: 10,
+            throttle_per_minute: 60,
+            throttle_max_sources: 10_000,
+        }
+    }
+}
+
+/// Where a login attempt comes from, as far as the service can know it. Failures are counted
+/// and locked per (merchant, login, source), so a caller can lock only its own source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LoginSource {
+    /// Over NATS: the reply-inbox prefix, the first two tokens of the reply subject. A merchant's
+    /// NATS user may receive only under `_INBOX.merchant_<id>.`, so for a merchant this is its
+    /// NATS identity (`_INBOX.merchant_<id>`); `None`: the request named no reply subject.
+    Nats(Option<String>),
+    /// Over HTTP: the client address.
+    Address(IpAddr),
+}
+
+impl LoginSource {
+    /// The source of a NATS request with this reply subject.
+    pub fn from_reply_subject(reply: Option<&str>) -> LoginSource {
+        LoginSource::Nats(reply.map(|r| {
+            let mut tokens = r.splitn(3, '.');
+            let prefix = match (tokens.next(), tokens.next()) {
+                (Some(a), Some(b)) => format!("{a}.{b}"),
+                (Some(a), None) => a.to_string(),
+                _ => String::new(),
+            };
+            prefix.chars().take(MAX_SOURCE_CHARS).collect()
+        }))
+    }
+
+    /// The stable text stored in the vault and logged: `nats:<prefix>`, `nats:-`, `ip:<addr>`.
+    pub fn key(&self) -> String {
+        match self {
+            LoginSource::Nats(Some(prefix)) => format!("nats:{prefix}"),
+            LoginSource::Nats(None) => "nats:-".into(),
+            LoginSource::Address(addr) => format!("ip:{addr}"),
+        }
+    }
+}
+
+/// Counters of the login defences, read by `/metrics` (and by tests through the same numbers).
+#[derive(Debug, Default)]
+pub struct LoginStats {
+    /// argon2 verifications started.
+    pub argon2_runs: AtomicU64,
+    /// argon2 verifications running now.
+    pub argon2_in_flight: AtomicUsize,
+    /// Most argon2 verifications ever running at once (never above `argon2_concurrency`).
+    pub argon2_peak: AtomicUsize,
+    /// Locks placed.
+    pub lockouts: AtomicU64,
+    /// Requests refused because their (merchant, login, source) was locked.
+    pub locked_refusals: AtomicU64,
+    /// Requests refused by the throttle.
+    pub throttled: AtomicU64,
+}
+
+/// A copy of [`LoginStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoginCounters {
+    pub argon2_runs: u64,
+    pub argon2_in_flight: usize,
+    pub argon2_peak: usize,
+    pub lockouts: u64,
+    pub locked_refusals: u64,
+    pub throttled: u64,
+}
+
+impl LoginStats {
+    pub fn snapshot(&self) -> LoginCounters {
+        let r = Ordering::Relaxed;
+        LoginCounters {
+            argon2_runs: self.argon2_runs.load(r),
+            argon2_in_flight: self.argon2_in_flight.load(r),
+            argon2_peak: self.argon2_peak.load(r),
+            lockouts: self.lockouts.load(r),
+            locked_refusals: self.locked_refusals.load(r),
+            throttled: self.throttled.load(r),
+        }
+    }
+}
+
+/// Token buckets per (merchant, source key), at most `max` of them.
+struct Throttle {
+    burst: f64,
+    per_second: f64,
+    max: usize,
+    /// key → (tokens, last refill).
+    buckets: Mutex<HashMap<(i64, String), (f64, Instant)>>,
+}
+
+impl Throttle {
+    fn new(settings: &LoginSettings) -> Throttle {
+        Throttle {
+            burst: f64::from(settings.throttle_burst.max(1)),
+            per_second: f64::from(settings.throttle_per_minute) / 60.0,
+            max: settings.throttle_max_sources.max(1),
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes one token of `key`'s bucket; false when it is empty.
+    fn admit(&self, key: (i64, String)) -> bool {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if !buckets.contains_key(&key) && buckets.len() >= self.max {
+            // A bucket that has refilled is the same as none: drop those first, then the
+            // least recently used one.
+            let (burst, rate) = (self.burst, self.per_second);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+            if buckets.len() >= self.max {
+                if let Some(oldest) = buckets
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| k.clone())
+                {
+                    buckets.remove(&oldest);
+                }
+            }
+        }
+        let (tokens, at) = buckets.entry(key).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What an unknown login is verified against: same algorithm and parameters as
+/// [`hash_password`], so it costs the same as a known one.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    hash_password("oneclick: no such login").unwrap_or_default()
+});
 
 #[derive(Clone)]
 pub struct MerchantCache {
@@ -36,17 +228,62 @@ pub struct MerchantCache {
     credential_ttl: Duration,
     merchants: Arc<Mutex<HashMap<i64, Cached>>>,
     credentials: Arc<Mutex<VerifiedCredentials>>,
+    login: LoginSettings,
+    throttle: Arc<Throttle>,
+    argon2: Arc<Semaphore>,
+    stats: Arc<LoginStats>,
+    /// One password check at a time per (merchant, login, source): concurrent requests of one
+    /// caller wait, then find the credential cached (a correct one) or take their turn through
+    /// throttle and lockout (a wrong one). Entries live only while requests wait.
+    turns: Arc<Mutex<Turns>>,
+}
+
+type Turns = HashMap<(i64, String, String), Arc<tokio::sync::Mutex<()>>>;
+
+/// A request's turn at the password check of its key; frees the entry when nobody else waits.
+struct Turn {
+    turns: Arc<Mutex<Turns>>,
+    key: (i64, String, String),
+    gate: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's copy and ours: nobody else holds or waits for this gate.
+        if Arc::strong_count(&self.gate) <= 2 {
+            turns.remove(&self.key);
+        }
+    }
 }
 
 impl MerchantCache {
-    pub fn new(vault: Addr<Vault>, ttl: Duration, credential_ttl: Duration) -> MerchantCache {
+    pub fn new(
+        vault: Addr<Vault>,
+        ttl: Duration,
+        credential_ttl: Duration,
+        login: LoginSettings,
+    ) -> MerchantCache {
+        // Paid once here rather than by the first unknown login (which would then be slower).
+        LazyLock::force(&DUMMY_HASH);
         MerchantCache {
             vault,
             ttl,
             credential_ttl,
             merchants: Default::default(),
             credentials: Default::default(),
+            throttle: Arc::new(Throttle::new(&login)),
+            argon2: Arc::new(Semaphore::new(login.argon2_concurrency.max(1))),
+            login,
+            stats: Default::default(),
+            turns: Default::default(),
         }
+    }
+
+    pub fn login_counters(&self) -> LoginCounters {
+        self.stats.snapshot()
     }
 
     pub async fn get(&self, merchant_id: i64) -> EngineResult<Arc<MerchantRecord>> {
@@ -76,11 +313,13 @@ impl MerchantCache {
             .remove(&merchant_id);
     }
 
-    /// Verifies a web-service user; see the module header for the cache.
+    /// Verifies a web-service user coming from `source`; see the module header for the cache,
+    /// the throttle, the lockout and the argon2 bound.
     pub async fn authenticate_with(
         &self,
         keyring: &Keyring,
         credentials: &Credentials,
+        source: &LoginSource,
     ) -> EngineResult<Arc<MerchantRecord>> {
         if credentials.login.chars().count() > 20
             || credentials.password.expose().chars().count() > 30
@@ -91,9 +330,8 @@ impl MerchantCache {
             return Err(Fault::MissingField.into());
         }
         let merchant = self.get(credentials.merchant_id).await?;
-        let Some(hash) = merchant.users.get(&credentials.login).cloned() else {
-            return Err(Fault::AuthenticationFailed.into());
-        };
+        let stored = merchant.users.get(&credentials.login).cloned();
+        let hash = stored.clone().unwrap_or_else(|| DUMMY_HASH.clone());
         let digest = keyring.request_digest(&[
             b"credential",
             &merchant.id.to_be_bytes(),
@@ -101,27 +339,116 @@ impl MerchantCache {
             credentials.password.expose().as_bytes(),
             hash.as_bytes(),
         ]);
-        let key = (merchant.id, credentials.login.clone());
-        {
+        let source_key = source.key();
+        let cache_key = (merchant.id, credentials.login.clone(), source_key.clone());
+        let cached = || {
             let map = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, known)) = map.get(&key) {
-                if at.elapsed() < self.credential_ttl && *known == digest {
-                    return Ok(merchant);
-                }
+            map.get(&cache_key).is_some_and(|(at, known)| {
+                at.elapsed() < self.credential_ttl && *known == digest && stored.is_some()
+            })
+        };
+        if cached() {
+            return Ok(merchant);
+        }
+        let _turn = self.turn(cache_key.clone()).await;
+        if cached() {
+            return Ok(merchant);
+        }
+        if !self.throttle.admit((merchant.id, source_key.clone())) {
+            self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            return Err(Fault::LoginThrottled.into());
+        }
+        let key = LoginKey {
+            merchant_id: merchant.id,
+            login: credentials.login.clone(),
+            source: source_key,
+        };
+        let row = flatten(self.vault.send(LoadLoginFailures { key: key.clone() }).await)?;
+        if row.is_some_and(|r| r.is_locked(now_ms())) {
+            self.stats.locked_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(Fault::LoginLocked.into());
+        }
+        let verified = self.verify_bounded(credentials.password.clone(), hash).await?;
+        if verified && stored.is_some() {
+            if row.is_some() {
+                flatten(self.vault.send(ClearLoginFailures { key }).await)?;
             }
+            self.credentials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(cache_key, (Instant::now(), digest));
+            return Ok(merchant);
         }
-        let password = credentials.password.clone();
-        let ok = tokio::task::spawn_blocking(move || verify_password(password.expose(), &hash))
-            .await
-            .unwrap_or(false);
-        if !ok {
-            return Err(Fault::AuthenticationFailed.into());
+        let now = now_ms();
+        let recorded = flatten(
+            self.vault
+                .send(RecordLoginFailure {
+                    key: key.clone(),
+                    now_ms: now,
+                    max_failures: i32::try_from(self.login.max_failures).unwrap_or(i32::MAX),
+                    lockout_ms: i64::try_from(self.login.lockout.as_millis()).unwrap_or(i64::MAX),
+                })
+                .await,
+        )?;
+        if recorded.newly_locked {
+            self.stats.lockouts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                merchant_id = key.merchant_id,
+                login = ?key.login,
+                source = ?key.source,
+                failures = recorded.failures.failures,
+                lockout_secs = self.login.lockout.as_secs(),
+                "merchant login locked after repeated failures"
+            );
+            self.credentials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&cache_key);
         }
-        self.credentials
+        if recorded.failures.is_locked(now) {
+            return Err(Fault::LoginLocked.into());
+        }
+        Err(Fault::AuthenticationFailed.into())
+    }
+
+    async fn turn(&self, key: (i64, String, String)) -> Turn {
+        let gate = self
+            .turns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (Instant::now(), digest));
-        Ok(merchant)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let guard = gate.clone().lock_owned().await;
+        Turn {
+            turns: self.turns.clone(),
+            key,
+            gate,
+            guard: Some(guard),
+        }
+    }
+
+    /// argon2 on a blocking thread, at most `argon2_concurrency` at once in this process.
+    async fn verify_bounded(&self, password: SecretString, phc: String) -> EngineResult<bool> {
+        let permit = self
+            .argon2
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Fault::ShuttingDown)?;
+        let stats = self.stats.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let running = stats.argon2_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            stats.argon2_peak.fetch_max(running, Ordering::SeqCst);
+            stats.argon2_runs.fetch_add(1, Ordering::Relaxed);
+            let verified = verify_password(password.expose(), &phc);
+            stats.argon2_in_flight.fetch_sub(1, Ordering::SeqCst);
+            verified
+        })
+        .await
+        .unwrap_or(false);
+        Ok(verified)
     }
 }
 
@@ -140,4 +467,69 @@ pub fn hash_password(password: &str) -> Result<String, EngineError> {
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|_| EngineError::Fault(Fault::Internal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nats_source_is_the_reply_inbox_prefix() {
+        let merchant = LoginSource::from_reply_subject(Some("_INBOX.merchant_452739.Xy12.7"));
+        assert_eq!(merchant.key(), "nats:_INBOX.merchant_452739");
+        let default_client = LoginSource::from_reply_subject(Some("_INBOX.abcDEF123"));
+        assert_eq!(default_client.key(), "nats:_INBOX.abcDEF123");
+        assert_eq!(LoginSource::from_reply_subject(None).key(), "nats:-");
+        let long = format!("_INBOX.{}", "x".repeat(500));
+        assert_eq!(
+            LoginSource::from_reply_subject(Some(&long)).key().chars().count(),
+            "nats:".len() + MAX_SOURCE_CHARS
+        );
+        let ip = LoginSource::Address("2001:db8::1".parse().unwrap());
+        assert_eq!(ip.key(), "ip:2001:db8::1");
+    }
+
+    #[test]
+    fn the_dummy_hash_has_the_parameters_of_a_real_one() {
+        let real = hash_password("some password").unwrap();
+        let params = |phc: &str| {
+            let parsed = PasswordHash::new(phc).unwrap();
+            (
+                parsed.algorithm.to_string(),
+                parsed.version,
+                parsed.params.to_string(),
+            )
+        };
+        assert_eq!(params(&DUMMY_HASH), params(&real));
+        assert!(!verify_password("", &DUMMY_HASH));
+    }
+
+    fn throttle(burst: u32, per_minute: u32, max: usize) -> Throttle {
+        Throttle::new(&LoginSettings {
+            throttle_burst: burst,
+            throttle_per_minute: per_minute,
+            throttle_max_sources: max,
+            ..LoginSettings::default()
+        })
+    }
+
+    #[test]
+    fn the_throttle_admits_its_burst_then_refuses() {
+        let t = throttle(3, 1, 10);
+        let key = || (1, "ip:1".to_string());
+        assert!(t.admit(key()) && t.admit(key()) && t.admit(key()));
+        assert!(!t.admit(key()));
+        assert!(t.admit((1, "ip:2".into())), "another source has its own bucket");
+        assert!(t.admit((2, "ip:1".into())), "another merchant too");
+    }
+
+    #[test]
+    fn the_throttle_tracks_at_most_its_maximum_of_sources() {
+        let t = throttle(2, 1, 100);
+        for i in 0..1_000 {
+            t.admit((1, format!("ip:{i}")));
+            let tracked = t.buckets.lock().unwrap().len();
+            assert!(tracked <= 100, "{tracked} buckets");
+        }
+    }
 }

@@ -10,6 +10,9 @@
 //! rotation, return what changed (old → new, secrets as `"set"`), and append their audit row in
 //! the same transaction ([`super::audit`]). [`upsert_merchant`] (replace everything) remains
 //! for seeding test and demo data.
+//! Failed logins (`login_lockouts`): counted per (merchant, login, source) in the database so
+//! every replica sees one count; the policy (how many, how long, what a source is) lives in
+//! `engine::merchants`.
 
 use std::collections::HashMap;
 
@@ -18,7 +21,7 @@ use diesel::prelude::*;
 use super::audit::{self, AuditAction, AuditActor, Record};
 use super::records::MerchantRecord;
 use super::rows::{LimitRow, MerchantRow};
-use super::schema::{customers, merchant_limits, merchant_users, merchants, unions};
+use super::schema::{customers, login_lockouts, merchant_limits, merchant_users, merchants, unions};
 use super::{now_ms, on_backend, vault_message, AnyConnection, VaultError};
 use crate::crypto::Keyring;
 
@@ -591,6 +594,150 @@ pub fn rotate_signing_key(
         Ok(RotateOutcome::Rotated {
             previous_until,
             changes,
+// ---- failed-login lockout (security issue 12, finding 3; engine::merchants owns the policy) ----
+
+/// Which caller failed to log in: (merchant, login as sent, source key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LoginKey {
+    pub merchant_id: i64,
+    pub login: String,
+    /// [`crate::engine::merchants::LoginSource::key`].
+    pub source: String,
+}
+
+/// The lockout row of a [`LoginKey`], if it failed recently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginFailures {
+    pub failures: i32,
+    pub last_failure_at: i64,
+    pub locked_until: Option<i64>,
+}
+
+impl LoginFailures {
+    pub fn is_locked(&self, now_ms: i64) -> bool {
+        self.locked_until.is_some_and(|until| until > now_ms)
+    }
+}
+
+/// Reads the lockout row of a key.
+pub struct LoadLoginFailures {
+    pub key: LoginKey,
+}
+vault_message!(LoadLoginFailures => Option<LoginFailures>, load_login_failures);
+
+fn login_row(
+    conn: &mut AnyConnection,
+    key: &LoginKey,
+) -> Result<Option<LoginFailures>, VaultError> {
+    Ok(login_lockouts::table
+        .find((key.merchant_id, &key.login, &key.source))
+        .select((
+            login_lockouts::failures,
+            login_lockouts::last_failure_at,
+            login_lockouts::locked_until,
+        ))
+        .first::<(i32, i64, Option<i64>)>(conn)
+        .optional()?
+        .map(|(failures, last_failure_at, locked_until)| LoginFailures {
+            failures,
+            last_failure_at,
+            locked_until,
+        }))
+}
+
+pub fn load_login_failures(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: LoadLoginFailures,
+) -> Result<Option<LoginFailures>, VaultError> {
+    login_row(conn, &msg.key)
+}
+
+/// Counts one failed login; locks the key when it reaches `max_failures`. Failures older than
+/// one `lockout_ms` window (and an expired lock) are forgotten first. One transaction whose first
+/// statement writes the row, so concurrent failures of one key (on any replica) serialize on it
+/// and none is lost.
+pub struct RecordLoginFailure {
+    pub key: LoginKey,
+    pub now_ms: i64,
+    pub max_failures: i32,
+    pub lockout_ms: i64,
+}
+
+/// What [`RecordLoginFailure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureRecorded {
+    pub failures: LoginFailures,
+    /// This failure placed the lock (the lockout metric and warning count it once).
+    pub newly_locked: bool,
+}
+vault_message!(RecordLoginFailure => FailureRecorded, record_login_failure);
+
+pub fn record_login_failure(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: RecordLoginFailure,
+) -> Result<FailureRecorded, VaultError> {
+    let key = &msg.key;
+    let now = msg.now_ms;
+    conn.transaction(|conn| {
+        let this = || {
+            login_lockouts::merchant_id
+                .eq(key.merchant_id)
+                .and(login_lockouts::login.eq(&key.login))
+                .and(login_lockouts::source.eq(&key.source))
+        };
+        // A stale streak starts over (no lock in force and the last failure a window ago).
+        diesel::update(login_lockouts::table.filter(this()))
+            .filter(login_lockouts::last_failure_at.lt(now - msg.lockout_ms))
+            .filter(
+                login_lockouts::locked_until
+                    .is_null()
+                    .or(login_lockouts::locked_until.le(now)),
+            )
+            .set((
+                login_lockouts::failures.eq(0),
+                login_lockouts::locked_until.eq(None::<i64>),
+            ))
+            .execute(conn)?;
+        let increment = |conn: &mut AnyConnection| {
+            diesel::update(login_lockouts::table.filter(this()))
+                .set((
+                    login_lockouts::failures.eq(login_lockouts::failures + 1),
+                    login_lockouts::last_failure_at.eq(now),
+                ))
+                .execute(conn)
+        };
+        if increment(conn)? == 0 {
+            let insert = diesel::insert_into(login_lockouts::table)
+                .values((
+                    login_lockouts::merchant_id.eq(key.merchant_id),
+                    login_lockouts::login.eq(&key.login),
+                    login_lockouts::source.eq(&key.source),
+                    login_lockouts::failures.eq(1),
+                    login_lockouts::last_failure_at.eq(now),
+                    login_lockouts::locked_until.eq(None::<i64>),
+                ))
+                .on_conflict_do_nothing();
+            let inserted = on_backend!(conn, |c| insert.execute(c))?;
+            if inserted == 0 {
+                increment(conn)?;
+            }
+        }
+        let mut row = login_row(conn, key)?
+            .ok_or_else(|| VaultError::Corrupt("login_lockouts row vanished".into()))?;
+        let mut newly_locked = false;
+        if row.failures >= msg.max_failures && !row.is_locked(now) {
+            let until = now + msg.lockout_ms;
+            diesel::update(login_lockouts::table.filter(this()))
+                .set(login_lockouts::locked_until.eq(Some(until)))
+                .execute(conn)?;
+            row.locked_until = Some(until);
+            newly_locked = true;
+        }
+        Ok(FailureRecorded {
+            failures: row,
+            newly_locked,
         })
     })
 }
@@ -684,5 +831,54 @@ pub fn upsert_merchant_audited(
             .detail(serde_json::json!({ "settings": "demo defaults", "signature_key": "set" }));
         audit::append(conn, &record, now_ms())?;
         Ok(())
+/// Forgets the failures of one key (a successful login).
+pub struct ClearLoginFailures {
+    pub key: LoginKey,
+}
+vault_message!(ClearLoginFailures => (), clear_login_failures);
+
+pub fn clear_login_failures(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: ClearLoginFailures,
+) -> Result<(), VaultError> {
+    let key = &msg.key;
+    diesel::delete(login_lockouts::table.find((key.merchant_id, &key.login, &key.source)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Operator unlock (`oneclick admin merchant unlock`): deletes the lockout rows of a login, from
+/// every source or from one. Returns how many rows were locked at `now_ms`.
+pub struct UnlockLogin {
+    pub merchant_id: i64,
+    pub login: String,
+    pub source: Option<String>,
+    pub now_ms: i64,
+}
+vault_message!(UnlockLogin => usize, unlock_login);
+
+pub fn unlock_login(
+    conn: &mut AnyConnection,
+    _: &Keyring,
+    msg: UnlockLogin,
+) -> Result<usize, VaultError> {
+    conn.transaction(|conn| {
+        let mut locked = login_lockouts::table
+            .filter(login_lockouts::merchant_id.eq(msg.merchant_id))
+            .filter(login_lockouts::login.eq(&msg.login))
+            .filter(login_lockouts::locked_until.gt(msg.now_ms))
+            .into_boxed();
+        let mut delete = diesel::delete(login_lockouts::table)
+            .filter(login_lockouts::merchant_id.eq(msg.merchant_id))
+            .filter(login_lockouts::login.eq(&msg.login))
+            .into_boxed();
+        if let Some(source) = &msg.source {
+            locked = locked.filter(login_lockouts::source.eq(source));
+            delete = delete.filter(login_lockouts::source.eq(source));
+        }
+        let count: i64 = locked.count().get_result(conn)?;
+        delete.execute(conn)?;
+        Ok(usize::try_from(count).unwrap_or(0))
     })
 }

@@ -172,3 +172,14 @@ diesel::table! {
         detail -> Text,
     }
 }
+
+diesel::table! {
+    login_lockouts (merchant_id, login, source) {
+        merchant_id -> BigInt,
+        login -> Text,
+        source -> Text,
+        failures -> Integer,
+        last_failure_at -> BigInt,
+        locked_until -> Nullable<BigInt>,
+    }
+}

@@ -1,0 +1,316 @@
+//! Security issue 12, finding 3: merchant login brute force. Against the real engine on SQLite
+//! and PostgreSQL (lockout state lives in the vault), then the attack itself over NATS against
+//! the real binary (`oneclick_testkit::attacks::login`).
+//!
+//! - failures are counted and locked per (merchant, login, source); the right password is refused
+//!   while locked, an operator unlock or the lock's expiry restores it;
+//! - a lockout from one source does not lock another; an unknown login is locked the same way;
+//! - the throttle refuses attempts beyond its burst without argon2;
+//! - however many failures arrive at once, argon2 never runs more than `argon2_concurrency` at a
+//!   time (observed through the engine's own counter that `/metrics` exports).
+
+use oneclick_testkit as support;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use oneclick_actors::engine::merchants::{LoginSettings, LoginSource};
+use oneclick_actors::engine::requests::{Credentials, SecretString};
+use oneclick_actors::vault::merchants::{unlock_login, UnlockLogin};
+use oneclick_actors::vault::now_ms;
+use oneclick_actors::{EngineSettings, Fault};
+use support::engine::{test_settings, Backend, Harness, A, LOGIN, PASSWORD};
+
+/// The harness with `login` as the login policy, on `backend`, in a fresh actix System.
+fn run_with<F, Fut>(backend: Backend, login: LoginSettings, test: F)
+where
+    F: FnOnce(Harness) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
+    system.block_on(async move {
+        let settings = EngineSettings {
+            login,
+            ..test_settings()
+        };
+        let h = Harness::start_with(backend, settings).await;
+        test(h).await;
+        actix::System::current().stop();
+    });
+}
+
+/// `name(h)` on both backends with the login policy `policy()`.
+macro_rules! both_backends_with {
+    ($policy:ident => $($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn on_sqlite() {
+                    super::run_with(super::Backend::Sqlite, super::$policy(), super::$name);
+                }
+
+                #[test]
+                fn on_postgres() {
+                    super::run_with(super::Backend::Postgres, super::$policy(), super::$name);
+                }
+            }
+        )+
+    };
+}
+
+/// Default lockout (10 failures) with a throttle wide enough not to interfere.
+fn lockout_policy() -> LoginSettings {
+    LoginSettings {
+        throttle_burst: 1_000,
+        ..LoginSettings::default()
+    }
+}
+
+/// A lock of two seconds.
+fn short_lock_policy() -> LoginSettings {
+    LoginSettings {
+        lockout: Duration::from_secs(2),
+        ..lockout_policy()
+    }
+}
+
+/// A throttle of 3 attempts, refilling one a minute.
+fn tight_throttle_policy() -> LoginSettings {
+    LoginSettings {
+        throttle_burst: 3,
+        throttle_per_minute: 1,
+        ..LoginSettings::default()
+    }
+}
+
+/// Two argon2 permits, no lockout or throttle in the way of 40 different sources.
+fn two_permits_policy() -> LoginSettings {
+    LoginSettings {
+        argon2_concurrency: 2,
+        throttle_burst: 1_000,
+        ..LoginSettings::default()
+    }
+}
+
+fn ip(last: u8) -> LoginSource {
+    LoginSource::Address(IpAddr::V4(Ipv4Addr::new(198, 51, 100, last)))
+}
+
+fn credentials(login: &str, password: &str) -> Credentials {
+    Credentials {
+        merchant_id: A,
+        login: login.into(),
+        password: SecretString::new(password),
+    }
+}
+
+/// The fault of one attempt, or `None` when it was accepted.
+async fn attempt(h: &Harness, login: &str, password: &str, source: &LoginSource) -> Option<Fault> {
+    h.engine
+        .authenticate(&credentials(login, password), source)
+        .await
+        .err()
+        .map(|e| e.fault())
+}
+
+/// Ten wrong passwords from `source`: nine 2/2 and the tenth 2/5.
+async fn lock_out(h: &Harness, login: &str, source: &LoginSource) -> Vec<Option<Fault>> {
+    let mut faults = Vec::new();
+    for i in 0..10 {
+        faults.push(attempt(h, login, &format!("wrong-{i}"), source).await);
+    }
+    faults
+}
+
+fn ten_failures() -> Vec<Option<Fault>> {
+    let mut expected = vec![Some(Fault::AuthenticationFailed); 9];
+    expected.push(Some(Fault::LoginLocked));
+    expected
+}
+
+async fn ten_failures_lock_the_login_and_the_right_password_is_refused_while_locked(h: Harness) {
+    let source = ip(1);
+    assert_eq!(attempt(&h, LOGIN, PASSWORD, &source).await, None, "control");
+    assert_eq!(lock_out(&h, LOGIN, &source).await, ten_failures());
+    let runs = h.engine.login_counters().argon2_runs;
+    assert_eq!(
+        attempt(&h, LOGIN, PASSWORD, &source).await,
+        Some(Fault::LoginLocked),
+        "the right password while locked"
+    );
+    let counters = h.engine.login_counters();
+    assert_eq!(counters.lockouts, 1);
+    assert_eq!(counters.locked_refusals, 1);
+    assert_eq!(counters.argon2_runs, runs, "a locked login costs no argon2");
+    assert_eq!(
+        h.number("SELECT COUNT(*) AS n FROM login_lockouts WHERE locked_until IS NOT NULL"),
+        1
+    );
+}
+
+async fn operator_unlock_restores_the_right_password(h: Harness) {
+    let source = ip(2);
+    assert_eq!(lock_out(&h, LOGIN, &source).await, ten_failures());
+    let unlocked = unlock_login(
+        &mut *h.pool.get().expect("connection"),
+        &h.keyring,
+        UnlockLogin {
+            merchant_id: A,
+            login: LOGIN.into(),
+            source: None,
+            now_ms: now_ms(),
+        },
+    )
+    .expect("unlock");
+    assert_eq!(unlocked, 1);
+    assert_eq!(attempt(&h, LOGIN, PASSWORD, &source).await, None);
+    assert_eq!(h.count_rows("login_lockouts"), 0);
+}
+
+async fn a_lock_expires_after_the_configured_duration(h: Harness) {
+    let source = ip(3);
+    assert_eq!(lock_out(&h, LOGIN, &source).await, ten_failures());
+    assert_eq!(
+        attempt(&h, LOGIN, PASSWORD, &source).await,
+        Some(Fault::LoginLocked)
+    );
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    // After expiry the streak starts over: one failure is an ordinary 2/2 again.
+    assert_eq!(
+        attempt(&h, LOGIN, "wrong-again", &source).await,
+        Some(Fault::AuthenticationFailed)
+    );
+    assert_eq!(attempt(&h, LOGIN, PASSWORD, &source).await, None);
+    assert_eq!(h.count_rows("login_lockouts"), 0, "a success clears the row");
+}
+
+async fn a_lockout_from_one_source_does_not_lock_another_source(h: Harness) {
+    let attacker = ip(4);
+    assert_eq!(lock_out(&h, LOGIN, &attacker).await, ten_failures());
+    assert_eq!(
+        attempt(&h, LOGIN, PASSWORD, &attacker).await,
+        Some(Fault::LoginLocked)
+    );
+    let merchant_nats =
+        LoginSource::from_reply_subject(Some(&format!("_INBOX.merchant_{A}.abc123.7")));
+    assert_eq!(attempt(&h, LOGIN, PASSWORD, &merchant_nats).await, None);
+    assert_eq!(attempt(&h, LOGIN, PASSWORD, &ip(5)).await, None);
+}
+
+async fn an_unknown_login_is_locked_the_same_way_as_a_known_one(h: Harness) {
+    let before = h.engine.login_counters().argon2_runs;
+    let known = lock_out(&h, LOGIN, &ip(6)).await;
+    let known_runs = h.engine.login_counters().argon2_runs - before;
+    let unknown = lock_out(&h, "no-such-login", &ip(7)).await;
+    let unknown_runs = h.engine.login_counters().argon2_runs - before - known_runs;
+    assert_eq!(known, ten_failures());
+    assert_eq!(unknown, known, "the same answers");
+    assert_eq!(unknown_runs, known_runs, "the same argon2 work");
+    assert_eq!(
+        attempt(&h, "no-such-login", "anything", &ip(7)).await,
+        Some(Fault::LoginLocked)
+    );
+    assert_eq!(h.engine.login_counters().lockouts, 2);
+}
+
+async fn a_success_clears_the_streak_of_failures(h: Harness) {
+    let source = ip(8);
+    for i in 0..9 {
+        assert_eq!(
+            attempt(&h, LOGIN, &format!("w{i}"), &source).await,
+            Some(Fault::AuthenticationFailed)
+        );
+    }
+    assert_eq!(attempt(&h, LOGIN, PASSWORD, &source).await, None);
+    for i in 0..9 {
+        assert_eq!(
+            attempt(&h, LOGIN, &format!("v{i}"), &source).await,
+            Some(Fault::AuthenticationFailed)
+        );
+    }
+    assert_eq!(h.engine.login_counters().lockouts, 0);
+}
+
+async fn the_throttle_refuses_attempts_beyond_its_burst_without_argon2(h: Harness) {
+    let source = ip(9);
+    for i in 0..3 {
+        assert_eq!(
+            attempt(&h, LOGIN, &format!("w{i}"), &source).await,
+            Some(Fault::AuthenticationFailed)
+        );
+    }
+    let runs = h.engine.login_counters().argon2_runs;
+    assert_eq!(
+        attempt(&h, LOGIN, "w3", &source).await,
+        Some(Fault::LoginThrottled)
+    );
+    assert_eq!(h.engine.login_counters().argon2_runs, runs);
+    assert_eq!(h.engine.login_counters().throttled, 1);
+    // Another source has its own bucket.
+    assert_eq!(attempt(&h, LOGIN, PASSWORD, &ip(10)).await, None);
+    // A verified (cached) credential needs no argon2 and is not throttled.
+    for _ in 0..5 {
+        assert_eq!(attempt(&h, LOGIN, PASSWORD, &ip(10)).await, None);
+    }
+}
+
+async fn a_burst_of_right_passwords_from_one_source_costs_one_argon2_and_is_not_throttled(
+    h: Harness,
+) {
+    let source = ip(11);
+    let attempts = (0..30).map(|_| attempt(&h, LOGIN, PASSWORD, &source));
+    let faults = futures::future::join_all(attempts).await;
+    assert!(faults.iter().all(Option::is_none), "{faults:?}");
+    let counters = h.engine.login_counters();
+    assert_eq!(counters.argon2_runs, 1, "{counters:?}");
+    assert_eq!(counters.throttled, 0);
+}
+
+async fn concurrent_failures_never_run_more_argon2_than_the_bound(h: Harness) {
+    let attempts = (0..40u8).map(|i| {
+        let h = &h;
+        async move { attempt(h, LOGIN, &format!("wrong-{i}"), &ip(100 + i)).await }
+    });
+    let faults = futures::future::join_all(attempts).await;
+    assert!(faults.iter().all(|f| *f == Some(Fault::AuthenticationFailed)));
+    let counters = h.engine.login_counters();
+    assert_eq!(counters.argon2_runs, 40);
+    assert_eq!(counters.argon2_in_flight, 0);
+    assert!(
+        counters.argon2_peak <= 2,
+        "argon2 ran {} at once with 2 permits",
+        counters.argon2_peak
+    );
+    // Control: the counter does see concurrency (40 requests at once filled both permits).
+    assert_eq!(counters.argon2_peak, 2, "{counters:?}");
+}
+
+both_backends_with!(lockout_policy =>
+    ten_failures_lock_the_login_and_the_right_password_is_refused_while_locked,
+    operator_unlock_restores_the_right_password,
+    a_lockout_from_one_source_does_not_lock_another_source,
+    an_unknown_login_is_locked_the_same_way_as_a_known_one,
+    a_success_clears_the_streak_of_failures,
+);
+both_backends_with!(short_lock_policy => a_lock_expires_after_the_configured_duration);
+both_backends_with!(tight_throttle_policy =>
+    the_throttle_refuses_attempts_beyond_its_burst_without_argon2,
+    a_burst_of_right_passwords_from_one_source_costs_one_argon2_and_is_not_throttled,
+);
+both_backends_with!(two_permits_policy => concurrent_failures_never_run_more_argon2_than_the_bound);
+
+// ---- the attack over NATS against the real binary ----------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brute_force_over_nats_is_locked_out_and_the_operator_unlock_restores_the_merchant() {
+    let outcome = support::attacks::login::brute_force_merchant_login().await;
+    eprintln!("{}: {}", outcome.name, outcome.evidence);
+    assert!(!outcome.succeeded, "{}: {}", outcome.name, outcome.evidence);
+}
