@@ -79,7 +79,7 @@ fn every_attack(short: bool) -> Vec<Attack> {
             on_runtime(|| async { nats_deputy::service_discovery_with_foreign_reply().await.0 }),
         ),
     ];
-    for backend in [Sqlite, Postgres] {
+    for backend in [logs::Backend::Sqlite, logs::Backend::Postgres] {
         attacks.push((
             "2 read secrets in trace logs",
             on_runtime(move || logs::trace_logs_carry_secrets(backend)),

@@ -10,6 +10,7 @@
 //! rotation, return what changed (old → new, secrets as `"set"`), and append their audit row in
 //! the same transaction ([`super::audit`]). [`upsert_merchant`] (replace everything) remains
 //! for seeding test and demo data.
+//!
 //! Failed logins (`login_lockouts`): counted per (merchant, login, source) in the database so
 //! every replica sees one count; the policy (how many, how long, what a source is) lives in
 //! `engine::merchants`.
@@ -594,6 +595,102 @@ pub fn rotate_signing_key(
         Ok(RotateOutcome::Rotated {
             previous_until,
             changes,
+        })
+    })
+}
+
+/// [`set_merchant_user`] with its audit row in the same transaction; returns what changed.
+pub fn set_merchant_user_audited(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: SetMerchantUser,
+    actor: AuditActor,
+) -> Result<Vec<Change>, VaultError> {
+    conn.transaction(|conn| {
+        let existed = merchant_users::table
+            .find((msg.merchant_id, &msg.login))
+            .select(merchant_users::login)
+            .first::<String>(conn)
+            .optional()?
+            .is_some();
+        let (merchant_id, login) = (msg.merchant_id, msg.login.clone());
+        set_merchant_user(conn, keyring, msg)?;
+        let changes = vec![Change::of(
+            &format!("user.{login}.password"),
+            existed.then(|| "set".to_string()),
+            Some("set (new)".into()),
+        )];
+        let record = Record::new(actor, AuditAction::MerchantUserSet)
+            .merchant(merchant_id)
+            .detail(serde_json::json!({ "login": login, "created": !existed, "password": "set" }));
+        audit::append(conn, &record, now_ms())?;
+        Ok(changes)
+    })
+}
+
+/// [`create_union`] with its audit row in the same transaction.
+pub fn create_union_audited(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: CreateUnion,
+    actor: AuditActor,
+) -> Result<i64, VaultError> {
+    conn.transaction(|conn| {
+        let (kind, name) = (msg.kind.clone(), msg.name.clone());
+        let id = create_union(conn, keyring, msg)?;
+        let record = Record::new(actor, AuditAction::UnionCreated)
+            .detail(serde_json::json!({ "union_id": id, "kind": kind, "name": name }));
+        audit::append(conn, &record, now_ms())?;
+        Ok(id)
+    })
+}
+
+/// [`join_union`] with its audit row (only when joined) in the same transaction.
+pub fn join_union_audited(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: JoinUnion,
+    actor: AuditActor,
+) -> Result<JoinOutcome, VaultError> {
+    conn.transaction(|conn| {
+        let (merchant_id, union_id) = (msg.merchant_id, msg.union_id);
+        let before: Option<i64> = merchants::table
+            .find(merchant_id)
+            .select(merchants::union_id)
+            .first(conn)
+            .optional()?;
+        let outcome = join_union(conn, keyring, msg)?;
+        if let JoinOutcome::Joined { customers_moved } = &outcome {
+            let record = Record::new(actor, AuditAction::UnionJoined)
+                .merchant(merchant_id)
+                .detail(serde_json::json!({
+                    "changes": [Change::of("union_id", before.as_ref().and_then(shown), shown(&union_id))],
+                    "customers_moved": customers_moved,
+                }));
+            audit::append(conn, &record, now_ms())?;
+        }
+        Ok(outcome)
+    })
+}
+
+/// [`upsert_merchant`] (every setting replaced, for the demo merchant) with its audit row.
+pub fn upsert_merchant_audited(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: UpsertMerchant,
+    actor: AuditActor,
+) -> Result<(), VaultError> {
+    conn.transaction(|conn| {
+        let id = msg.id;
+        upsert_merchant(conn, keyring, msg)?;
+        let record = Record::new(actor, AuditAction::DemoSeeded)
+            .merchant(id)
+            .detail(serde_json::json!({ "settings": "demo defaults", "signature_key": "set" }));
+        audit::append(conn, &record, now_ms())?;
+        Ok(())
+    })
+}
+
 // ---- failed-login lockout (security issue 12, finding 3; engine::merchants owns the policy) ----
 
 /// Which caller failed to log in: (merchant, login as sent, source key).
@@ -742,95 +839,6 @@ pub fn record_login_failure(
     })
 }
 
-/// [`set_merchant_user`] with its audit row in the same transaction; returns what changed.
-pub fn set_merchant_user_audited(
-    conn: &mut AnyConnection,
-    keyring: &Keyring,
-    msg: SetMerchantUser,
-    actor: AuditActor,
-) -> Result<Vec<Change>, VaultError> {
-    conn.transaction(|conn| {
-        let existed = merchant_users::table
-            .find((msg.merchant_id, &msg.login))
-            .select(merchant_users::login)
-            .first::<String>(conn)
-            .optional()?
-            .is_some();
-        let (merchant_id, login) = (msg.merchant_id, msg.login.clone());
-        set_merchant_user(conn, keyring, msg)?;
-        let changes = vec![Change::of(
-            &format!("user.{login}.password"),
-            existed.then(|| "set".to_string()),
-            Some("set (new)".into()),
-        )];
-        let record = Record::new(actor, AuditAction::MerchantUserSet)
-            .merchant(merchant_id)
-            .detail(serde_json::json!({ "login": login, "created": !existed, "password": "set" }));
-        audit::append(conn, &record, now_ms())?;
-        Ok(changes)
-    })
-}
-
-/// [`create_union`] with its audit row in the same transaction.
-pub fn create_union_audited(
-    conn: &mut AnyConnection,
-    keyring: &Keyring,
-    msg: CreateUnion,
-    actor: AuditActor,
-) -> Result<i64, VaultError> {
-    conn.transaction(|conn| {
-        let (kind, name) = (msg.kind.clone(), msg.name.clone());
-        let id = create_union(conn, keyring, msg)?;
-        let record = Record::new(actor, AuditAction::UnionCreated)
-            .detail(serde_json::json!({ "union_id": id, "kind": kind, "name": name }));
-        audit::append(conn, &record, now_ms())?;
-        Ok(id)
-    })
-}
-
-/// [`join_union`] with its audit row (only when joined) in the same transaction.
-pub fn join_union_audited(
-    conn: &mut AnyConnection,
-    keyring: &Keyring,
-    msg: JoinUnion,
-    actor: AuditActor,
-) -> Result<JoinOutcome, VaultError> {
-    conn.transaction(|conn| {
-        let (merchant_id, union_id) = (msg.merchant_id, msg.union_id);
-        let before: Option<i64> = merchants::table
-            .find(merchant_id)
-            .select(merchants::union_id)
-            .first(conn)
-            .optional()?;
-        let outcome = join_union(conn, keyring, msg)?;
-        if let JoinOutcome::Joined { customers_moved } = &outcome {
-            let record = Record::new(actor, AuditAction::UnionJoined)
-                .merchant(merchant_id)
-                .detail(serde_json::json!({
-                    "changes": [Change::of("union_id", before.as_ref().and_then(shown), shown(&union_id))],
-                    "customers_moved": customers_moved,
-                }));
-            audit::append(conn, &record, now_ms())?;
-        }
-        Ok(outcome)
-    })
-}
-
-/// [`upsert_merchant`] (every setting replaced, for the demo merchant) with its audit row.
-pub fn upsert_merchant_audited(
-    conn: &mut AnyConnection,
-    keyring: &Keyring,
-    msg: UpsertMerchant,
-    actor: AuditActor,
-) -> Result<(), VaultError> {
-    conn.transaction(|conn| {
-        let id = msg.id;
-        upsert_merchant(conn, keyring, msg)?;
-        let record = Record::new(actor, AuditAction::DemoSeeded)
-            .merchant(id)
-            .detail(serde_json::json!({ "settings": "demo defaults", "signature_key": "set" }));
-        audit::append(conn, &record, now_ms())?;
-        Ok(())
 /// Forgets the failures of one key (a successful login).
 pub struct ClearLoginFailures {
     pub key: LoginKey,
