@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)]
 
+pub mod attacks;
 pub mod card_scan;
 pub mod chaos;
 pub mod engine;
