@@ -323,6 +323,14 @@ pub struct KeysSettings {
     pub current: Option<u32>,
     /// Base64 HMAC key of card fingerprints (R11).
     pub fingerprint_key: Option<SecretString>,
+    /// The key-encryption key (KEK) that unwraps a wrapped key file: a file holding one base64
+    /// line of 32 bytes, mode 0600, kept apart from the key file (`ONECLICK__KEYS__KEK_FILE`).
+    pub kek_file: Option<PathBuf>,
+    /// The KEK itself, base64 of 32 bytes, from the environment only (`ONECLICK__KEYS__KEK`).
+    pub kek: Option<SecretString>,
+    /// Accept plaintext key material (a key file without `format = wrapped-v1`, or
+    /// `keys.master_keys`): for development only; a deployment wraps its key file.
+    pub allow_plaintext: bool,
 }
 
 /// The `[engine]` section (see [`oneclick_actors::engine::EngineSettings`]).
@@ -733,6 +741,14 @@ impl Settings {
                 ));
             }
         }
+        if k.kek.is_some() && k.kek_file.is_some() {
+            return Err(invalid("keys.kek", "give keys.kek or keys.kek_file, not both"));
+        }
+        if let Some(kek) = &k.kek {
+            if MasterKey::from_base64(kek.expose()).is_err() {
+                return Err(invalid("keys.kek", "expected base64 of 32 bytes"));
+            }
+        }
         Ok(())
     }
 
@@ -958,7 +974,7 @@ mod tests {
         assert_eq!(from_file, Settings::default());
         Settings::default().validate()?;
         for line in BASE.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
-            for secret in ["master_keys", "fingerprint_key", "password", "token"] {
+            for secret in ["master_keys", "fingerprint_key", "password", "token", "kek ", "kek="] {
                 assert!(!line.starts_with(secret), "base.toml sets {secret}");
             }
         }

@@ -5,13 +5,15 @@
 //! - [`subjects`], [`wire`]: the NATS contract (docs/protocol.md);
 //! - [`surfaces`]: gateway and merchant request-reply services, the durable JetStream path;
 //! - [`app`]: build and run with graceful shutdown; [`http`] + [`metrics`]: ops endpoints;
-//! - [`acquirer_nats`]: the production acquirer connector; [`keys`]: master keys;
+//! - [`acquirer_nats`]: the production acquirer connector; [`keys`]: master keys (wrapped by a
+//!   key-encryption key); [`hardening`]: no core dumps;
 //! - [`cli`]: `serve`, `admin`, `client`.
 
 pub mod acquirer_nats;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod hardening;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -14,6 +14,15 @@ use oneclick::cli::{Cli, Command};
 use oneclick::config::Settings;
 
 fn main() -> std::process::ExitCode {
+    // Before anything is read: settings, keys, card data (src/hardening.rs). Every command, not
+    // only `serve`: the admin and client commands hold keys and card numbers too.
+    let core_dumps = match oneclick::hardening::disable_core_dumps() {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("oneclick: cannot disable core dumps: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -29,6 +38,14 @@ fn main() -> std::process::ExitCode {
         log.level = "warn".into();
     }
     oneclick::telemetry::init(&log);
+    if matches!(command, Command::Serve) {
+        tracing::info!(
+            core_limit_soft = core_dumps.limit.0,
+            core_limit_hard = core_dumps.limit.1,
+            dumpable = ?core_dumps.dumpable,
+            "core dumps disabled"
+        );
+    }
     let result = match command {
         Command::Serve => serve(settings),
         Command::Admin(cmd) => oneclick::cli::admin::run(&settings, cmd),

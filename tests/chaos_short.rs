@@ -261,7 +261,7 @@ async fn s6_merchant_retries_charge_each_order_once_and_a_changed_retry_is_an_id
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s7_no_card_data_in_database_jetstream_store_or_logs_and_ciphertexts_are_bound() {
-    use oneclick_actors::crypto::{card_aad, Keyring, MasterKey};
+    use oneclick_actors::crypto::{card_aad_for, Keyring, LocalKek, MasterKey};
     let c = Cluster::start(1, |_| {}).await;
     let app = &c.apps[0];
     let pans: Vec<String> = (0..12)
@@ -415,25 +415,32 @@ async fn s7_no_card_data_in_database_jetstream_store_or_logs_and_ciphertexts_are
     assert!(found.is_empty(), "card data found: {found:?}");
 
     // Crypto: the run's ciphertexts are bound to their row and key.
-    let keyring = Keyring::load_file(app.dir.join("keys.txt")).expect("the run's keys");
-    let rows = c.texts("SELECT token || ':' || CAST(key_version AS TEXT) || ':' || encode(pan_ciphertext, 'hex') AS v FROM cards WHERE pan_ciphertext IS NOT NULL ORDER BY id LIMIT 2");
-    let rows: Vec<(String, u32, Vec<u8>)> = rows
+    let kek = LocalKek::load_file(app.dir.join("keys.kek")).expect("the run's KEK");
+    let keyring =
+        Keyring::load_file_with(app.dir.join("keys.txt"), Some(&kek)).expect("the run's keys");
+    // Each row with its associated data: AAD version, owner (customer id, number) and token.
+    let rows = c.texts("SELECT CAST(k.aad_version AS TEXT) || ':' || CAST(k.customer_id AS TEXT) || ':' || k.token || ':' || CAST(k.key_version AS TEXT) || ':' || encode(k.pan_ciphertext, 'hex') || ':' || c.customer_number AS v FROM cards k JOIN customers c ON c.id = k.customer_id WHERE k.pan_ciphertext IS NOT NULL ORDER BY k.id LIMIT 2");
+    let rows: Vec<(Vec<u8>, u32, Vec<u8>)> = rows
         .into_iter()
         .flatten()
         .map(|r| {
-            let mut p = r.splitn(3, ':');
+            let mut p = r.splitn(6, ':');
+            let aad_version = p.next().expect("aad").parse().expect("aad");
+            let customer_id = p.next().expect("customer").parse().expect("customer");
             let token = p.next().expect("token").to_string();
             let version = p.next().expect("version").parse().expect("version");
             let hexed = p.next().expect("blob");
             let blob = (0..hexed.len() / 2)
                 .map(|i| u8::from_str_radix(&hexed[2 * i..2 * i + 2], 16).expect("hex"))
                 .collect();
-            (token, version, blob)
+            let number = p.next().expect("number");
+            let aad = card_aad_for(aad_version, customer_id, number, &token).expect("aad");
+            (aad, version, blob)
         })
         .collect();
     assert_eq!(rows.len(), 2);
     let opened = keyring
-        .open(rows[0].1, &rows[0].2, &card_aad(&rows[0].0))
+        .open(rows[0].1, &rows[0].2, &rows[0].0)
         .expect("a row opens with its own aad");
     assert!(
         pans.iter().any(|p| p.as_bytes() == &opened[..]),
@@ -441,7 +448,7 @@ async fn s7_no_card_data_in_database_jetstream_store_or_logs_and_ciphertexts_are
     );
     assert!(
         keyring
-            .open(rows[1].1, &rows[0].2, &card_aad(&rows[1].0))
+            .open(rows[1].1, &rows[0].2, &rows[1].0)
             .is_err(),
         "ciphertext swapped between rows"
     );
@@ -449,7 +456,7 @@ async fn s7_no_card_data_in_database_jetstream_store_or_logs_and_ciphertexts_are
     flipped[14] ^= 0x01;
     assert!(
         keyring
-            .open(rows[0].1, &flipped, &card_aad(&rows[0].0))
+            .open(rows[0].1, &flipped, &rows[0].0)
             .is_err(),
         "a flipped bit"
     );
@@ -461,7 +468,7 @@ async fn s7_no_card_data_in_database_jetstream_store_or_logs_and_ciphertexts_are
     .expect("keyring");
     assert!(
         wrong
-            .open(rows[0].1, &rows[0].2, &card_aad(&rows[0].0))
+            .open(rows[0].1, &rows[0].2, &rows[0].0)
             .is_err(),
         "a wrong key"
     );

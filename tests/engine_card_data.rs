@@ -360,7 +360,7 @@ async fn a_ciphertext_moved_to_another_card_row_does_not_decrypt(h: Harness) {
 /// finishes while the lock is held) and rotated by the next. Every rotated ciphertext opens
 /// under the new key, bound to its own row.
 async fn key_rotation_re_encrypts_every_card_and_skips_rows_a_payment_holds(h: Harness) {
-    use oneclick_actors::crypto::{agreement_aad, card_aad};
+    use oneclick_actors::crypto::{agreement_aad, card_owner_aad};
     use oneclick_actors::vault::keys::{rotate_batch, RotateBatch};
     let mut tokens = Vec::new();
     for i in 0..5 {
@@ -412,7 +412,18 @@ async fn key_rotation_re_encrypts_every_card_and_skips_rows_a_payment_holds(h: H
             ))
             .unwrap(),
         );
-        let pan = rotated.open(2, &blob, &card_aad(token)).unwrap();
+        // Rotation also re-seals to the owner-bound associated data (AAD version 2).
+        let customer_id = h.number(&format!(
+            "SELECT customer_id AS n FROM cards WHERE token = '{token}' AND aad_version = 2"
+        ));
+        let number = h
+            .text(&format!(
+                "SELECT customer_number AS v FROM customers WHERE id = {customer_id}"
+            ))
+            .unwrap();
+        let pan = rotated
+            .open(2, &blob, &card_owner_aad(customer_id, &number, token))
+            .unwrap();
         assert_eq!(&pan[..], PANS[i % 3].as_bytes(), "card {i}");
     }
     let (merchant, number, blob) = (

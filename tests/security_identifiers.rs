@@ -34,6 +34,7 @@ both_backends! {
                     customer_number: raw.to_string(),
                     status: "deny".into(),
                     command_id: None,
+                    actor: oneclick_actors::vault::audit::AuditActor::gateway(),
                 })
                 .await;
             assert_eq!(fault_of(status), Fault::InvalidCustomerNumber, "status, {what}");

@@ -1,19 +1,23 @@
 //! Card encryption under versioned master keys, keyed fingerprints and request digests.
 //!
 //! Owns: [`MasterKey`] (a 32-byte secret), [`Keyring`] (the versioned AES-256-GCM keys plus the
-//! fingerprint key) and the byte formats that reach the database ([`Sealed`]).
+//! fingerprint key), the key file formats (plaintext and wrapped by a key-encryption key,
+//! [`envelope`]) and the byte formats that reach the database ([`Sealed`], associated data).
 //!
 //! Invariants kept:
 //! - Key material never comes from the database: a keyring is built from configuration, an
-//!   environment variable ([`Keyring::parse_spec`]) or a key file ([`Keyring::load_file`]).
+//!   environment variable ([`Keyring::parse_spec`]) or a key file ([`Keyring::load_file_with`]).
 //! - Secrets zeroize on drop and never print: `Debug` of [`MasterKey`] and [`Keyring`] is
 //!   redacted, and no [`CryptoError`] message carries key material, plaintext or file contents.
 //! - Every encryption uses a fresh random 96-bit nonce from the operating system's CSPRNG;
 //!   `blob = nonce (12 bytes) ‖ ciphertext ‖ tag (16 bytes)`.
 //! - Every ciphertext is bound by its associated data to its key version and to its row:
-//!   `aad = b"oneclick/v1/" ‖ key_version (u32, big endian) ‖ caller's aad` (see [`card_aad`],
-//!   [`agreement_aad`]). A blob copied to another row, or relabelled with another key version,
-//!   fails to open with the opaque [`CryptoError::Decrypt`].
+//!   `aad = b"oneclick/v1/" ‖ key_version (u32, big endian) ‖ caller's aad`. A card is bound to
+//!   its owner (customer row and number) and token ([`card_owner_aad`], AAD version 2; rows of
+//!   AAD version 1 are bound to the token only, [`card_aad`], and open until re-sealed), an
+//!   agreement to its merchant and order number ([`agreement_aad`]), which are its owner. A blob
+//!   copied to another row, a row moved to another customer, or a blob relabelled with another
+//!   key version fails to open with the opaque [`CryptoError::Decrypt`].
 //! - New data is always sealed under the current key; old versions stay readable while their key
 //!   is in the keyring, so rotation is online: add key `n+1`, make it current, re-seal rows
 //!   ([`Keyring::reseal`]), then drop the old key.
@@ -22,17 +26,22 @@
 //!   fingerprint key is not rotated with the encryption keys: rotating it would orphan every
 //!   stored fingerprint. It must differ from every encryption key.
 //!
-//! Key file format ([`Keyring::load_file`]), one setting per line, `#` starts a comment line,
-//! blank lines ignored, whitespace around `=` optional; keys are standard base64 of 32 bytes
-//! (`oneclick keys generate` prints one):
+//! Key file format ([`Keyring::load_file_with`]), one setting per line, `#` starts a comment
+//! line, blank lines ignored, whitespace around `=` optional. A key file must not be accessible
+//! to group or others (refused otherwise). Wrapped (what `oneclick admin keys generate` writes):
+//! each key is standard base64 of the 60 bytes a key-encryption key wrapped under the entry's
+//! name ([`envelope`]); the KEK is supplied separately.
 //!
 //! ```text
-//! # oneclick master keys — keep this file mode 0600, never commit it
+//! format = wrapped-v1
 //! current = 2
-//! fingerprint = <base64 of 32 bytes>
-//! key.1 = <base64 of 32 bytes>
-//! key.2 = <base64 of 32 bytes>
+//! fingerprint = <base64 of 60 bytes>
+//! key.1 = <base64 of 60 bytes>
+//! key.2 = <base64 of 60 bytes>
 //! ```
+//!
+//! Plaintext (before 2026-12-06; `oneclick admin keys wrap` converts it): no `format` line, keys
+//! are standard base64 of 32 bytes.
 //!
 //! Compact form ([`Keyring::parse_spec`], for environment variables): `1:<base64>,2:<base64>`,
 //! entries separated by commas or newlines, `#` comment lines allowed.
@@ -48,6 +57,9 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+mod envelope;
+pub use envelope::{check_private_file, KeyEncryptionKey, LocalKek, WRAPPED_LEN};
 
 /// Length of a master key in bytes (AES-256).
 pub const KEY_LEN: usize = 32;
@@ -84,6 +96,13 @@ pub enum CryptoError {
     /// The key configuration (a key file or a key spec) is malformed or inconsistent.
     #[error("key configuration: {0}")]
     KeyFile(String),
+    /// A wrapped key-file entry did not unwrap under the key-encryption key: the KEK is not the
+    /// one the file was wrapped with, or the entry was altered or renamed. Names the entry only.
+    #[error("the key-encryption key does not open key-file entry `{0}` (wrong KEK, or the key file was altered)")]
+    Unwrap(String),
+    /// A wrapped key file was given without a key-encryption key.
+    #[error("the key file is wrapped: a key-encryption key is needed (keys.kek_file / ONECLICK__KEYS__KEK_FILE or ONECLICK__KEYS__KEK)")]
+    KekMissing,
 }
 
 /// A 32-byte secret key. Zeroized on drop; `Debug` prints `MasterKey([REDACTED])`.
@@ -122,6 +141,11 @@ impl MasterKey {
     /// Standard base64 of the key, for the key-generation CLI. The string zeroizes on drop.
     pub fn to_base64(&self) -> Zeroizing<String> {
         Zeroizing::new(BASE64.encode(self.0))
+    }
+
+    /// The raw bytes, for wrapping under a key-encryption key ([`envelope`]).
+    pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
     }
 
     fn cipher(&self) -> Result<Aes256Gcm, CryptoError> {
@@ -250,81 +274,89 @@ impl Keyring {
         Ok(keys)
     }
 
-    /// Reads a key file (format in the module header). Warns when the file is readable by group
-    /// or others on Unix.
+    /// Reads a plaintext key file (format in the module header). Refuses a file group or
+    /// others may access ([`check_private_file`]) and a wrapped file (it needs a KEK:
+    /// [`Keyring::load_file_with`]).
     pub fn load_file(path: impl AsRef<Path>) -> Result<Keyring, CryptoError> {
+        Keyring::load_file_with(path, None)
+    }
+
+    /// Reads a key file, plaintext or wrapped (format in the module header); a wrapped file is
+    /// unwrapped by `kek`. Refuses a file group or others may access ([`check_private_file`]).
+    pub fn load_file_with(
+        path: impl AsRef<Path>,
+        kek: Option<&dyn KeyEncryptionKey>,
+    ) -> Result<Keyring, CryptoError> {
         let path = path.as_ref();
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
             CryptoError::KeyFile(format!("cannot read {}: {}", path.display(), e.kind()))
         })?);
-        warn_if_shared(path);
-        Keyring::parse_file(&text)
+        check_private_file(path)?;
+        match (key_file_format(&text)?, kek) {
+            (KeyFileFormat::Plain, _) => Keyring::parse_file(&text),
+            (KeyFileFormat::Wrapped, Some(kek)) => Keyring::parse_wrapped_file(&text, kek),
+            (KeyFileFormat::Wrapped, None) => Err(CryptoError::KekMissing),
+        }
     }
 
-    /// Parses the contents of a key file (format in the module header).
+    /// Parses the contents of a plaintext key file (format in the module header).
     pub fn parse_file(text: &str) -> Result<Keyring, CryptoError> {
-        let mut current = None;
-        let mut fingerprint = None;
-        let mut keys: Vec<(u32, MasterKey)> = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            let number = index + 1;
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (name, value) = line.split_once('=').ok_or_else(|| {
-                CryptoError::KeyFile(format!("line {number}: expected `name = value`"))
-            })?;
-            let (name, value) = (name.trim(), value.trim());
-            let bad_key =
-                |_| CryptoError::KeyFile(format!("line {number}: not base64 of 32 bytes"));
-            match name {
-                "current" => {
-                    if current.replace(parse_version(value)?).is_some() {
-                        return Err(CryptoError::KeyFile(format!(
-                            "line {number}: `current` is given twice"
-                        )));
-                    }
-                }
-                "fingerprint" => {
-                    let key = MasterKey::from_base64(value).map_err(bad_key)?;
-                    if fingerprint.replace(key).is_some() {
-                        return Err(CryptoError::KeyFile(format!(
-                            "line {number}: `fingerprint` is given twice"
-                        )));
-                    }
-                }
-                _ => {
-                    let version = name
-                        .strip_prefix("key.")
-                        .ok_or_else(|| {
-                            CryptoError::KeyFile(format!(
-                                "line {number}: unknown setting (expected current, fingerprint \
-                                 or key.<version>)"
-                            ))
-                        })
-                        .and_then(parse_version)?;
-                    if keys.iter().any(|(v, _)| *v == version) {
-                        return Err(CryptoError::KeyFile(format!(
-                            "line {number}: key version {version} is given twice"
-                        )));
-                    }
-                    keys.push((version, MasterKey::from_base64(value).map_err(bad_key)?));
-                }
-            }
+        if key_file_format(text)? == KeyFileFormat::Wrapped {
+            return Err(CryptoError::KekMissing);
         }
-        let fingerprint =
-            fingerprint.ok_or_else(|| CryptoError::KeyFile("missing `fingerprint`".into()))?;
-        let current = match current {
-            Some(current) => current,
-            // A single key is unambiguous; with several, the operator must say which is current.
-            None if keys.len() == 1 => keys[0].0,
-            None => return Err(CryptoError::KeyFile("missing `current`".into())),
+        parse_key_file(text, |_, value| MasterKey::from_base64(value))
+    }
+
+    /// Parses the contents of a wrapped key file: every key is base64 of what `kek` wrapped
+    /// under the entry's name.
+    pub fn parse_wrapped_file(
+        text: &str,
+        kek: &dyn KeyEncryptionKey,
+    ) -> Result<Keyring, CryptoError> {
+        if key_file_format(text)? != KeyFileFormat::Wrapped {
+            return Err(CryptoError::KeyFile(
+                "expected a wrapped key file (`format = wrapped-v1`)".into(),
+            ));
+        }
+        parse_key_file(text, |entry, value| {
+            let wrapped = Zeroizing::new(
+                BASE64
+                    .decode(value.trim())
+                    .map_err(|_| CryptoError::Unwrap(entry.to_string()))?,
+            );
+            kek.unwrap(entry, &wrapped)
+        })
+    }
+
+    /// This keyring as a wrapped key file (every key wrapped by `kek` under its entry name).
+    pub fn to_wrapped_file_text(
+        &self,
+        kek: &dyn KeyEncryptionKey,
+    ) -> Result<Zeroizing<String>, CryptoError> {
+        let mut out = Zeroizing::new(String::from(
+            "# oneclick master keys, wrapped by a key-encryption key (KEK) kept elsewhere.\n\
+             # Keep this file mode 0600 and never beside the KEK.\n",
+        ));
+        out.push_str(&format!("format = {WRAPPED_FORMAT}\ncurrent = {}\n", self.current));
+        let mut line = |entry: &str, key: &MasterKey| -> Result<(), CryptoError> {
+            let wrapped = kek.wrap(entry, key)?;
+            out.push_str(&format!("{entry} = {}\n", BASE64.encode(wrapped)));
+            Ok(())
         };
-        if keys.is_empty() {
-            return Err(CryptoError::KeyFile("no `key.<version>` lines".into()));
+        line("fingerprint", &self.fingerprint_key)?;
+        for (version, key) in &self.keys {
+            line(&format!("key.{version}"), key)?;
         }
-        Keyring::new(keys, current, fingerprint)
+        Ok(out)
+    }
+
+    /// This keyring with key `max + 1` added and made current (rotation step 1).
+    pub fn with_new_current_key(&self) -> Result<Keyring, CryptoError> {
+        let next = self.keys.keys().copied().max().unwrap_or(0) + 1;
+        let mut keys: Vec<(u32, MasterKey)> =
+            self.keys.iter().map(|(v, k)| (*v, k.clone())).collect();
+        keys.push((next, MasterKey::generate()));
+        Keyring::new(keys, next, self.fingerprint_key.clone())
     }
 
     /// Encrypts `plaintext` under the current key, bound to `aad` (see the module header).
@@ -407,7 +439,46 @@ impl Keyring {
     }
 }
 
-/// Associated data of a stored card, bound to its token.
+/// Version of a card's associated data (column `cards.aad_version`): 1 binds the ciphertext to
+/// its token only ([`card_aad`], rows written before 2026-12-06 and by tools seeding that way),
+/// 2 to its owner as well ([`card_owner_aad`]).
+pub const CARD_AAD_TOKEN: i32 = 1;
+/// See [`CARD_AAD_TOKEN`]; every new card is sealed with this version.
+pub const CARD_AAD_OWNER: i32 = 2;
+
+/// Associated data of a stored card at `aad_version` ([`CARD_AAD_TOKEN`], [`CARD_AAD_OWNER`]).
+/// An unknown version is [`CryptoError::Decrypt`]: the row cannot be opened.
+pub fn card_aad_for(
+    aad_version: i32,
+    customer_id: i64,
+    customer_number: &str,
+    token: &str,
+) -> Result<Vec<u8>, CryptoError> {
+    match aad_version {
+        CARD_AAD_TOKEN => Ok(card_aad(token)),
+        CARD_AAD_OWNER => Ok(card_owner_aad(customer_id, customer_number, token)),
+        _ => Err(CryptoError::Decrypt),
+    }
+}
+
+/// Associated data of a stored card bound to its owner — the customer row (its id) and the
+/// customer number it answers to — and to its token:
+/// `card/2/<customer_id>/<len(customer_number)>:<customer_number>/<token>`. The length prefix
+/// keeps it unambiguous whatever a customer number holds. A row moved to another customer (its
+/// `customer_id` changed) or a customer row renamed to another number no longer opens.
+///
+/// The union is not part of it: joining a union (`oneclick admin union join`) moves customers
+/// with their cards to another union legitimately, keeping their ids and numbers.
+pub fn card_owner_aad(customer_id: i64, customer_number: &str, token: &str) -> Vec<u8> {
+    format!(
+        "card/2/{customer_id}/{}:{customer_number}/{token}",
+        customer_number.len()
+    )
+    .into_bytes()
+}
+
+/// Associated data of a stored card, bound to its token only (AAD version 1, see
+/// [`CARD_AAD_TOKEN`]): still opened, never written by the service any more.
 pub fn card_aad(token: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(5 + token.len());
     aad.extend_from_slice(b"card:");
@@ -419,6 +490,110 @@ pub fn card_aad(token: &str) -> Vec<u8> {
 /// (`agreement:<merchant_id>:<order_number>`; the merchant id has no `:`, so this is unambiguous).
 pub fn agreement_aad(merchant_id: i64, order_number: &str) -> Vec<u8> {
     format!("agreement:{merchant_id}:{order_number}").into_bytes()
+}
+
+/// The `format` line of a wrapped key file.
+const WRAPPED_FORMAT: &str = "wrapped-v1";
+
+/// Whether a key file holds its keys in plain base64 or wrapped by a KEK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFileFormat {
+    /// No `format` line: today's plaintext file.
+    Plain,
+    /// `format = wrapped-v1`.
+    Wrapped,
+}
+
+/// The format a key file's `format` line names (none: plaintext).
+pub fn key_file_format(text: &str) -> Result<KeyFileFormat, CryptoError> {
+    for line in text.lines().map(str::trim) {
+        if let Some((name, value)) = line.split_once('=') {
+            if name.trim() == "format" {
+                return match value.trim() {
+                    WRAPPED_FORMAT => Ok(KeyFileFormat::Wrapped),
+                    _ => Err(CryptoError::KeyFile(format!(
+                        "unknown key file format (expected `format = {WRAPPED_FORMAT}` or none)"
+                    ))),
+                };
+            }
+        }
+    }
+    Ok(KeyFileFormat::Plain)
+}
+
+/// Parses a key file's lines; `decode(entry, value)` turns each key's value into a key.
+fn parse_key_file(
+    text: &str,
+    decode: impl Fn(&str, &str) -> Result<MasterKey, CryptoError>,
+) -> Result<Keyring, CryptoError> {
+    let mut current = None;
+    let mut fingerprint = None;
+    let mut keys: Vec<(u32, MasterKey)> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line.split_once('=').ok_or_else(|| {
+            CryptoError::KeyFile(format!("line {number}: expected `name = value`"))
+        })?;
+        let (name, value) = (name.trim(), value.trim());
+        // A wrong KEK names its entry; a malformed plaintext key names its line.
+        let decode = |entry: &str| {
+            decode(entry, value).map_err(|e| match e {
+                CryptoError::Unwrap(_) => e,
+                _ => CryptoError::KeyFile(format!("line {number}: not base64 of 32 bytes")),
+            })
+        };
+        match name {
+            "format" => {}
+            "current" => {
+                if current.replace(parse_version(value)?).is_some() {
+                    return Err(CryptoError::KeyFile(format!(
+                        "line {number}: `current` is given twice"
+                    )));
+                }
+            }
+            "fingerprint" => {
+                if fingerprint.replace(decode(name)?).is_some() {
+                    return Err(CryptoError::KeyFile(format!(
+                        "line {number}: `fingerprint` is given twice"
+                    )));
+                }
+            }
+            _ => {
+                let version = name
+                    .strip_prefix("key.")
+                    .ok_or_else(|| {
+                        CryptoError::KeyFile(format!(
+                            "line {number}: unknown setting (expected format, current, \
+                             fingerprint or key.<version>)"
+                        ))
+                    })
+                    .and_then(parse_version)?;
+                if keys.iter().any(|(v, _)| *v == version) {
+                    return Err(CryptoError::KeyFile(format!(
+                        "line {number}: key version {version} is given twice"
+                    )));
+                }
+                // The canonical entry name, so `key.01` cannot stand in for `key.1`.
+                keys.push((version, decode(&format!("key.{version}"))?));
+            }
+        }
+    }
+    let fingerprint =
+        fingerprint.ok_or_else(|| CryptoError::KeyFile("missing `fingerprint`".into()))?;
+    let current = match current {
+        Some(current) => current,
+        // A single key is unambiguous; with several, the operator must say which is current.
+        None if keys.len() == 1 => keys[0].0,
+        None => return Err(CryptoError::KeyFile("missing `current`".into())),
+    };
+    if keys.is_empty() {
+        return Err(CryptoError::KeyFile("no `key.<version>` lines".into()));
+    }
+    Keyring::new(keys, current, fingerprint)
 }
 
 fn parse_version(raw: &str) -> Result<u32, CryptoError> {
@@ -477,22 +652,6 @@ fn gcm_decrypt(
         .map(Zeroizing::new)
         .map_err(|_| CryptoError::Decrypt)
 }
-
-#[cfg(unix)]
-fn warn_if_shared(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                "key file is readable by group or others; chmod 600 it"
-            );
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_shared(_path: &Path) {}
 
 #[cfg(test)]
 mod tests;

@@ -4,8 +4,9 @@
 //! embedded single-node default) through one code path ([`connection::AnyConnection`]).
 //!
 //! Invariants kept here:
-//! - a PAN is written only as AES-256-GCM ciphertext bound to its row (`crypto::card_aad`), next
-//!   to a keyed fingerprint; no column can hold a CVC;
+//! - a PAN is written only as AES-256-GCM ciphertext bound to its row and owner
+//!   (`crypto::card_owner_aad`, `cards.aad_version` 2), next to a keyed fingerprint; no column
+//!   can hold a CVC;
 //! - every write transaction of a customer starts with `UPDATE customers SET version = version+1`,
 //!   which is the cross-process lock for that customer (a row lock on PostgreSQL, the database
 //!   write lock on SQLite), so limit checks (R12) stay true with several oneclick processes;

@@ -40,8 +40,10 @@ pub fn bulk(
     n: usize,
 ) -> anyhow::Result<Seeded> {
     let started = Instant::now();
-    let keyring =
-        Keyring::load_file(keys_file).with_context(|| format!("keys {}", keys_file.display()))?;
+    // The key file is wrapped by the KEK beside it (bench/src/stack.rs).
+    let kek = oneclick_actors::crypto::LocalKek::load_file(keys_file.with_extension("kek"))?;
+    let keyring = Keyring::load_file_with(keys_file, Some(&kek))
+        .with_context(|| format!("keys {}", keys_file.display()))?;
     let mut conn = DatabaseUrl::parse(database_url)?.connect()?;
     let union_id: i64 = merchants::table
         .find(MERCHANT_ID)

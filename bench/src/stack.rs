@@ -262,11 +262,16 @@ impl OneClick {
     ) -> anyhow::Result<OneClick> {
         let keys_file = dir.join(format!("{tag}-keys.txt"));
         let _ = std::fs::remove_file(&keys_file);
+        let _ = std::fs::remove_file(keys_file.with_extension("kek"));
         let mut env = vec![
             ("ONECLICK__DATABASE__URL".to_string(), db.url.clone()),
             (
                 "ONECLICK__KEYS__FILE".into(),
                 keys_file.display().to_string(),
+            ),
+            (
+                "ONECLICK__KEYS__KEK_FILE".into(),
+                keys_file.with_extension("kek").display().to_string(),
             ),
             ("ONECLICK__NATS__URL".into(), nats_url.to_string()),
             ("ONECLICK__NATS__PREFIX".into(), PREFIX.into()),
@@ -305,6 +310,9 @@ impl OneClick {
             "generate",
             "--out",
             &app.keys_file.display().to_string(),
+            "--kek-file",
+            &app.keys_file.with_extension("kek").display().to_string(),
+            "--new-kek",
         ])?;
         app.admin(&["migrate"])?;
         app.admin(&["demo-seed"])?;

@@ -426,6 +426,9 @@ impl OneClick {
             let out = Command::new(oneclick_bin())
                 .args(["admin", "keys", "generate", "--out"])
                 .arg(keys)
+                .arg("--kek-file")
+                .arg(keys.with_extension("kek"))
+                .arg("--new-kek")
                 .output()
                 .with_context(|| {
                     format!(
@@ -444,6 +447,10 @@ impl OneClick {
                 database_url.to_string(),
             ),
             ("ONECLICK__KEYS__FILE".into(), keys.display().to_string()),
+            (
+                "ONECLICK__KEYS__KEK_FILE".into(),
+                keys.with_extension("kek").display().to_string(),
+            ),
             ("ONECLICK__NATS__URL".into(), nats_url.to_string()),
             ("ONECLICK__NATS__PREFIX".into(), prefix.to_string()),
             (

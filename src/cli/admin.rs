@@ -1,6 +1,6 @@
 //! `oneclick admin …`: migrations, merchants and their web-service users, unions, demo data, the
-//! audit trail, and master keys (generate, status, online rotation). Runs against the vault
-//! database directly.
+//! audit trail, and master keys (generate — wrapped by a key-encryption key —, wrap a plaintext
+//! key file, status, online rotation and re-seal). Runs against the vault database directly.
 //!
 //! Never surprises (issue 16 item 5): `admin merchant` creates or updates only the fields named;
 //! the R2 signature key changes only by `admin merchant rotate-signing-key`; `admin merchant show`
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use clap::{Args, Subcommand};
-use oneclick_actors::crypto::Keyring;
+use oneclick_actors::crypto::{Keyring, LocalKek};
 use oneclick_actors::engine::merchants::hash_password;
 use oneclick_actors::vault::audit::{
     append_audit, format_ms, list_audit, AppendAudit, AuditAction, AuditActor, ListAudit, Record,
@@ -187,19 +187,50 @@ pub enum UnionCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Write a fresh key file (mode 0600): master key 1 and a fingerprint key.
+    /// Write a fresh key file (mode 0600): master key 1 and a fingerprint key, wrapped by the
+    /// key-encryption key (KEK) of --kek-file, or the configured one (keys.kek_file, keys.kek).
     Generate {
+        #[arg(long)]
+        out: PathBuf,
+        /// The KEK file to wrap with; with --new-kek, a fresh KEK is written there (mode 0600).
+        #[arg(long)]
+        kek_file: Option<PathBuf>,
+        /// Generate the KEK file named by --kek-file (never overwrites one).
+        #[arg(long, requires = "kek_file")]
+        new_kek: bool,
+        /// Write the keys in plaintext instead (development only: loads only with
+        /// keys.allow_plaintext = true).
+        #[arg(long, conflicts_with_all = ["kek_file", "new_kek"])]
+        plaintext: bool,
+    },
+    /// Write a fresh key-encryption key file (mode 0600).
+    GenerateKek {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Convert a plaintext key file to a wrapped one (upgrade in place; the input is left as is:
+    /// delete it, and every copy, once the service runs on the new file).
+    Wrap {
+        /// The KEK file to wrap with (default: the configured KEK).
+        #[arg(long)]
+        kek_file: Option<PathBuf>,
+        #[arg(long = "in")]
+        input: PathBuf,
         #[arg(long)]
         out: PathBuf,
     },
     /// Add key n+1 to a key file and make it current (rotation step 1; then restart instances).
+    /// A wrapped file is rewritten wrapped under the configured KEK.
     Add {
         #[arg(long)]
         file: PathBuf,
     },
     /// How many ciphertexts use each key version.
     Status,
-    /// Re-encrypt every card to the current key, in batches, while the service runs.
+    /// Re-encrypt every card and agreement to the current key, and re-seal cards still bound to
+    /// their token only with their owner's associated data, in batches (one transaction each),
+    /// while the service runs. Resumable: a stopped run continues where it stopped.
+    #[command(alias = "reseal")]
     Rotate {
         #[arg(long, default_value_t = 500)]
         batch: i64,
@@ -294,9 +325,30 @@ fn admin_actor() -> AuditActor {
 /// The audit record of a key operation made outside a vault transaction (files, batches).
 fn key_operation_audit(command: &AdminCommand) -> Option<(AuditAction, serde_json::Value)> {
     match command {
-        AdminCommand::Keys(KeysCommand::Generate { out }) => Some((
+        AdminCommand::Keys(KeysCommand::Generate {
+            out,
+            kek_file,
+            new_kek,
+            plaintext,
+        }) => Some((
             AuditAction::KeyGenerated,
-            serde_json::json!({ "file": out.display().to_string() }),
+            serde_json::json!({
+                "file": out.display().to_string(),
+                "wrapped": !plaintext,
+                "kek_file": kek_file.as_ref().map(|f| f.display().to_string()),
+                "new_kek": new_kek,
+            }),
+        )),
+        AdminCommand::Keys(KeysCommand::GenerateKek { out }) => Some((
+            AuditAction::KeyGenerated,
+            serde_json::json!({ "kek_file": out.display().to_string() }),
+        )),
+        AdminCommand::Keys(KeysCommand::Wrap { input, out, .. }) => Some((
+            AuditAction::KeyGenerated,
+            serde_json::json!({
+                "wrapped_from": input.display().to_string(),
+                "file": out.display().to_string(),
+            }),
         )),
         AdminCommand::Keys(KeysCommand::Add { file }) => Some((
             AuditAction::KeyAdded,
@@ -355,15 +407,74 @@ fn run_command(
             let ran = url.run_migrations()?;
             println!("migrations applied: {ran}");
         }
-        AdminCommand::Keys(KeysCommand::Generate { out }) => {
-            crate::keys::write_new_file(&out, &crate::keys::generate_file_text())?;
+        AdminCommand::Keys(KeysCommand::Generate {
+            out,
+            kek_file,
+            new_kek,
+            plaintext,
+        }) => {
+            if plaintext {
+                crate::keys::write_new_file(&out, &crate::keys::generate_plaintext_file_text())?;
+                println!(
+                    "wrote {} (mode 0600, PLAINTEXT: loads only with keys.allow_plaintext = true)",
+                    out.display()
+                );
+                return Ok(());
+            }
+            let kek = match (&kek_file, new_kek) {
+                (Some(path), true) => {
+                    let kek = LocalKek::generate();
+                    crate::keys::write_new_file(path, &kek.file_text())?;
+                    println!(
+                        "wrote the key-encryption key {} (mode 0600): keep it apart from the key \
+                         file and the database",
+                        path.display()
+                    );
+                    kek
+                }
+                (Some(path), false) => LocalKek::load_file(path)
+                    .with_context(|| format!("--kek-file {}", path.display()))?,
+                (None, _) => crate::keys::kek(&settings.keys)?.context(
+                    "no key-encryption key: give --kek-file FILE (with --new-kek to make one) or \
+                     configure keys.kek_file",
+                )?,
+            };
+            let keyring = crate::keys::generate_keyring()?;
+            crate::keys::write_new_file(&out, &keyring.to_wrapped_file_text(&kek)?)?;
             println!(
-                "wrote {} (mode 0600): keep it secret, never commit it",
+                "wrote {} (mode 0600, keys wrapped by the KEK): keep it secret, never commit it",
                 out.display()
             );
         }
+        AdminCommand::Keys(KeysCommand::GenerateKek { out }) => {
+            crate::keys::write_new_file(&out, &LocalKek::generate().file_text())?;
+            println!(
+                "wrote {} (mode 0600): keep it apart from the key file and the database",
+                out.display()
+            );
+        }
+        AdminCommand::Keys(KeysCommand::Wrap {
+            kek_file,
+            input,
+            out,
+        }) => {
+            let kek = match &kek_file {
+                Some(path) => LocalKek::load_file(path)
+                    .with_context(|| format!("--kek-file {}", path.display()))?,
+                None => crate::keys::kek(&settings.keys)?
+                    .context("no key-encryption key: give --kek-file FILE")?,
+            };
+            let current = crate::keys::wrap_file(&kek, &input, &out)?;
+            println!(
+                "wrote {} (mode 0600): the keys of {} wrapped by the KEK (current key {current}); \
+                 point keys.file at it, set keys.kek_file, restart, then delete the plaintext file \
+                 and its copies",
+                out.display(),
+                input.display()
+            );
+        }
         AdminCommand::Keys(KeysCommand::Add { file }) => {
-            let v = crate::keys::add_rotation_key(&file)?;
+            let v = crate::keys::add_rotation_key(&file, &settings.keys)?;
             println!("key {v} added and made current in {}; restart every instance, then run `oneclick admin keys rotate`", file.display());
         }
         AdminCommand::Keys(KeysCommand::Status) => {

@@ -10,6 +10,7 @@ pub mod identifiers;
 pub mod login;
 pub mod logs;
 pub mod nats_deputy;
+pub mod vault;
 
 /// What one attack achieved. `evidence` says what was tried and seen (never a secret).
 pub struct AttackOutcome {
@@ -93,6 +94,29 @@ fn every_attack(short: bool) -> Vec<Attack> {
         attacks.push((
             "8 hostile identifiers",
             on_runtime(move || identifiers::hostile_identifiers_are_stored(backend)),
+        ));
+    }
+    for backend in [Sqlite, Postgres] {
+        attacks.push((
+            "7 move a card, swap a ciphertext, rename a customer",
+            Box::new(move || {
+                let outcomes = vault::all(backend);
+                let succeeded: Vec<&str> =
+                    outcomes.iter().filter(|o| o.succeeded).map(|o| o.name).collect();
+                AttackOutcome {
+                    name: if backend == Sqlite {
+                        "operator with database access moves, swaps and relabels cards (SQLite)"
+                    } else {
+                        "operator with database access moves, swaps and relabels cards (PostgreSQL)"
+                    },
+                    succeeded: !succeeded.is_empty(),
+                    evidence: outcomes
+                        .iter()
+                        .map(|o| format!("{}: {}", o.name, o.evidence))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                }
+            }),
         ));
     }
     for backend in [Sqlite, Postgres] {

@@ -39,9 +39,13 @@ impl Cluster {
             let dir = tempfile::tempdir().expect("tempdir");
             let mut app = OneClick::prepare(dir.path(), &nats.url(), Some(db.url.clone()));
             if let Some(first) = apps.first() {
-                let keys = first.dir.join("keys.txt").display().to_string();
+                let keys = first.dir.join("keys.txt");
                 let prefix = first.prefix.clone();
-                app.set_env("ONECLICK__KEYS__FILE", &keys);
+                app.set_env("ONECLICK__KEYS__FILE", &keys.display().to_string());
+                app.set_env(
+                    "ONECLICK__KEYS__KEK_FILE",
+                    &keys.with_extension("kek").display().to_string(),
+                );
                 app.set_env("ONECLICK__NATS__PREFIX", &prefix);
                 app.prefix = prefix;
             }

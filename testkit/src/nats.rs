@@ -277,11 +277,16 @@ pub fn bin() -> &'static str {
 impl OneClick {
     /// Prepares keys and the demo merchant in `dir` for `database_url` (SQLite when `None`).
     pub fn prepare(dir: &Path, nats_url: &str, database_url: Option<String>) -> OneClick {
+        // As deployed: a key file wrapped by a separate key-encryption key (docs/security/keys.md).
         let keys = dir.join("keys.txt");
+        let kek = keys.with_extension("kek");
         if !keys.exists() {
             let out = Command::new(bin())
                 .args(["admin", "keys", "generate", "--out"])
                 .arg(&keys)
+                .arg("--kek-file")
+                .arg(&kek)
+                .arg("--new-kek")
                 .output()
                 .expect("keys");
             assert!(
@@ -297,6 +302,7 @@ impl OneClick {
         let env = vec![
             ("ONECLICK__DATABASE__URL".to_string(), db),
             ("ONECLICK__KEYS__FILE".into(), keys.display().to_string()),
+            ("ONECLICK__KEYS__KEK_FILE".into(), kek.display().to_string()),
             ("ONECLICK__NATS__URL".into(), nats_url.to_string()),
             ("ONECLICK__NATS__PREFIX".into(), prefix.clone()),
             (

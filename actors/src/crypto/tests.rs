@@ -1,5 +1,5 @@
-//! Tests of [`super`]: known answers, binding of ciphertexts to rows and versions, rotation,
-//! nonce uniqueness, fingerprints and redaction.
+//! Tests of [`super`]: known answers, binding of ciphertexts to rows, owners and versions,
+//! rotation, nonce uniqueness, fingerprints, redaction, and the wrapped key file (envelope).
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -433,7 +433,7 @@ fn key_file(current: Option<u32>) -> String {
 fn key_file_loads_from_disk() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys");
-    std::fs::write(&path, key_file(Some(2))).unwrap();
+    write_private(&path, &key_file(Some(2)));
     let keyring = Keyring::load_file(&path).unwrap();
     assert_eq!(keyring.current_version(), 2);
     assert_eq!(keyring.versions(), vec![1, 2]);
@@ -508,4 +508,186 @@ fn aad_helpers_have_fixed_shapes() {
         b"agreement:452739:A-1".to_vec()
     );
     assert_ne!(agreement_aad(1, "2:3"), agreement_aad(12, "3"));
+}
+
+// --- owner-bound card associated data (finding 7) -------------------------------------------
+
+#[test]
+fn card_owner_aad_has_a_fixed_unambiguous_shape() {
+    assert_eq!(
+        card_owner_aad(42, "carol", "tok"),
+        b"card/2/42/5:carol/tok".to_vec()
+    );
+    // The length prefix: a number holding the separator cannot pose as another split.
+    assert_ne!(card_owner_aad(1, "a/b", "c"), card_owner_aad(1, "a", "b/c"));
+    assert_eq!(card_aad_for(1, 42, "carol", "tok").unwrap(), card_aad("tok"));
+    assert_eq!(
+        card_aad_for(2, 42, "carol", "tok").unwrap(),
+        card_owner_aad(42, "carol", "tok")
+    );
+    assert_eq!(card_aad_for(3, 42, "carol", "tok"), Err(CryptoError::Decrypt));
+}
+
+#[test]
+fn a_card_moved_to_another_customer_or_renamed_owner_does_not_open() {
+    let keyring = ring(&[(1, 1)], 1);
+    let sealed = keyring
+        .seal(b"4111111111111111", &card_owner_aad(7, "carol", "tok"))
+        .unwrap();
+    assert!(keyring
+        .open(1, &sealed.blob, &card_owner_aad(7, "carol", "tok"))
+        .is_ok());
+    for (customer, number) in [(8, "carol"), (7, "eve"), (8, "eve")] {
+        assert_eq!(
+            keyring.open(1, &sealed.blob, &card_owner_aad(customer, number, "tok")),
+            Err(CryptoError::Decrypt),
+            "{customer} {number}"
+        );
+    }
+    // Nor does it pass as a token-only (version 1) row.
+    assert_eq!(
+        keyring.open(1, &sealed.blob, &card_aad("tok")),
+        Err(CryptoError::Decrypt)
+    );
+}
+
+// --- wrapped key files (envelope encryption) ------------------------------------------------
+
+fn write_private(path: &std::path::Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn wrapped_key_file_round_trips_under_its_kek_only() {
+    let keyring = ring(&[(1, 1), (2, 2)], 2);
+    let kek = LocalKek::new(key_of(0xAA));
+    let text = keyring.to_wrapped_file_text(&kek).unwrap();
+    assert_eq!(key_file_format(&text).unwrap(), KeyFileFormat::Wrapped);
+    // No key is in the file in any plain form.
+    for byte in [1u8, 2, 0xF0] {
+        assert!(!text.contains(key_of(byte).to_base64().as_str()));
+    }
+    let back = Keyring::parse_wrapped_file(&text, &kek).unwrap();
+    assert_eq!(back.current_version(), 2);
+    assert_eq!(back.versions(), vec![1, 2]);
+    let sealed = keyring.seal(b"4111111111111111", b"row").unwrap();
+    assert_eq!(
+        back.open(2, &sealed.blob, b"row").unwrap().as_slice(),
+        b"4111111111111111"
+    );
+    assert_eq!(
+        back.fingerprint(b"4111111111111111"),
+        keyring.fingerprint(b"4111111111111111")
+    );
+    let wrong = LocalKek::new(key_of(0xAB));
+    let err = Keyring::parse_wrapped_file(&text, &wrong).unwrap_err();
+    assert!(matches!(err, CryptoError::Unwrap(_)), "{err:?}");
+    assert!(err.to_string().contains("wrong KEK"), "{err}");
+    // Without a KEK the plaintext reader refuses it, saying why.
+    assert_eq!(Keyring::parse_file(&text).unwrap_err(), CryptoError::KekMissing);
+}
+
+#[test]
+fn a_wrapped_entry_renamed_to_another_entry_does_not_unwrap() {
+    let keyring = ring(&[(1, 1)], 1);
+    let kek = LocalKek::new(key_of(0xAA));
+    let text = keyring.to_wrapped_file_text(&kek).unwrap();
+    // Swap the values of `fingerprint` and `key.1`: each is bound to its own name.
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .unwrap()
+            .to_string()
+    };
+    let (fp, k1) = (value("fingerprint"), value("key.1"));
+    let swapped = text
+        .replace(&fp, "FP")
+        .replace(&k1, &fp)
+        .replace("FP", &k1);
+    assert_eq!(
+        Keyring::parse_wrapped_file(&swapped, &kek).unwrap_err(),
+        CryptoError::Unwrap("fingerprint".into())
+    );
+    // A flipped character of a wrapped key fails too.
+    let mut tampered = k1.clone().into_bytes();
+    tampered[20] = if tampered[20] == b'A' { b'B' } else { b'A' };
+    let tampered = text.replace(&k1, std::str::from_utf8(&tampered).unwrap());
+    assert!(matches!(
+        Keyring::parse_wrapped_file(&tampered, &kek),
+        Err(CryptoError::Unwrap(_))
+    ));
+}
+
+#[test]
+fn wrapped_key_file_loads_from_disk_with_its_kek_and_not_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, kek_path) = (dir.path().join("keys"), dir.path().join("kek"));
+    let kek = LocalKek::generate();
+    write_private(&kek_path, &kek.file_text());
+    write_private(
+        &keys,
+        &ring(&[(1, 1)], 1).to_wrapped_file_text(&kek).unwrap(),
+    );
+    let loaded_kek = LocalKek::load_file(&kek_path).unwrap();
+    let keyring = Keyring::load_file_with(&keys, Some(&loaded_kek)).unwrap();
+    assert_eq!(keyring.versions(), vec![1]);
+    assert_eq!(
+        Keyring::load_file_with(&keys, None).unwrap_err(),
+        CryptoError::KekMissing
+    );
+    assert_eq!(Keyring::load_file(&keys).unwrap_err(), CryptoError::KekMissing);
+    assert!(!format!("{loaded_kek:?}").contains(kek.file_text().lines().nth(1).unwrap()));
+}
+
+#[test]
+fn key_files_and_kek_files_that_group_or_others_may_read_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, kek_path) = (dir.path().join("keys"), dir.path().join("kek"));
+    let kek = LocalKek::generate();
+    write_private(&kek_path, &kek.file_text());
+    write_private(&keys, &key_file(Some(2)));
+    for mode in [0o640, 0o604, 0o660, 0o644, 0o606] {
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = Keyring::load_file(&keys).unwrap_err();
+        assert!(
+            err.to_string().contains("chmod 600"),
+            "key file mode {mode:o}: {err}"
+        );
+        std::fs::set_permissions(&kek_path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = LocalKek::load_file(&kek_path).unwrap_err();
+        assert!(
+            err.to_string().contains("chmod 600"),
+            "KEK file mode {mode:o}: {err}"
+        );
+    }
+    // The control: the same files private load.
+    for mode in [0o600, 0o400] {
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::set_permissions(&kek_path, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert!(Keyring::load_file(&keys).is_ok(), "{mode:o}");
+        assert!(LocalKek::load_file(&kek_path).is_ok(), "{mode:o}");
+    }
+}
+
+#[test]
+fn rotation_adds_a_current_key_and_keeps_the_old_ones() {
+    let keyring = ring(&[(1, 1), (3, 3)], 3);
+    let rotated = keyring.with_new_current_key().unwrap();
+    assert_eq!(rotated.current_version(), 4);
+    assert_eq!(rotated.versions(), vec![1, 3, 4]);
+    let sealed = keyring.seal(b"4111111111111111", b"row").unwrap();
+    assert!(rotated.open(3, &sealed.blob, b"row").is_ok());
+    assert_eq!(
+        rotated.fingerprint(b"4111111111111111"),
+        keyring.fingerprint(b"4111111111111111")
+    );
 }

@@ -1,14 +1,18 @@
 //! Key status and online rotation: re-encrypts card and agreement ciphertexts to the keyring's
-//! current version in small batches while the service runs. Each row is rewritten with a
+//! current version — and re-seals cards still bound to their token only (AAD version 1) with
+//! their owner's associated data (version 2, `crypto::card_owner_aad`) — in small batches while
+//! the service runs. Resumable by construction: a batch picks the rows still stale, so a stopped
+//! run continues where it stopped. Agreements need no AAD version: their associated data
+//! (merchant, order number) has named their owner from the start. Each row is rewritten with a
 //! conditional update (`WHERE key_version = <old>`), so a row deleted or rotated concurrently is
 //! left alone; readers can decrypt both versions meanwhile because old keys stay in the keyring
 //! until `status` shows no row uses them.
 
 use diesel::prelude::*;
 
-use super::schema::{cards, recurring_agreements};
+use super::schema::{cards, customers, recurring_agreements};
 use super::{vault_message, AnyConnection, VaultError};
-use crate::crypto::{agreement_aad, card_aad, Keyring};
+use crate::crypto::{agreement_aad, card_aad_for, card_owner_aad, Keyring, CARD_AAD_OWNER};
 
 /// How many ciphertexts use each key version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -16,6 +20,8 @@ pub struct KeyStatus {
     pub current_version: u32,
     /// (version, cards, agreements)
     pub versions: Vec<(i32, i64, i64)>,
+    /// (card AAD version, cards): version 1 rows are left to re-seal.
+    pub card_aad_versions: Vec<(i32, i64)>,
 }
 
 pub struct GetKeyStatus;
@@ -44,14 +50,21 @@ pub fn key_status(
     for (v, n) in agreement_counts {
         versions.entry(v).or_default().1 += n;
     }
+    let card_aad_versions: Vec<(i32, i64)> = cards::table
+        .filter(cards::pan_ciphertext.is_not_null())
+        .group_by(cards::aad_version)
+        .select((cards::aad_version, diesel::dsl::count_star()))
+        .order(cards::aad_version)
+        .load(conn)?;
     Ok(KeyStatus {
         current_version: keyring.current_version(),
         versions: versions.into_iter().map(|(v, (c, a))| (v, c, a)).collect(),
+        card_aad_versions,
     })
 }
 
-/// Re-encrypts up to `batch` rows that are not on the current key. Returns how many were
-/// rewritten; 0 means rotation is complete.
+/// Re-encrypts up to `batch` rows that are not on the current key (or, for cards, not on the
+/// owner-bound AAD version). Returns how many were rewritten; 0 means rotation is complete.
 ///
 /// Each table's batch is one transaction (one commit, not one per row). On PostgreSQL the batch's
 /// rows are locked first with `FOR UPDATE SKIP LOCKED`: rows a payment holds are left for a later
@@ -100,33 +113,67 @@ fn rotate_cards(
     current: i32,
     batch: i64,
 ) -> Result<usize, VaultError> {
-    type StaleCard = (i64, String, Option<Vec<u8>>, Option<i32>);
+    type StaleCard = (i64, String, i64, Option<Vec<u8>>, Option<i32>, i32);
+    // Stale: an older key, or the token-only associated data (finding 7).
     let query = |limit: i64| {
         cards::table
-            .filter(cards::key_version.ne(current))
+            .filter(
+                cards::key_version
+                    .ne(current)
+                    .or(cards::aad_version.ne(CARD_AAD_OWNER)),
+            )
             .filter(cards::pan_ciphertext.is_not_null())
             .select((
                 cards::id,
                 cards::token,
+                cards::customer_id,
                 cards::pan_ciphertext,
                 cards::key_version,
+                cards::aad_version,
             ))
             .order(cards::id)
             .limit(limit)
     };
     let stale: Vec<StaleCard> = lock_stale!(conn, batch, query);
+    // The owners' numbers, read in one query (not locked: a customer's number never changes).
+    let owner_ids: Vec<i64> = stale.iter().map(|c| c.2).collect();
+    let owners: std::collections::HashMap<i64, String> = customers::table
+        .filter(customers::id.eq_any(&owner_ids))
+        .select((customers::id, customers::customer_number))
+        .load::<(i64, String)>(conn)?
+        .into_iter()
+        .collect();
     let mut done = 0;
-    for (id, token, blob, version) in stale {
+    for (id, token, customer_id, blob, version, aad_version) in stale {
         let (Some(blob), Some(version)) = (blob, version) else {
             continue;
         };
-        let sealed = keyring.reseal(version as u32, &blob, &card_aad(&token))?;
-        done += diesel::update(cards::table.find(id).filter(cards::key_version.eq(version)))
-            .set((
-                cards::pan_ciphertext.eq(Some(sealed.blob)),
-                cards::key_version.eq(Some(sealed.key_version as i32)),
-            ))
-            .execute(conn)?;
+        let number = owners
+            .get(&customer_id)
+            .ok_or_else(|| VaultError::Corrupt(format!("card {id}: customer missing")))?;
+        // Opened as it was sealed, sealed under the current key bound to its owner. A row moved
+        // to another customer while on AAD version 2 does not open: the batch fails, loudly.
+        let plain = card_aad_for(aad_version, customer_id, number, &token)
+            .and_then(|aad| keyring.open(version as u32, &blob, &aad))
+            .map_err(|e| {
+                VaultError::Corrupt(format!(
+                    "card {id} does not open with its own associated data (moved to another \
+                     customer, altered, or its key is missing): {e}"
+                ))
+            })?;
+        let sealed = keyring.seal(&plain, &card_owner_aad(customer_id, number, &token))?;
+        done += diesel::update(
+            cards::table
+                .find(id)
+                .filter(cards::key_version.eq(version))
+                .filter(cards::aad_version.eq(aad_version)),
+        )
+        .set((
+            cards::pan_ciphertext.eq(Some(sealed.blob)),
+            cards::key_version.eq(Some(sealed.key_version as i32)),
+            cards::aad_version.eq(CARD_AAD_OWNER),
+        ))
+        .execute(conn)?;
     }
     Ok(done)
 }

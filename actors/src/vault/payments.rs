@@ -17,7 +17,7 @@ use super::records::{CardRecord, CustomerSnapshot};
 use super::rows::{CardMetaRow, NewAgreementRow, OrderRow};
 use super::schema::{cards, orders, recurring_agreements};
 use super::{on_backend, vault_message, AnyConnection, VaultError};
-use crate::crypto::{agreement_aad, card_aad, Keyring};
+use crate::crypto::{agreement_aad, card_aad_for, card_owner_aad, Keyring, CARD_AAD_OWNER};
 use crate::domain::{Expiry, OrderState, Pan, RecurringParams, Token};
 use crate::engine::replies::PaymentResult;
 
@@ -248,13 +248,18 @@ fn reserve_in(
     }
     let customer_id = locked.map(|l| l.id);
     let mut card = None;
-    if msg.token.is_some() && customer_id.is_some() {
+    if let (Some(_), Some(customer_id), Some((_, number))) = (&msg.token, customer_id, &msg.customer)
+    {
         // A customer created just now has no cards: `card_row` is `None`.
-        let Some((meta, Some(blob), Some(version))) = card_row.take() else {
+        let Some((meta, Some(blob), Some(version), aad_version)) = card_row.take() else {
             return Ok(Reservation::CardUnavailable);
         };
         let record = CardRecord::try_from(meta)?;
-        let pan = open_pan(keyring, version, &blob, &card_aad(&record.token))?;
+        // Bound to the customer asking (finding 7): a row moved to another customer fails here.
+        let pan = card_aad_for(aad_version, customer_id, number, &record.token)
+            .map_err(VaultError::from)
+            .and_then(|aad| open_pan(keyring, version, &blob, &aad))
+            .inspect_err(|e| log_unopenable(record.id, version, aad_version, e))?;
         card = Some((record, pan));
     }
     let mut agreement = None;
@@ -425,9 +430,10 @@ fn reserve_saved_card(
         Option<CardMetaRow>,
         Option<Vec<u8>>,
         Option<i32>,
+        Option<i32>,
         Option<i64>,
     );
-    let Some((customer_id, fraud, meta, blob, version, order_id)) =
+    let Some((customer_id, fraud, meta, blob, version, aad_version, order_id)) =
         all.get_result::<Row>(c).optional()?
     else {
         return Ok(None);
@@ -435,14 +441,19 @@ fn reserve_saved_card(
     if fraud {
         return Ok(Some(Reservation::CustomerFraud));
     }
-    let (Some(meta), Some(blob), Some(version)) = (meta, blob, version) else {
+    let (Some(meta), Some(blob), Some(version), Some(aad_version)) =
+        (meta, blob, version, aad_version)
+    else {
         return Ok(Some(Reservation::CardUnavailable));
     };
     let Some(order_id) = order_id else {
         return replay_existing(conn, msg).map(Some);
     };
     let opened = CardRecord::try_from(meta).and_then(|record| {
-        let pan = open_pan(keyring, version, &blob, &card_aad(&record.token))?;
+        let pan = card_aad_for(aad_version, customer_id, customer_number, &record.token)
+            .map_err(VaultError::from)
+            .and_then(|aad| open_pan(keyring, version, &blob, &aad))
+            .inspect_err(|e| log_unopenable(record.id, version, aad_version, e))?;
         Ok((record, pan))
     });
     let (record, pan) = match (opened, tx) {
@@ -501,8 +512,9 @@ fn reserve_new_card(
     }
 }
 
-/// A saved card as a payment reads it: what may be shown, its PAN's ciphertext and key version.
-type CardRead = (CardMetaRow, Option<Vec<u8>>, Option<i32>);
+/// A saved card as a payment reads it: what may be shown, its PAN's ciphertext, key version and
+/// AAD version (`crypto::card_aad_for`).
+type CardRead = (CardMetaRow, Option<Vec<u8>>, Option<i32>, i32);
 
 /// Takes an existing customer's write lock (see `customers::lock_customer`) and reads its active
 /// card `token`: one statement on PostgreSQL ([`super::prepared::BumpCustomerReadCard`]), the
@@ -520,12 +532,20 @@ fn lock_reading_card(
             customer_number,
             token,
         };
-        type Row = (i64, bool, Option<CardMetaRow>, Option<Vec<u8>>, Option<i32>);
+        type Row = (
+            i64,
+            bool,
+            Option<CardMetaRow>,
+            Option<Vec<u8>>,
+            Option<i32>,
+            Option<i32>,
+        );
         let row: Option<Row> = both.get_result(c).optional()?;
-        return Ok(row.map(|(id, fraud, meta, blob, version)| {
+        return Ok(row.map(|(id, fraud, meta, blob, version, aad_version)| {
             (
                 LockedCustomer { id, fraud },
-                meta.map(|meta| (meta, blob, version)),
+                // The card's columns are all NULL together; an unknown AAD version fails to open.
+                meta.map(|meta| (meta, blob, version, aad_version.unwrap_or(0))),
             )
         }));
     }
@@ -540,6 +560,7 @@ fn lock_reading_card(
             CardMetaRow::as_select(),
             cards::pan_ciphertext,
             cards::key_version,
+            cards::aad_version,
         ))
         .first(conn)
         .optional()?;
@@ -556,6 +577,20 @@ fn replay_existing(conn: &mut AnyConnection, msg: &Reserve) -> Result<Reservatio
             msg.order_number
         ))),
     }
+}
+
+/// A saved card that does not open with its own associated data was moved to another customer
+/// or altered in the database (finding 7), or its key is missing here: worth an operator's look.
+/// Ids and versions only, never card data.
+fn log_unopenable(card_id: i64, key_version: i32, aad_version: i32, error: &VaultError) {
+    tracing::error!(
+        card_id,
+        key_version,
+        aad_version,
+        %error,
+        "a saved card does not open with its own associated data (moved to another customer or \
+         altered in the database?); payment refused"
+    );
 }
 
 fn u32_version(v: i32) -> Result<u32, VaultError> {
@@ -816,9 +851,17 @@ fn save_card(
 ) -> Result<(i64, String), VaultError> {
     let fingerprint = keyring.fingerprint(save.pan.expose().as_bytes());
     // Sealed under the new token even when the number turns out saved already: that card
-    // keeps its own token and ciphertext, and this one is dropped.
+    // keeps its own token and ciphertext, and this one is dropped. Bound to its owner
+    // (finding 7): the customer is locked, its number is read under the lock.
     let token = Token::generate();
-    let sealed = keyring.seal(save.pan.expose().as_bytes(), &card_aad(token.as_str()))?;
+    let customer_number: String = super::schema::customers::table
+        .find(customer_id)
+        .select(super::schema::customers::customer_number)
+        .first(conn)?;
+    let sealed = keyring.seal(
+        save.pan.expose().as_bytes(),
+        &card_owner_aad(customer_id, &customer_number, token.as_str()),
+    )?;
     let upsert = super::prepared::UpsertCard {
         token: token.as_str(),
         customer_id,
@@ -831,6 +874,7 @@ fn save_card(
         holder: &save.holder,
         pan_ciphertext: &sealed.blob,
         key_version: sealed.key_version as i32,
+        aad_version: CARD_AAD_OWNER,
         fingerprint: &fingerprint[..],
         saved_by_merchant: merchant_id,
         // The approved payment or registration that saved it counts as one (R5).

@@ -115,6 +115,7 @@ prepared! {
         NullableCardMeta,
         Nullable<Binary>,
         Nullable<Integer>,
+        Nullable<Integer>,
     ) {
         union_id: i64,
         customer_number: &'a str,
@@ -125,7 +126,7 @@ prepared! {
         " RETURNING id, fraud) SELECT c.id, c.fraud, k.id, k.token, k.customer_id, k.state, \
          k.brand, k.bin, k.last4, k.pan_length, k.expiry_month, k.expiry_year, k.holder, \
          k.saved_by_merchant, k.saved_at, k.last_used_at, k.success_count, k.deleted_at, \
-         k.pan_ciphertext, k.key_version FROM c LEFT JOIN LATERAL (SELECT * FROM cards \
+         k.pan_ciphertext, k.key_version, k.aad_version FROM c LEFT JOIN LATERAL (SELECT * FROM cards \
          WHERE cards.token = " {token: Text} " AND cards.customer_id = c.id \
          AND cards.state = 'active' FOR SHARE) k ON true"
 }
@@ -145,6 +146,7 @@ prepared! {
         Bool,
         NullableCardMeta,
         Nullable<Binary>,
+        Nullable<Integer>,
         Nullable<Integer>,
         Nullable<BigInt>,
     ) {
@@ -176,7 +178,7 @@ prepared! {
          SELECT c.id, c.fraud, k.id, k.token, k.customer_id, k.state, \
          k.brand, k.bin, k.last4, k.pan_length, k.expiry_month, k.expiry_year, k.holder, \
          k.saved_by_merchant, k.saved_at, k.last_used_at, k.success_count, k.deleted_at, \
-         k.pan_ciphertext, k.key_version, (SELECT id FROM o) FROM c LEFT JOIN k ON true"
+         k.pan_ciphertext, k.key_version, k.aad_version, (SELECT id FROM o) FROM c LEFT JOIN k ON true"
 }
 
 prepared! {
@@ -325,17 +327,19 @@ prepared! {
         holder: &'a str,
         pan_ciphertext: &'a [u8],
         key_version: i32,
+        aad_version: i32,
         fingerprint: &'a [u8],
         saved_by_merchant: i64,
         now_ms: i64,
     }
     sql: "INSERT INTO cards (token, customer_id, state, brand, bin, last4, pan_length, \
-          expiry_month, expiry_year, holder, pan_ciphertext, key_version, fingerprint, \
-          saved_by_merchant, saved_at, last_used_at, success_count) VALUES ("
+          expiry_month, expiry_year, holder, pan_ciphertext, key_version, aad_version, \
+          fingerprint, saved_by_merchant, saved_at, last_used_at, success_count) VALUES ("
           {token: Text} ", " {customer_id: BigInt} ", 'active', " {brand: Text} ", "
           {bin: Text} ", " {last4: Text} ", " {pan_length: Integer} ", "
           {expiry_month: Integer} ", " {expiry_year: Integer} ", " {holder: Text} ", "
-          {pan_ciphertext: Binary} ", " {key_version: Integer} ", " {fingerprint: Binary} ", "
+          {pan_ciphertext: Binary} ", " {key_version: Integer} ", " {aad_version: Integer} ", "
+          {fingerprint: Binary} ", "
           {saved_by_merchant: BigInt} ", " {now_ms: BigInt} ", " {now_ms: BigInt} ", 1) \
           ON CONFLICT (customer_id, fingerprint) DO UPDATE SET \
           expiry_month = excluded.expiry_month, expiry_year = excluded.expiry_year, \

@@ -73,6 +73,9 @@ diesel::table! {
         holder -> Text,
         pan_ciphertext -> Nullable<Binary>,
         key_version -> Nullable<Integer>,
+        /// Associated data the ciphertext is bound to (`crypto::card_aad_for`): 1 token only,
+        /// 2 owner and token (migration `2026-12-06-000003_aad_owner`).
+        aad_version -> Integer,
         fingerprint -> Nullable<Binary>,
         saved_by_merchant -> BigInt,
         saved_at -> BigInt,

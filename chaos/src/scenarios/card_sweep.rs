@@ -246,30 +246,34 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
     }
 
     // Crypto checks on the run's own rows and keys.
-    use oneclick_actors::crypto::{card_aad, Keyring, MasterKey};
+    use oneclick_actors::crypto::{card_aad_for, Keyring, MasterKey};
     let keys = stack
         .apps
         .lock()
         .map(|a| a[0].keys.clone())
         .map_err(|_| anyhow::anyhow!("lock"))?;
-    let keyring = Keyring::load_file(&keys)?;
-    let rows = sql.rows("SELECT concat_ws(E'\\t', token, key_version, encode(pan_ciphertext, 'hex')) AS v FROM cards WHERE pan_ciphertext IS NOT NULL ORDER BY id LIMIT 2")?;
+    // The key file is wrapped by the KEK beside it (chaos/src/procs.rs).
+    let kek = oneclick_actors::crypto::LocalKek::load_file(keys.with_extension("kek"))?;
+    let keyring = Keyring::load_file_with(&keys, Some(&kek))?;
+    // Each row's associated data: its AAD version, owner (customer id and number) and token.
+    let rows = sql.rows("SELECT concat_ws(E'\\t', k.token, k.key_version, encode(k.pan_ciphertext, 'hex'), k.aad_version, k.customer_id, c.customer_number) AS v FROM cards k JOIN customers c ON c.id = k.customer_id WHERE k.pan_ciphertext IS NOT NULL ORDER BY k.id LIMIT 2")?;
     anyhow::ensure!(rows.len() == 2, "two saved cards to test with");
-    let row = |r: &Vec<String>| -> anyhow::Result<(String, u32, Vec<u8>)> {
-        Ok((r[0].clone(), r[1].parse()?, unhex(&r[2])))
+    let row = |r: &Vec<String>| -> anyhow::Result<(Vec<u8>, u32, Vec<u8>)> {
+        let aad = card_aad_for(r[3].parse()?, r[4].parse()?, &r[5], &r[0])?;
+        Ok((aad, r[1].parse()?, unhex(&r[2])))
     };
     let (t0, v0, b0) = row(&rows[0])?;
     let (t1, v1, _) = row(&rows[1])?;
     let own = keyring
-        .open(v0, &b0, &card_aad(&t0))
+        .open(v0, &b0, &t0)
         .map(|p| pans.iter().any(|x| x.as_bytes() == &p[..]))
         .unwrap_or(false);
-    let swapped = keyring.open(v1, &b0, &card_aad(&t1)).is_err();
+    let swapped = keyring.open(v1, &b0, &t1).is_err();
     let mut flipped = b0.clone();
     flipped[14] ^= 1;
-    let flip = keyring.open(v0, &flipped, &card_aad(&t0)).is_err();
+    let flip = keyring.open(v0, &flipped, &t0).is_err();
     let wrong = Keyring::new(vec![(v0, MasterKey::generate())], v0, MasterKey::generate())?
-        .open(v0, &b0, &card_aad(&t0))
+        .open(v0, &b0, &t0)
         .is_err();
     let mut seen: HashSet<[u8; 12]> = HashSet::with_capacity(nonces);
     let mut repeated = 0i64;

@@ -45,7 +45,9 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
 
     // Bulk seed.
     let seeded = Instant::now();
-    let keyring = oneclick_actors::crypto::Keyring::load_file(&keys_path)?;
+    // The key file is wrapped by the KEK beside it (chaos/src/procs.rs).
+    let kek = oneclick_actors::crypto::LocalKek::load_file(keys_path.with_extension("kek"))?;
+    let keyring = oneclick_actors::crypto::Keyring::load_file_with(&keys_path, Some(&kek))?;
     let mut sql = stack.sql()?;
     let union_id = sql.number(&format!(
         "SELECT CAST(union_id AS TEXT) AS v FROM merchants WHERE id = {DEMO_MERCHANT}"
