@@ -28,16 +28,26 @@ impl Vault {
         let db = TestDb::new(backend);
         let dir = tempfile::tempdir().unwrap();
         let keys = dir.path().join("keys.txt");
+        let kek = dir.path().join("kek.txt");
         let vault = Vault {
             env: vec![
                 ("ONECLICK__DATABASE__URL".into(), db.url.clone()),
                 ("ONECLICK__KEYS__FILE".into(), keys.display().to_string()),
+                ("ONECLICK__KEYS__KEK_FILE".into(), kek.display().to_string()),
                 ("USER".into(), "auditor".into()),
             ],
             db,
             _dir: dir,
         };
-        vault.ok(&["keys", "generate", "--out", &keys.display().to_string()]);
+        vault.ok(&[
+            "keys",
+            "generate",
+            "--out",
+            &keys.display().to_string(),
+            "--kek-file",
+            &kek.display().to_string(),
+            "--new-kek",
+        ]);
         vault.ok(&["demo-seed"]);
         vault
     }
