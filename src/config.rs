@@ -742,7 +742,10 @@ impl Settings {
             }
         }
         if k.kek.is_some() && k.kek_file.is_some() {
-            return Err(invalid("keys.kek", "give keys.kek or keys.kek_file, not both"));
+            return Err(invalid(
+                "keys.kek",
+                "give keys.kek or keys.kek_file, not both",
+            ));
         }
         if let Some(kek) = &k.kek {
             if MasterKey::from_base64(kek.expose()).is_err() {
@@ -942,7 +945,9 @@ fn redact_one_url(url: &str) -> String {
             let masked: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((key, _)) if SECRET_QUERY_KEYS.contains(&key.to_ascii_lowercase().as_str()) => {
+                    Some((key, _))
+                        if SECRET_QUERY_KEYS.contains(&key.to_ascii_lowercase().as_str()) =>
+                    {
                         format!("{key}=***")
                     }
                     _ => pair.to_string(),
@@ -974,7 +979,14 @@ mod tests {
         assert_eq!(from_file, Settings::default());
         Settings::default().validate()?;
         for line in BASE.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
-            for secret in ["master_keys", "fingerprint_key", "password", "token", "kek ", "kek="] {
+            for secret in [
+                "master_keys",
+                "fingerprint_key",
+                "password",
+                "token",
+                "kek ",
+                "kek=",
+            ] {
                 assert!(!line.starts_with(secret), "base.toml sets {secret}");
             }
         }
@@ -1268,15 +1280,36 @@ mod tests {
     #[test]
     fn redact_url_masks_passwords_tokens_and_secret_parameters_and_keeps_the_rest() {
         let cases = [
-            ("postgres://oneclick:pg-s3cret@db:5432/oneclick", "postgres://oneclick:***@db:5432/oneclick"),
-            ("nats://oneclick:n4ts-s3cret@127.0.0.1:4222", "nats://oneclick:***@127.0.0.1:4222"),
-            ("nats://tok3n-s3cret@127.0.0.1:4222", "nats://***@127.0.0.1:4222"),
-            ("postgres://db/oneclick?sslmode=require&password=pg-s3cret", "postgres://db/oneclick?sslmode=require&password=***"),
-            ("nats://h1:4222?token=tok3n-s3cret", "nats://h1:4222?token=***"),
-            ("nats://a:p1-s3cret@h1:4222,nats://b:p2-s3cret@h2:4222", "nats://a:***@h1:4222,nats://b:***@h2:4222"),
+            (
+                "postgres://oneclick:pg-s3cret@db:5432/oneclick",
+                "postgres://oneclick:***@db:5432/oneclick",
+            ),
+            (
+                "nats://oneclick:n4ts-s3cret@127.0.0.1:4222",
+                "nats://oneclick:***@127.0.0.1:4222",
+            ),
+            (
+                "nats://tok3n-s3cret@127.0.0.1:4222",
+                "nats://***@127.0.0.1:4222",
+            ),
+            (
+                "postgres://db/oneclick?sslmode=require&password=pg-s3cret",
+                "postgres://db/oneclick?sslmode=require&password=***",
+            ),
+            (
+                "nats://h1:4222?token=tok3n-s3cret",
+                "nats://h1:4222?token=***",
+            ),
+            (
+                "nats://a:p1-s3cret@h1:4222,nats://b:p2-s3cret@h2:4222",
+                "nats://a:***@h1:4222,nats://b:***@h2:4222",
+            ),
             // A password holding `/` and `@` is still masked whole.
             ("postgres://u:p/a@ss-s3cret@db/x", "postgres://u:***@db/x"),
-            ("cannot connect to NATS at nats://u:p-s3cret@h:1: timed out", "cannot connect to NATS at nats://u:***@h:1: timed out"),
+            (
+                "cannot connect to NATS at nats://u:p-s3cret@h:1: timed out",
+                "cannot connect to NATS at nats://u:***@h:1: timed out",
+            ),
             ("sqlite://.local/oneclick.db", "sqlite://.local/oneclick.db"),
             ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
             ("no url here", "no url here"),
@@ -1303,7 +1336,13 @@ mod tests {
         };
         let shown = format!("{settings:?} {settings:#?}");
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("postgres://oneclick:***@db/oneclick"), "{shown}");
-        assert!(shown.contains("nats://oneclick:***@127.0.0.1:4222"), "{shown}");
+        assert!(
+            shown.contains("postgres://oneclick:***@db/oneclick"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("nats://oneclick:***@127.0.0.1:4222"),
+            "{shown}"
+        );
     }
 }

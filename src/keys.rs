@@ -159,7 +159,11 @@ pub fn wrap_file(kek: &dyn KeyEncryptionKey, input: &Path, output: &Path) -> any
         .with_context(|| format!("reading back {}", output.display()))?;
     if back.versions() != keyring.versions() || back.current_version() != keyring.current_version()
     {
-        bail!("{} does not read back as {}", output.display(), input.display());
+        bail!(
+            "{} does not read back as {}",
+            output.display(),
+            input.display()
+        );
     }
     Ok(keyring.current_version())
 }

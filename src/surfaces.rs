@@ -74,6 +74,9 @@ pub struct EndpointInfo {
 /// Starts the endpoints, discovery and the durable consumers. Everything runs in tasks of
 /// `ctx.tracker` and stops (draining) when `ctx.stop` is cancelled.
 pub async fn start(ctx: Arc<Context>) -> anyhow::Result<()> {
+    // Streams (created, or their flags brought up to date) and their consumers first: a service
+    // that answers health has its streams in their shipped shape.
+    durable::start(ctx.clone()).await?;
     let mut endpoints = gateway::register(ctx.clone()).await?;
     endpoints.extend(merchant::register(ctx.clone()).await?);
     endpoints.push(
@@ -87,7 +90,6 @@ pub async fn start(ctx: Arc<Context>) -> anyhow::Result<()> {
         .await?,
     );
     discovery::start(ctx.clone(), endpoints).await?;
-    durable::start(ctx.clone()).await?;
     Ok(())
 }
 

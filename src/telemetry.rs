@@ -115,7 +115,12 @@ mod tests {
     const PAN: &str = "4111111111111111";
 
     /// Everything a subscriber built from `level` / `rust_log` writes while `emit` runs.
-    fn captured(level: &str, rust_log: Option<&str>, format: LogFormat, emit: impl FnOnce()) -> String {
+    fn captured(
+        level: &str,
+        rust_log: Option<&str>,
+        format: LogFormat,
+        emit: impl FnOnce(),
+    ) -> String {
         let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
         let sink = buffer.clone();
         let writer = BoxMakeWriter::new(move || SharedWriter(sink.clone()));
@@ -176,7 +181,10 @@ mod tests {
         let out = captured("trace", None, LogFormat::Human, frames);
         assert!(!out.contains(PAN), "{out}");
         assert!(!out.contains("s3cret"), "{out}");
-        assert!(out.contains("own trace event"), "the cap is per target: {out}");
+        assert!(
+            out.contains("own trace event"),
+            "the cap is per target: {out}"
+        );
     }
 
     #[test]
@@ -202,6 +210,9 @@ mod tests {
             tracing::info!(target: "oneclick", "an info line");
             tracing::warn!(target: "oneclick", "a warning");
         });
-        assert!(!out.contains("an info line") && out.contains("a warning"), "{out}");
+        assert!(
+            !out.contains("an info line") && out.contains("a warning"),
+            "{out}"
+        );
     }
 }

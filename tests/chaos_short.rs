@@ -58,10 +58,6 @@ async fn s4_two_instances_never_let_concurrent_payments_of_one_customer_exceed_t
             "merchant",
             "--id",
             &DEMO_MERCHANT.to_string(),
-            "--name",
-            "Demo",
-            "--signature-key",
-            DEMO_KEY_B64,
             "--limit",
             "RUB:100.00:1000.00",
         ]);
@@ -447,17 +443,13 @@ async fn s7_no_card_data_in_database_jetstream_store_or_logs_and_ciphertexts_are
         "and holds one of the run's PANs"
     );
     assert!(
-        keyring
-            .open(rows[1].1, &rows[0].2, &rows[1].0)
-            .is_err(),
+        keyring.open(rows[1].1, &rows[0].2, &rows[1].0).is_err(),
         "ciphertext swapped between rows"
     );
     let mut flipped = rows[0].2.clone();
     flipped[14] ^= 0x01;
     assert!(
-        keyring
-            .open(rows[0].1, &flipped, &rows[0].0)
-            .is_err(),
+        keyring.open(rows[0].1, &flipped, &rows[0].0).is_err(),
         "a flipped bit"
     );
     let wrong = Keyring::new(
@@ -467,9 +459,7 @@ async fn s7_no_card_data_in_database_jetstream_store_or_logs_and_ciphertexts_are
     )
     .expect("keyring");
     assert!(
-        wrong
-            .open(rows[0].1, &rows[0].2, &rows[0].0)
-            .is_err(),
+        wrong.open(rows[0].1, &rows[0].2, &rows[0].0).is_err(),
         "a wrong key"
     );
     // Nonces: the full 10^6 is `scripts/chaos/card-sweep`; here 10^5.

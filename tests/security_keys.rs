@@ -184,7 +184,11 @@ async fn reseal_resumes_after_being_stopped_halfway(h: Harness) {
     }
     assert_eq!(total, 4);
     assert_eq!(h.number(done_sql), 6);
-    assert_eq!(blobs(&h)[..2], first_done[..], "rows done before are left alone");
+    assert_eq!(
+        blobs(&h)[..2],
+        first_done[..],
+        "rows done before are left alone"
+    );
     let status = key_status(&mut h.pool.get().unwrap(), &rotated, GetKeyStatus).unwrap();
     assert_eq!(status.card_aad_versions, vec![(2, 6)]);
     assert_eq!(status.versions, vec![(2, 6, 0)]);
@@ -276,7 +280,15 @@ fn a_wrapped_key_file_without_its_kek_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let (keys, kek) = (dir.path().join("keys"), dir.path().join("kek"));
     admin_ok(
-        &["keys", "generate", "--out", &path(&keys), "--kek-file", &path(&kek), "--new-kek"],
+        &[
+            "keys",
+            "generate",
+            "--out",
+            &path(&keys),
+            "--kek-file",
+            &path(&kek),
+            "--new-kek",
+        ],
         &[],
     );
     let text = std::fs::read_to_string(&keys).unwrap();
@@ -326,7 +338,10 @@ fn a_wrapped_key_file_without_its_kek_refuses_to_start() {
 fn a_plaintext_key_file_is_refused_unless_plaintext_is_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
-    admin_ok(&["keys", "generate", "--out", &path(&keys), "--plaintext"], &[]);
+    admin_ok(
+        &["keys", "generate", "--out", &path(&keys), "--plaintext"],
+        &[],
+    );
     let stderr = serve_until_it_stops(dir.path(), &[("ONECLICK__KEYS__FILE", path(&keys))]);
     assert!(
         stderr.contains("plaintext") && stderr.contains("keys wrap"),
@@ -348,7 +363,15 @@ fn key_and_kek_files_that_group_or_others_may_read_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let (keys, kek) = (dir.path().join("keys"), dir.path().join("kek"));
     admin_ok(
-        &["keys", "generate", "--out", &path(&keys), "--kek-file", &path(&kek), "--new-kek"],
+        &[
+            "keys",
+            "generate",
+            "--out",
+            &path(&keys),
+            "--kek-file",
+            &path(&kek),
+            "--new-kek",
+        ],
         &[],
     );
     let env = [
@@ -378,12 +401,24 @@ fn keys_wrap_upgrades_a_plaintext_key_file_in_place_and_rotation_keeps_it_wrappe
         dir.path().join("kek"),
     );
     // Today's deployment: a plaintext key file, and a card sealed under it.
-    admin_ok(&["keys", "generate", "--out", &path(&plain), "--plaintext"], &[]);
+    admin_ok(
+        &["keys", "generate", "--out", &path(&plain), "--plaintext"],
+        &[],
+    );
     let before = Keyring::load_file(&plain).unwrap();
     let sealed = before.seal(b"4111111111111111", b"row").unwrap();
     admin_ok(&["keys", "generate-kek", "--out", &path(&kek)], &[]);
     admin_ok(
-        &["keys", "wrap", "--kek-file", &path(&kek), "--in", &path(&plain), "--out", &path(&wrapped)],
+        &[
+            "keys",
+            "wrap",
+            "--kek-file",
+            &path(&kek),
+            "--in",
+            &path(&plain),
+            "--out",
+            &path(&wrapped),
+        ],
         &[],
     );
     // No key of the plaintext file appears in the wrapped one.
@@ -399,7 +434,10 @@ fn keys_wrap_upgrades_a_plaintext_key_file_in_place_and_rotation_keeps_it_wrappe
     let kek_key = LocalKek::load_file(&kek).unwrap();
     let after = Keyring::load_file_with(&wrapped, Some(&kek_key)).unwrap();
     assert_eq!(
-        after.open(sealed.key_version, &sealed.blob, b"row").unwrap().as_slice(),
+        after
+            .open(sealed.key_version, &sealed.blob, b"row")
+            .unwrap()
+            .as_slice(),
         b"4111111111111111"
     );
     assert_eq!(
@@ -409,7 +447,16 @@ fn keys_wrap_upgrades_a_plaintext_key_file_in_place_and_rotation_keeps_it_wrappe
     );
     // Never over an existing file.
     assert!(!admin(
-        &["keys", "wrap", "--kek-file", &path(&kek), "--in", &path(&plain), "--out", &path(&wrapped)],
+        &[
+            "keys",
+            "wrap",
+            "--kek-file",
+            &path(&kek),
+            "--in",
+            &path(&plain),
+            "--out",
+            &path(&wrapped)
+        ],
         &[]
     )
     .status
@@ -507,7 +554,15 @@ async fn serve_as_an_unprivileged_user_is_not_dumpable() {
     std::fs::create_dir(&work).unwrap();
     let (keys, kek) = (work.join("keys"), work.join("kek"));
     admin_ok(
-        &["keys", "generate", "--out", &path(&keys), "--kek-file", &path(&kek), "--new-kek"],
+        &[
+            "keys",
+            "generate",
+            "--out",
+            &path(&keys),
+            "--kek-file",
+            &path(&kek),
+            "--new-kek",
+        ],
         &[],
     );
     for p in [&work, &keys, &kek] {

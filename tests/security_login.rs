@@ -153,6 +153,22 @@ async fn ten_failures_lock_the_login_and_the_right_password_is_refused_while_loc
         h.number("SELECT COUNT(*) AS n FROM login_lockouts WHERE locked_until IS NOT NULL"),
         1
     );
+    // PCI DSS 10.2.1.4: the lockout is in the audit trail, once, without the password.
+    assert_eq!(
+        h.number(
+            "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'login.locked_out' \
+             AND actor = 'system' AND merchant_id IS NOT NULL"
+        ),
+        1
+    );
+    let details = h.texts("SELECT detail AS v FROM audit_log WHERE action = 'login.locked_out'");
+    assert!(
+        details
+            .iter()
+            .flatten()
+            .all(|d| d.contains(LOGIN) && !d.contains(PASSWORD)),
+        "the row names the login, never the password: {details:?}"
+    );
 }
 
 async fn operator_unlock_restores_the_right_password(h: Harness) {
@@ -188,7 +204,11 @@ async fn a_lock_expires_after_the_configured_duration(h: Harness) {
         Some(Fault::AuthenticationFailed)
     );
     assert_eq!(attempt(&h, LOGIN, PASSWORD, &source).await, None);
-    assert_eq!(h.count_rows("login_lockouts"), 0, "a success clears the row");
+    assert_eq!(
+        h.count_rows("login_lockouts"),
+        0,
+        "a success clears the row"
+    );
 }
 
 async fn a_lockout_from_one_source_does_not_lock_another_source(h: Harness) {
@@ -279,7 +299,9 @@ async fn concurrent_failures_never_run_more_argon2_than_the_bound(h: Harness) {
         async move { attempt(h, LOGIN, &format!("wrong-{i}"), &ip(100 + i)).await }
     });
     let faults = futures::future::join_all(attempts).await;
-    assert!(faults.iter().all(|f| *f == Some(Fault::AuthenticationFailed)));
+    assert!(faults
+        .iter()
+        .all(|f| *f == Some(Fault::AuthenticationFailed)));
     let counters = h.engine.login_counters();
     assert_eq!(counters.argon2_runs, 40);
     assert_eq!(counters.argon2_in_flight, 0);

@@ -32,9 +32,8 @@ fn a_secret_planted_in_a_log_is_found_in_every_form() {
         passwords: vec![("merchant".into(), "demo-password".into())],
         key_material: Vec::new(),
     };
-    secrets.add_key_file(
-        "current = 1\nfingerprint = q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=\n",
-    );
+    secrets
+        .add_key_file("current = 1\nfingerprint = q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=\n");
     let clean = b"2026-12-06 20:41:07.739 UTC [4111] LOG:  statement: SELECT 1\n".repeat(50);
     let clean_log = Haystack {
         place: "clean".into(),
@@ -42,7 +41,11 @@ fn a_secret_planted_in_a_log_is_found_in_every_form() {
         numbers_only: false,
     };
     let outcome = logs::read_logs("control", &[clean_log], &secrets);
-    assert!(!outcome.succeeded, "a clean log is clean: {}", outcome.evidence);
+    assert!(
+        !outcome.succeeded,
+        "a clean log is clean: {}",
+        outcome.evidence
+    );
     let plants: [&[u8]; 6] = [
         b"TRACE async_nats: PUB {\"number\":\"4111111111111111\"}",
         b"{\"fields\":{\"frame\":\"{\\\"cvc\\\":\\\"739\\\"}\"}}",

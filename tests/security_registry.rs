@@ -47,7 +47,8 @@ where
 
 async fn flood_past_the_cap_keeps_live_actors_near_it_and_turnover_exact(h: Harness) {
     let stop = Arc::new(AtomicBool::new(false));
-    let (peak_live, peak_registered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (peak_live, peak_registered) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let sampler = {
         let (engine, stop) = (h.engine.clone(), stop.clone());
         let (peak_live, peak_registered) = (peak_live.clone(), peak_registered.clone());
@@ -79,9 +80,9 @@ async fn flood_past_the_cap_keeps_live_actors_near_it_and_turnover_exact(h: Harn
             async move {
                 let customer = format!("payer-{p}");
                 let token = h.save_card(A, &customer, VISA_OK).await; // 100.00, approved
-                let results = futures::future::join_all((0..11).map(|_| {
-                    h.pay_saved(A, &customer, "100.00", &token, Some(CVC))
-                }))
+                let results = futures::future::join_all(
+                    (0..11).map(|_| h.pay_saved(A, &customer, "100.00", &token, Some(CVC))),
+                )
                 .await;
                 let approved = results
                     .iter()
@@ -97,17 +98,29 @@ async fn flood_past_the_cap_keeps_live_actors_near_it_and_turnover_exact(h: Harn
     let _ = sampler.await;
 
     for (customer, approved, results) in &payers {
-        assert_eq!(*approved, 10, "{customer}: exactly the day limit: {results:?}");
+        assert_eq!(
+            *approved, 10,
+            "{customer}: exactly the day limit: {results:?}"
+        );
         let sum = h.number(&format!(
             "SELECT CAST(COALESCE(SUM(o.amount), 0) AS BIGINT) AS n FROM orders o \
              JOIN customers c ON c.id = o.customer_id \
              WHERE c.customer_number = '{customer}' AND o.state = 'Approved'"
         ));
-        assert_eq!(sum, 100_000, "{customer}: approved turnover is exactly 1000.00");
+        assert_eq!(
+            sum, 100_000,
+            "{customer}: approved turnover is exactly 1000.00"
+        );
     }
-    let (live, registered) = (peak_live.load(Ordering::Relaxed), peak_registered.load(Ordering::Relaxed));
+    let (live, registered) = (
+        peak_live.load(Ordering::Relaxed),
+        peak_registered.load(Ordering::Relaxed),
+    );
     eprintln!("cap {CAP}: peak live actors {live}, peak registered {registered} over {FLOOD} distinct customers");
-    assert!(live > CAP / 2, "the flood reached the cap (else the test proves nothing): {live}");
+    assert!(
+        live > CAP / 2,
+        "the flood reached the cap (else the test proves nothing): {live}"
+    );
     assert!(
         live <= CAP + SLACK && registered <= CAP + SLACK,
         "live actors {live} / registered {registered} exceed the cap {CAP} + slack {SLACK}"
@@ -119,7 +132,11 @@ async fn flood_past_the_cap_keeps_live_actors_near_it_and_turnover_exact(h: Harn
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(h.engine.live_actors() <= CAP, "settles under the cap: {}", h.engine.live_actors());
+    assert!(
+        h.engine.live_actors() <= CAP,
+        "settles under the cap: {}",
+        h.engine.live_actors()
+    );
     // An evicted customer comes back with its data: the first payer's card is still listed.
     let list = h.token_list(A, "payer-0").await.expect("token list");
     assert_eq!(list.len(), 1);
@@ -127,10 +144,16 @@ async fn flood_past_the_cap_keeps_live_actors_near_it_and_turnover_exact(h: Harn
 
 #[test]
 fn a_flood_of_distinct_customers_is_capped_on_sqlite() {
-    run_capped(Backend::Sqlite, flood_past_the_cap_keeps_live_actors_near_it_and_turnover_exact);
+    run_capped(
+        Backend::Sqlite,
+        flood_past_the_cap_keeps_live_actors_near_it_and_turnover_exact,
+    );
 }
 
 #[test]
 fn a_flood_of_distinct_customers_is_capped_on_postgres() {
-    run_capped(Backend::Postgres, flood_past_the_cap_keeps_live_actors_near_it_and_turnover_exact);
+    run_capped(
+        Backend::Postgres,
+        flood_past_the_cap_keeps_live_actors_near_it_and_turnover_exact,
+    );
 }

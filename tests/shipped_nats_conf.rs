@@ -13,7 +13,11 @@ async fn the_shipped_nats_config_admits_its_users_and_refuses_wrong_passwords() 
     let url = server.url();
 
     let oneclick = connect_as(&url, "oneclick", &users.oneclick, None).await;
-    assert!(oneclick.is_ok(), "the service user logs in: {:?}", oneclick.err());
+    assert!(
+        oneclick.is_ok(),
+        "the service user logs in: {:?}",
+        oneclick.err()
+    );
     let gateway = connect_as(&url, "gateway", &users.gateway, Some("_INBOX.gateway")).await;
     assert!(gateway.is_ok(), "the gateway logs in: {:?}", gateway.err());
     let merchant = connect_as(
@@ -23,7 +27,11 @@ async fn the_shipped_nats_config_admits_its_users_and_refuses_wrong_passwords() 
         Some("_INBOX.merchant_452739"),
     )
     .await;
-    assert!(merchant.is_ok(), "the example merchant logs in: {:?}", merchant.err());
+    assert!(
+        merchant.is_ok(),
+        "the example merchant logs in: {:?}",
+        merchant.err()
+    );
 
     let wrong = connect_as(&url, "oneclick", "not-the-password", None).await;
     assert!(wrong.is_err(), "a wrong password is refused");

@@ -337,7 +337,10 @@ impl Keyring {
             "# oneclick master keys, wrapped by a key-encryption key (KEK) kept elsewhere.\n\
              # Keep this file mode 0600 and never beside the KEK.\n",
         ));
-        out.push_str(&format!("format = {WRAPPED_FORMAT}\ncurrent = {}\n", self.current));
+        out.push_str(&format!(
+            "format = {WRAPPED_FORMAT}\ncurrent = {}\n",
+            self.current
+        ));
         let mut line = |entry: &str, key: &MasterKey| -> Result<(), CryptoError> {
             let wrapped = kek.wrap(entry, key)?;
             out.push_str(&format!("{entry} = {}\n", BASE64.encode(wrapped)));

@@ -217,7 +217,9 @@ impl Registry {
                 }
             }
         }
-        let wanted = (slots - target).saturating_sub(evicting).min(candidates.len());
+        let wanted = (slots - target)
+            .saturating_sub(evicting)
+            .min(candidates.len());
         if wanted == 0 {
             return;
         }

@@ -177,7 +177,10 @@ pub async fn memory(env: &mut Env) -> anyhow::Result<(serde_json::Value, Ratio)>
 pub async fn actor_sweep(env: &mut Env) -> anyhow::Result<(serde_json::Value, Ratio)> {
     let backend = env.args.backend[0];
     let n = env.args.actor_sweep;
-    eprintln!("== actor sweep: {n} distinct customers on {}", backend.as_str());
+    eprintln!(
+        "== actor sweep: {n} distinct customers on {}",
+        backend.as_str()
+    );
     let (db, mut app) = env.prepare(backend, &format!("{}-actor-sweep", backend.as_str()))?;
     app.start(&env.clients[0]).await?;
     let pid = app
@@ -244,7 +247,9 @@ pub async fn actor_sweep(env: &mut Env) -> anyhow::Result<(serde_json::Value, Ra
     app.stop();
     drop(db);
     let peak_rss = peak_rss.load(Ordering::Relaxed).max(rss1);
-    let peak_actors = peak_actors.load(Ordering::Relaxed).max(actors1.max(0) as u64);
+    let peak_actors = peak_actors
+        .load(Ordering::Relaxed)
+        .max(actors1.max(0) as u64);
     let peak_mib = peak_rss as f64 / 1024.0;
     let value = json!({
         "backend": backend.as_str(),

@@ -298,7 +298,11 @@ fn unlock_login_of(
     let record = Record::new(actor.clone(), AuditAction::LoginUnlocked)
         .merchant(merchant_id)
         .detail(serde_json::json!({ "login": login, "source": source, "cleared": locked }));
-    append_audit(&mut *pool.get()?, &keyring_or_dummy(settings), AppendAudit(record))?;
+    append_audit(
+        &mut *pool.get()?,
+        &keyring_or_dummy(settings),
+        AppendAudit(record),
+    )?;
     Ok(())
 }
 
@@ -873,8 +877,10 @@ mod unlock_tests {
 
     #[test]
     fn merchant_unlock_parses_beside_the_settings_form() {
-        let unlock = Admin::try_parse_from(["admin", "merchant", "unlock", "--id", "7", "--login", "demo"])
-            .expect("unlock parses");
+        let unlock = Admin::try_parse_from([
+            "admin", "merchant", "unlock", "--id", "7", "--login", "demo",
+        ])
+        .expect("unlock parses");
         assert!(matches!(
             unlock.command,
             AdminCommand::Merchant(MerchantArgs {

@@ -65,12 +65,18 @@ fn every_attack(short: bool) -> Vec<Attack> {
             "1 purge the command stream",
             on_runtime(move || nats_deputy::purge_command_stream(commands)),
         ),
-        ("1 purge the event stream", on_runtime(nats_deputy::purge_event_stream)),
+        (
+            "1 purge the event stream",
+            on_runtime(nats_deputy::purge_event_stream),
+        ),
         (
             "1 forge another merchant's event",
             on_runtime(nats_deputy::fake_event_for_another_merchant),
         ),
-        ("1 append a command", on_runtime(nats_deputy::append_command)),
+        (
+            "1 append a command",
+            on_runtime(nats_deputy::append_command),
+        ),
         (
             "1 reply into another merchant's inbox",
             on_runtime(nats_deputy::reply_into_another_merchants_inbox),
@@ -101,8 +107,11 @@ fn every_attack(short: bool) -> Vec<Attack> {
             "7 move a card, swap a ciphertext, rename a customer",
             Box::new(move || {
                 let outcomes = vault::all(backend);
-                let succeeded: Vec<&str> =
-                    outcomes.iter().filter(|o| o.succeeded).map(|o| o.name).collect();
+                let succeeded: Vec<&str> = outcomes
+                    .iter()
+                    .filter(|o| o.succeeded)
+                    .map(|o| o.name)
+                    .collect();
                 AttackOutcome {
                     name: if backend == Sqlite {
                         "operator with database access moves, swaps and relabels cards (SQLite)"
@@ -143,7 +152,11 @@ pub fn run_all(short: bool) -> Vec<AttackOutcome> {
             "[red-team {}/{total}] {} — {} ({:.1} s)",
             i + 1,
             outcome.name,
-            if outcome.succeeded { "SUCCEEDED" } else { "stopped" },
+            if outcome.succeeded {
+                "SUCCEEDED"
+            } else {
+                "stopped"
+            },
             started.elapsed().as_secs_f64()
         );
         outcomes.push(outcome);
@@ -158,7 +171,11 @@ pub fn table(outcomes: &[AttackOutcome]) -> String {
         out.push_str(&format!(
             "| {} | {} | {} |\n",
             o.name,
-            if o.succeeded { "**SUCCEEDED**" } else { "stopped" },
+            if o.succeeded {
+                "**SUCCEEDED**"
+            } else {
+                "stopped"
+            },
             o.evidence.replace('|', "\\|").replace('\n', " ")
         ));
     }

@@ -275,6 +275,46 @@ pub fn bin() -> &'static str {
 }
 
 impl OneClick {
+    /// An instance with exactly the settings given (no keys generated, nothing seeded), its log
+    /// in `dir`, its health and metrics on a free port — for a deployment the test made itself
+    /// (e.g. one upgraded from an older version).
+    pub fn configured(dir: &Path, mut env: Vec<(String, String)>, prefix: &str) -> OneClick {
+        let http_port = free_port();
+        env.retain(|(k, _)| k != "ONECLICK__HTTP__LISTEN" && k != "ONECLICK__NATS__PREFIX");
+        env.push((
+            "ONECLICK__HTTP__LISTEN".into(),
+            format!("127.0.0.1:{http_port}"),
+        ));
+        env.push(("ONECLICK__NATS__PREFIX".into(), prefix.to_string()));
+        OneClick {
+            child: None,
+            dir: dir.to_path_buf(),
+            log: dir.join("oneclick.log"),
+            env,
+            prefix: prefix.to_string(),
+            http_port,
+        }
+    }
+
+    /// Runs `oneclick admin …` with this instance's settings; returns whether it succeeded and
+    /// what it printed (stdout, then stderr).
+    pub fn admin_status(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(bin())
+            .arg("admin")
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .expect("admin");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     /// Prepares keys and the demo merchant in `dir` for `database_url` (SQLite when `None`).
     pub fn prepare(dir: &Path, nats_url: &str, database_url: Option<String>) -> OneClick {
         // As deployed: a key file wrapped by a separate key-encryption key (docs/security/keys.md).

@@ -60,10 +60,9 @@ pub fn bindir() -> PathBuf {
         })
         .collect();
     found.sort();
-    found
-        .pop()
-        .map(|(_, b)| b)
-        .expect("no /usr/lib/postgresql/*/bin/initdb: install Debian's `postgresql` (scripts/test does)")
+    found.pop().map(|(_, b)| b).expect(
+        "no /usr/lib/postgresql/*/bin/initdb: install Debian's `postgresql` (scripts/test does)",
+    )
 }
 
 /// Runs `program args…` as the cluster's owner (`postgres` when we are root).

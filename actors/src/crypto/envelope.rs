@@ -84,7 +84,11 @@ impl LocalKek {
     pub fn load_file(path: impl AsRef<Path>) -> Result<LocalKek, CryptoError> {
         let path = path.as_ref();
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            CryptoError::KeyFile(format!("cannot read KEK file {}: {}", path.display(), e.kind()))
+            CryptoError::KeyFile(format!(
+                "cannot read KEK file {}: {}",
+                path.display(),
+                e.kind()
+            ))
         })?);
         check_private_file(path)?;
         let mut lines = text

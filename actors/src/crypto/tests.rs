@@ -520,12 +520,18 @@ fn card_owner_aad_has_a_fixed_unambiguous_shape() {
     );
     // The length prefix: a number holding the separator cannot pose as another split.
     assert_ne!(card_owner_aad(1, "a/b", "c"), card_owner_aad(1, "a", "b/c"));
-    assert_eq!(card_aad_for(1, 42, "carol", "tok").unwrap(), card_aad("tok"));
+    assert_eq!(
+        card_aad_for(1, 42, "carol", "tok").unwrap(),
+        card_aad("tok")
+    );
     assert_eq!(
         card_aad_for(2, 42, "carol", "tok").unwrap(),
         card_owner_aad(42, "carol", "tok")
     );
-    assert_eq!(card_aad_for(3, 42, "carol", "tok"), Err(CryptoError::Decrypt));
+    assert_eq!(
+        card_aad_for(3, 42, "carol", "tok"),
+        Err(CryptoError::Decrypt)
+    );
 }
 
 #[test]
@@ -592,7 +598,10 @@ fn wrapped_key_file_round_trips_under_its_kek_only() {
     assert!(matches!(err, CryptoError::Unwrap(_)), "{err:?}");
     assert!(err.to_string().contains("wrong KEK"), "{err}");
     // Without a KEK the plaintext reader refuses it, saying why.
-    assert_eq!(Keyring::parse_file(&text).unwrap_err(), CryptoError::KekMissing);
+    assert_eq!(
+        Keyring::parse_file(&text).unwrap_err(),
+        CryptoError::KekMissing
+    );
 }
 
 #[test]
@@ -608,10 +617,7 @@ fn a_wrapped_entry_renamed_to_another_entry_does_not_unwrap() {
             .to_string()
     };
     let (fp, k1) = (value("fingerprint"), value("key.1"));
-    let swapped = text
-        .replace(&fp, "FP")
-        .replace(&k1, &fp)
-        .replace("FP", &k1);
+    let swapped = text.replace(&fp, "FP").replace(&k1, &fp).replace("FP", &k1);
     assert_eq!(
         Keyring::parse_wrapped_file(&swapped, &kek).unwrap_err(),
         CryptoError::Unwrap("fingerprint".into())
@@ -643,7 +649,10 @@ fn wrapped_key_file_loads_from_disk_with_its_kek_and_not_without() {
         Keyring::load_file_with(&keys, None).unwrap_err(),
         CryptoError::KekMissing
     );
-    assert_eq!(Keyring::load_file(&keys).unwrap_err(), CryptoError::KekMissing);
+    assert_eq!(
+        Keyring::load_file(&keys).unwrap_err(),
+        CryptoError::KekMissing
+    );
     assert!(!format!("{loaded_kek:?}").contains(kek.file_text().lines().nth(1).unwrap()));
 }
 

@@ -32,11 +32,8 @@ impl CustomerNumber {
         if len > MAX_LEN {
             return Err(DomainError::CustomerNumberTooLong { len, max: MAX_LEN });
         }
-        let normalized = identifier::normalize(raw).map_err(|p| {
-            DomainError::CustomerNumberCharacters {
-                reason: p.reason(),
-            }
-        })?;
+        let normalized = identifier::normalize(raw)
+            .map_err(|p| DomainError::CustomerNumberCharacters { reason: p.reason() })?;
         let stripped: String = normalized
             .chars()
             .filter(|c| !PROHIBITED.contains(c))
@@ -124,7 +121,15 @@ mod tests {
     /// The hostile values of security issue 12, finding 8, each with its reason.
     #[test]
     fn nul_bidi_override_full_width_and_whitespace_only_are_refused_as_invalid_customer_numbers() {
-        for raw in ["ali\0ce", "\u{202e}ecila", "ａｌｉｃｅ", "   ", "al\u{200b}ice", "a\u{2066}b\u{2069}", "\t"] {
+        for raw in [
+            "ali\0ce",
+            "\u{202e}ecila",
+            "ａｌｉｃｅ",
+            "   ",
+            "al\u{200b}ice",
+            "a\u{2066}b\u{2069}",
+            "\t",
+        ] {
             let err = CustomerNumber::parse(raw).expect_err(raw);
             assert!(
                 matches!(err, DomainError::CustomerNumberCharacters { .. }),
@@ -149,7 +154,10 @@ mod tests {
 
     #[test]
     fn surrounding_spaces_are_kept_not_trimmed() {
-        assert_eq!(CustomerNumber::parse(" alice ").expect("valid").as_str(), " alice ");
+        assert_eq!(
+            CustomerNumber::parse(" alice ").expect("valid").as_str(),
+            " alice "
+        );
     }
 
     proptest! {

@@ -29,11 +29,8 @@ impl OrderNumber {
         if len > MAX_LEN {
             return Err(DomainError::OrderNumberTooLong { len, max: MAX_LEN });
         }
-        let normalized = identifier::normalize(raw).map_err(|p| {
-            DomainError::OrderNumberCharacters {
-                reason: p.reason(),
-            }
-        })?;
+        let normalized = identifier::normalize(raw)
+            .map_err(|p| DomainError::OrderNumberCharacters { reason: p.reason() })?;
         let stripped: String = normalized
             .chars()
             .filter(|c| !PROHIBITED.contains(c))
@@ -102,8 +99,16 @@ mod tests {
     }
 
     #[test]
-    fn nul_bidi_override_full_width_and_invisible_characters_are_refused_as_invalid_order_numbers() {
-        for raw in ["r-\01", "\u{202e}1-r", "ｒ－１", "r\u{200b}1", "r\n1", "\u{feff}r-1"] {
+    fn nul_bidi_override_full_width_and_invisible_characters_are_refused_as_invalid_order_numbers()
+    {
+        for raw in [
+            "r-\01",
+            "\u{202e}1-r",
+            "ｒ－１",
+            "r\u{200b}1",
+            "r\n1",
+            "\u{feff}r-1",
+        ] {
             let err = OrderNumber::parse(raw).expect_err(raw);
             assert!(
                 matches!(err, DomainError::OrderNumberCharacters { .. }),

@@ -217,9 +217,8 @@ impl Throttle {
 
 /// What an unknown login is verified against: same algorithm and parameters as
 /// [`hash_password`], so it costs the same as a known one.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    hash_password("oneclick: no such login").unwrap_or_default()
-});
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| hash_password("oneclick: no such login").unwrap_or_default());
 
 #[derive(Clone)]
 pub struct MerchantCache {
@@ -363,12 +362,18 @@ impl MerchantCache {
             login: credentials.login.clone(),
             source: source_key,
         };
-        let row = flatten(self.vault.send(LoadLoginFailures { key: key.clone() }).await)?;
+        let row = flatten(
+            self.vault
+                .send(LoadLoginFailures { key: key.clone() })
+                .await,
+        )?;
         if row.is_some_and(|r| r.is_locked(now_ms())) {
             self.stats.locked_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(Fault::LoginLocked.into());
         }
-        let verified = self.verify_bounded(credentials.password.clone(), hash).await?;
+        let verified = self
+            .verify_bounded(credentials.password.clone(), hash)
+            .await?;
         if verified && stored.is_some() {
             if row.is_some() {
                 flatten(self.vault.send(ClearLoginFailures { key }).await)?;
@@ -482,7 +487,10 @@ mod tests {
         assert_eq!(LoginSource::from_reply_subject(None).key(), "nats:-");
         let long = format!("_INBOX.{}", "x".repeat(500));
         assert_eq!(
-            LoginSource::from_reply_subject(Some(&long)).key().chars().count(),
+            LoginSource::from_reply_subject(Some(&long))
+                .key()
+                .chars()
+                .count(),
             "nats:".len() + MAX_SOURCE_CHARS
         );
         let ip = LoginSource::Address("2001:db8::1".parse().unwrap());
@@ -519,7 +527,10 @@ mod tests {
         let key = || (1, "ip:1".to_string());
         assert!(t.admit(key()) && t.admit(key()) && t.admit(key()));
         assert!(!t.admit(key()));
-        assert!(t.admit((1, "ip:2".into())), "another source has its own bucket");
+        assert!(
+            t.admit((1, "ip:2".into())),
+            "another source has its own bucket"
+        );
         assert!(t.admit((2, "ip:1".into())), "another merchant too");
     }
 

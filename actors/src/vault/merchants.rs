@@ -22,7 +22,9 @@ use diesel::prelude::*;
 use super::audit::{self, AuditAction, AuditActor, Record};
 use super::records::MerchantRecord;
 use super::rows::{LimitRow, MerchantRow};
-use super::schema::{customers, login_lockouts, merchant_limits, merchant_users, merchants, unions};
+use super::schema::{
+    customers, login_lockouts, merchant_limits, merchant_users, merchants, unions,
+};
 use super::{now_ms, on_backend, vault_message, AnyConnection, VaultError};
 use crate::crypto::Keyring;
 
@@ -831,6 +833,16 @@ pub fn record_login_failure(
                 .execute(conn)?;
             row.locked_until = Some(until);
             newly_locked = true;
+            // PCI DSS 10.2.1.4: the lockout is in the audit trail, in the same transaction.
+            let record = Record::new(AuditActor::system(), AuditAction::LoginLockedOut)
+                .merchant(key.merchant_id)
+                .detail(serde_json::json!({
+                    "login": key.login,
+                    "source": key.source,
+                    "failures": row.failures,
+                    "locked_until": audit::format_ms(until),
+                }));
+            audit::append(conn, &record, now)?;
         }
         Ok(FailureRecorded {
             failures: row,

@@ -248,7 +248,8 @@ fn reserve_in(
     }
     let customer_id = locked.map(|l| l.id);
     let mut card = None;
-    if let (Some(_), Some(customer_id), Some((_, number))) = (&msg.token, customer_id, &msg.customer)
+    if let (Some(_), Some(customer_id), Some((_, number))) =
+        (&msg.token, customer_id, &msg.customer)
     {
         // A customer created just now has no cards: `card_row` is `None`.
         let Some((meta, Some(blob), Some(version), aad_version)) = card_row.take() else {

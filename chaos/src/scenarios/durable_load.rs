@@ -194,10 +194,6 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
                     "merchant",
                     "--id",
                     &DEMO_MERCHANT.to_string(),
-                    "--name",
-                    "Demo",
-                    "--signature-key",
-                    DEMO_KEY_B64,
                     "--limit",
                     "RUB:300.00:1000.00",
                 ])?;

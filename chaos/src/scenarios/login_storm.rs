@@ -99,8 +99,19 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
     };
 
     // Warm: one right password (loads the merchant, starts the blocking pool).
-    let warm = request(&stack.client, &subject, &body(DEMO_LOGIN, DEMO_PASSWORD), Duration::from_secs(10)).await;
-    report.expect("the right password works before the storm", matches!(&warm, Ok(r) if !is_fault(r)), "accepted", format!("{warm:?}"));
+    let warm = request(
+        &stack.client,
+        &subject,
+        &body(DEMO_LOGIN, DEMO_PASSWORD),
+        Duration::from_secs(10),
+    )
+    .await;
+    report.expect(
+        "the right password works before the storm",
+        matches!(&warm, Ok(r) if !is_fault(r)),
+        "accepted",
+        format!("{warm:?}"),
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = rss_kb(pid);
 
@@ -124,7 +135,14 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
         .map(|i| {
             let (one, subject) = (&one, &subject);
             async move {
-                request(one, subject, &body(DEMO_LOGIN, &format!("storm-{i}")), Duration::from_secs(30)).await.ok()
+                request(
+                    one,
+                    subject,
+                    &body(DEMO_LOGIN, &format!("storm-{i}")),
+                    Duration::from_secs(30),
+                )
+                .await
+                .ok()
             }
         })
         .buffer_unordered(IN_FLIGHT)
@@ -137,7 +155,12 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
     for (k, v) in &one_source {
         report.figure(&format!("one source: answers {k}"), *v);
     }
-    report.expect("one source: wrong-password verdicts (≤ max_failures − 1 = 9)", checked <= 9, "<= 9", checked);
+    report.expect(
+        "one source: wrong-password verdicts (≤ max_failures − 1 = 9)",
+        checked <= 9,
+        "<= 9",
+        checked,
+    );
 
     // 2. Many sources.
     let mut clients = Vec::new();
@@ -150,7 +173,14 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
         .map(|i| {
             let (client, subject) = (&clients[i % SOURCES], &subject);
             async move {
-                request(client, subject, &body(DEMO_LOGIN, &format!("spread-{i}")), Duration::from_secs(60)).await.ok()
+                request(
+                    client,
+                    subject,
+                    &body(DEMO_LOGIN, &format!("spread-{i}")),
+                    Duration::from_secs(60),
+                )
+                .await
+                .ok()
             }
         })
         .buffer_unordered(IN_FLIGHT)
@@ -168,9 +198,20 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
     for (k, v) in &many {
         report.figure(&format!("{SOURCES} sources: answers {k}"), *v);
     }
-    report.figure(&format!("{SOURCES} sources: seconds for {} guesses", per_source * SOURCES), format!("{spread_secs:.1}"));
+    report.figure(
+        &format!(
+            "{SOURCES} sources: seconds for {} guesses",
+            per_source * SOURCES
+        ),
+        format!("{spread_secs:.1}"),
+    );
     report.figure("argon2 verifications", argon2_runs as i64);
-    report.expect("argon2 in flight at most login.argon2_concurrency (2)", argon2_peak <= 2.0, "<= 2", argon2_peak);
+    report.expect(
+        "argon2 in flight at most login.argon2_concurrency (2)",
+        argon2_peak <= 2.0,
+        "<= 2",
+        argon2_peak,
+    );
     report.figure("RSS before (MB)", (rss_before / 1024) as i64);
     report.figure("RSS peak (MB)", (rss_peak / 1024) as i64);
     report.expect(
@@ -189,31 +230,79 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
         timing_clients.push(connect_with_inbox(&url, format!("_INBOX.timing_{k}")).await?);
     }
     for i in 0..2 * samples {
-        let login = if i % 2 == 0 { DEMO_LOGIN } else { "no-such-login" };
+        let login = if i % 2 == 0 {
+            DEMO_LOGIN
+        } else {
+            "no-such-login"
+        };
         let client = &timing_clients[i / 5];
         let t = Instant::now();
-        let reply = request(client, &subject, &body(login, &format!("timing-{i}")), Duration::from_secs(10)).await;
+        let reply = request(
+            client,
+            &subject,
+            &body(login, &format!("timing-{i}")),
+            Duration::from_secs(10),
+        )
+        .await;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         if matches!(&reply, Ok(r) if fault_of(r) == Some((2, 2))) {
-            if i % 2 == 0 { known.push(ms) } else { unknown.push(ms) }
+            if i % 2 == 0 {
+                known.push(ms)
+            } else {
+                unknown.push(ms)
+            }
         }
     }
     let (known_p50, unknown_p50) = (p50(known.clone()), p50(unknown.clone()));
-    report.figure("p50 wrong password, known login (ms)", format!("{known_p50:.1}"));
-    report.figure("p50 wrong password, unknown login (ms)", format!("{unknown_p50:.1}"));
-    report.expect_eq("timing samples answered 2/2 (known)", known.len() as i64, samples as i64);
-    report.expect_eq("timing samples answered 2/2 (unknown)", unknown.len() as i64, samples as i64);
+    report.figure(
+        "p50 wrong password, known login (ms)",
+        format!("{known_p50:.1}"),
+    );
+    report.figure(
+        "p50 wrong password, unknown login (ms)",
+        format!("{unknown_p50:.1}"),
+    );
+    report.expect_eq(
+        "timing samples answered 2/2 (known)",
+        known.len() as i64,
+        samples as i64,
+    );
+    report.expect_eq(
+        "timing samples answered 2/2 (unknown)",
+        unknown.len() as i64,
+        samples as i64,
+    );
 
     // 4. The merchant from a source that did not guess.
     let fresh = connect_with_inbox(&url, "_INBOX.merchant_fresh".into()).await?;
-    let right = request(&fresh, &subject, &body(DEMO_LOGIN, DEMO_PASSWORD), Duration::from_secs(10)).await;
-    report.expect("the right password works from another source after the storm", matches!(&right, Ok(r) if !is_fault(r)), "accepted", format!("{right:?}"));
+    let right = request(
+        &fresh,
+        &subject,
+        &body(DEMO_LOGIN, DEMO_PASSWORD),
+        Duration::from_secs(10),
+    )
+    .await;
+    report.expect(
+        "the right password works from another source after the storm",
+        matches!(&right, Ok(r) if !is_fault(r)),
+        "accepted",
+        format!("{right:?}"),
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.figure("RSS after, 2 s idle (MB)", (rss_kb(pid) / 1024) as i64);
     let text = metrics();
-    report.figure("lockouts (metric)", metric_sum(&text, "oneclick_login_lockouts_total") as i64);
-    report.figure("throttled (metric)", metric_sum(&text, "oneclick_login_throttled_total") as i64);
-    report.figure("locked refusals (metric)", metric_sum(&text, "oneclick_login_locked_refusals_total") as i64);
+    report.figure(
+        "lockouts (metric)",
+        metric_sum(&text, "oneclick_login_lockouts_total") as i64,
+    );
+    report.figure(
+        "throttled (metric)",
+        metric_sum(&text, "oneclick_login_throttled_total") as i64,
+    );
+    report.figure(
+        "locked refusals (metric)",
+        metric_sum(&text, "oneclick_login_locked_refusals_total") as i64,
+    );
     history.flush();
     Ok(())
 }

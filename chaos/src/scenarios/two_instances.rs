@@ -30,10 +30,6 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
                 "merchant",
                 "--id",
                 &DEMO_MERCHANT.to_string(),
-                "--name",
-                "Demo",
-                "--signature-key",
-                DEMO_KEY_B64,
                 "--limit",
                 "RUB:100.00:1000.00",
             ])?;

@@ -38,10 +38,12 @@ fn pay_body(order_no: &str, customer: &str) -> Value {
 
 fn stored(conn: &mut RawConn) -> (i64, i64) {
     let count = |conn: &mut RawConn, table: &str| {
-        conn.numbers(&format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {table}"))
-            .first()
-            .copied()
-            .unwrap_or(-1)
+        conn.numbers(&format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {table}"
+        ))
+        .first()
+        .copied()
+        .unwrap_or(-1)
     };
     (count(conn, "customers"), count(conn, "orders"))
 }
@@ -66,7 +68,9 @@ pub async fn hostile_identifiers_are_stored(backend: Backend) -> AttackOutcome {
         if fault_of(&as_order) != Some((3, 2)) {
             findings.push(format!("order number with {what}: {as_order}"));
         }
-        let offer = stack.gw("offer", order(&format!("o-{i}"), "10.00", value)).await;
+        let offer = stack
+            .gw("offer", order(&format!("o-{i}"), "10.00", value))
+            .await;
         if fault_of(&offer) != Some((3, 1)) {
             findings.push(format!("offer for a customer number with {what}: {offer}"));
         }
@@ -85,7 +89,8 @@ pub async fn hostile_identifiers_are_stored(backend: Backend) -> AttackOutcome {
     // Control: the same request with a plain value is approved and stored.
     let legit = stack.gw("pay", pay_body("legit-1", "alice")).await;
     let control = stored(&mut conn);
-    let control_ok = legit["order_state"] == "Approved" && control.0 > after.0 && control.1 > after.1;
+    let control_ok =
+        legit["order_state"] == "Approved" && control.0 > after.0 && control.1 > after.1;
     if !control_ok {
         findings.push(format!(
             "CONTROL FAILED (probe blind): legit payment {legit}, rows {after:?} → {control:?}"

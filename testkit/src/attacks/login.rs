@@ -36,7 +36,12 @@ fn verdict(reply: &Value) -> Option<(i64, i64)> {
 async fn guess(client: &async_nats::Client, subject: &str, login: &str) -> Vec<Option<(i64, i64)>> {
     let mut seen = Vec::new();
     for i in 0..GUESSES {
-        let reply = request(client, subject.to_string(), &body(login, &format!("bf-guess-{i:03}"))).await;
+        let reply = request(
+            client,
+            subject.to_string(),
+            &body(login, &format!("bf-guess-{i:03}")),
+        )
+        .await;
         let v = verdict(&reply);
         seen.push(v);
         match v {
@@ -76,10 +81,16 @@ pub async fn brute_force_merchant_login() -> AttackOutcome {
     app.set_env("ONECLICK__NATS__USER", "oneclick");
     app.set_env("ONECLICK__NATS__PASSWORD", &users.oneclick);
     app.prefix = "oneclick".into();
-    let service = connect_as(&nats.url(), "oneclick", &users.oneclick, None)
-        .await
-        .expect("service user connects");
-    app.start(&service).await;
+    // Health is asked as the gateway (the shipped config lets it; the service user may not).
+    let gateway = connect_as(
+        &nats.url(),
+        "gateway",
+        &users.gateway,
+        Some("_INBOX.gateway"),
+    )
+    .await
+    .expect("gateway user connects");
+    app.start(&gateway).await;
     let attacker = connect_as(
         &nats.url(),
         &format!("merchant_{MERCHANT}"),

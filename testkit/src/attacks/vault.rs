@@ -75,7 +75,10 @@ async fn pay_as(h: &Harness, customer: &str, token: &str) -> Attempt {
 
 /// carol and eve, each with a saved card; carol's control payment. Returns (carol's token,
 /// eve's token, the control's evidence) or the outcome of a blind probe.
-async fn carol_and_eve(h: &Harness, name: &'static str) -> Result<(String, String, String), AttackOutcome> {
+async fn carol_and_eve(
+    h: &Harness,
+    name: &'static str,
+) -> Result<(String, String, String), AttackOutcome> {
     let carol = h.save_card(A, "carol", CAROL_PAN).await;
     let eve = h.save_card(A, "eve", EVE_PAN).await;
     let control = pay_as(h, "carol", &carol).await;
@@ -113,7 +116,9 @@ pub async fn card_moved_to_another_customer_on(h: &Harness) -> AttackOutcome {
 }
 
 pub fn card_moved_to_another_customer(backend: Backend) -> AttackOutcome {
-    on_fresh_harness(backend, |h| async move { card_moved_to_another_customer_on(&h).await })
+    on_fresh_harness(backend, |h| async move {
+        card_moved_to_another_customer_on(&h).await
+    })
 }
 
 /// An operator copies carol's ciphertext (with its key and AAD versions) into eve's own card
@@ -154,7 +159,9 @@ pub async fn ciphertext_swapped_by_operator_on(h: &Harness) -> AttackOutcome {
 }
 
 pub fn ciphertext_swapped_by_operator(backend: Backend) -> AttackOutcome {
-    on_fresh_harness(backend, |h| async move { ciphertext_swapped_by_operator_on(&h).await })
+    on_fresh_harness(backend, |h| async move {
+        ciphertext_swapped_by_operator_on(&h).await
+    })
 }
 
 /// An operator renames carol's customer row to eve's number (and eve's away), so that eve's
@@ -172,7 +179,10 @@ pub async fn customer_row_renamed_on(h: &Harness) -> AttackOutcome {
 }
 
 pub fn customer_row_renamed(backend: Backend) -> AttackOutcome {
-    on_fresh_harness(backend, |h| async move { customer_row_renamed_on(&h).await })
+    on_fresh_harness(
+        backend,
+        |h| async move { customer_row_renamed_on(&h).await },
+    )
 }
 
 /// Every attack of this file on `backend`.
