@@ -1,15 +1,20 @@
 //! Scenario: login storm (security issue 12, finding 3). Wrong merchant passwords at 200 in
-//! flight against one oneclick process, measured from outside:
+//! flight against one oneclick process, measured from outside.
 //!
-//! 1. from one source (one NATS connection): the throttle and the lockout leave at most
+//! Over NATS a merchant's requests are answered only on its own inbox (`_INBOX.merchant_<id>.`,
+//! the confused-deputy fix), so a source is a merchant's NATS identity: the "sources" below are
+//! merchants, each with its own subject, inbox and user `demo`.
+//!
+//! 1. from one source (the demo merchant): the throttle and the lockout leave at most
 //!    `login.max_failures` password checks, everything else is refused without argon2;
-//! 2. from 200 sources (200 connections, each its own reply-inbox prefix, 5 guesses each, so
-//!    neither throttle nor lockout stops them): every guess is checked with argon2, and the
+//! 2. from 40 sources (40 merchants, 25 guesses each at 200 in flight): every guess the
+//!    throttle lets through is checked with argon2, far more than the bound at once, and the
 //!    process's RSS (sampled every 20 ms from /proc) and the argon2-in-flight peak show the
 //!    memory ceiling `login.argon2_concurrency` × 19 MiB;
 //! 3. timing: one request at a time, wrong passwords for the known login `demo` and for a login
-//!    that does not exist, each from fresh sources: p50 of both (equal: no enumeration);
-//! 4. the right password still works from a source that did not guess.
+//!    that does not exist, 5 of each per fresh merchant (below throttle and lockout): p50 of both
+//!    (equal: no enumeration);
+//! 4. after the operator's `admin merchant unlock`, the demo merchant's right password works.
 //!
 //! Before the fix (audit of 590047f): 51 MB → 2.2 GB RSS, 20.9 ms known vs 0.5 ms unknown.
 
@@ -27,10 +32,23 @@ use crate::stack::{Stack, StackOptions};
 use crate::Run;
 
 const IN_FLIGHT: usize = 200;
-const SOURCES: usize = 200;
+/// Merchants (sources) of phase 2.
+const SOURCES: usize = 40;
+/// The first id of the merchants this scenario creates.
+const FIRST_MERCHANT: i64 = 700_000;
+
+/// `token.list` of merchant `id` (its own inbox is chosen by `request` from the subject).
+fn token_list(stack: &Stack, id: i64) -> String {
+    stack.subject(&format!("merchant.{id}.token.list"))
+}
 
 fn body(login: &str, password: &str) -> Value {
-    json!({"merchant": {"merchant_id": DEMO_MERCHANT.to_string(), "login": login, "password": password},
+    body_of(DEMO_MERCHANT, login, password)
+}
+
+/// A token list request of merchant `id` (its id in the body must match its subject).
+fn body_of(id: i64, login: &str, password: &str) -> Value {
+    json!({"merchant": {"merchant_id": id.to_string(), "login": login, "password": password},
            "customernumber": "storm-1"})
 }
 
@@ -45,13 +63,6 @@ fn rss_kb(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-async fn connect_with_inbox(url: &str, prefix: String) -> anyhow::Result<async_nats::Client> {
-    Ok(async_nats::ConnectOptions::new()
-        .custom_inbox_prefix(prefix)
-        .connect(url)
-        .await?)
 }
 
 fn p50(mut v: Vec<f64>) -> f64 {
@@ -76,7 +87,27 @@ fn tally(replies: &[Option<Value>]) -> std::collections::BTreeMap<String, i64> {
 pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
     let guesses = if run.short { 1_000 } else { 5_000 };
     let history = History::create(&run.out.join("history.jsonl"))?;
-    let stack = Stack::start(&run.out, StackOptions::default(), |_| Ok(())).await?;
+    let samples: usize = if run.short { 50 } else { 200 };
+    // 5 known + 5 unknown per timing merchant: the throttle's burst (10) is never exceeded.
+    let timing_merchants = (2 * samples).div_ceil(10);
+    let merchants = SOURCES + timing_merchants;
+    let stack = Stack::start(&run.out, StackOptions::default(), |app| {
+        for k in 0..merchants as i64 {
+            let id = (FIRST_MERCHANT + k).to_string();
+            app.admin(&["merchant", "--id", &id, "--name", &format!("storm {id}")])?;
+            app.admin(&[
+                "user",
+                "--merchant",
+                &id,
+                "--login",
+                DEMO_LOGIN,
+                "--password",
+                DEMO_PASSWORD,
+            ])?;
+        }
+        Ok(())
+    })
+    .await?;
     let pid = stack
         .apps
         .lock()
@@ -84,11 +115,6 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
         .first()
         .and_then(|a| a.pid())
         .ok_or_else(|| anyhow::anyhow!("no oneclick process"))?;
-    let url = stack
-        .nats
-        .lock()
-        .map_err(|_| anyhow::anyhow!("nats lock"))?
-        .url();
     let subject = stack.subject(&format!("merchant.{DEMO_MERCHANT}.token.list"));
     let metrics = || {
         stack
@@ -129,11 +155,11 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
     };
 
     // 1. One source.
-    let one = connect_with_inbox(&url, "_INBOX.storm_one".into()).await?;
+    let one = &stack.client;
     let started = Instant::now();
     let replies: Vec<Option<Value>> = futures::stream::iter(0..guesses)
         .map(|i| {
-            let (one, subject) = (&one, &subject);
+            let subject = &subject;
             async move {
                 request(
                     one,
@@ -162,21 +188,18 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
         checked,
     );
 
-    // 2. Many sources.
-    let mut clients = Vec::new();
-    for k in 0..SOURCES {
-        clients.push(connect_with_inbox(&url, format!("_INBOX.storm_{k}")).await?);
-    }
+    // 2. Many sources: merchants, each its own NATS identity.
     let per_source = guesses / SOURCES;
     let started = Instant::now();
     let replies: Vec<Option<Value>> = futures::stream::iter(0..per_source * SOURCES)
         .map(|i| {
-            let (client, subject) = (&clients[i % SOURCES], &subject);
+            let id = FIRST_MERCHANT + (i % SOURCES) as i64;
+            let (client, subject) = (&stack.client, token_list(&stack, id));
             async move {
                 request(
                     client,
-                    subject,
-                    &body(DEMO_LOGIN, &format!("spread-{i}")),
+                    &subject,
+                    &body_of(id, DEMO_LOGIN, &format!("spread-{i}")),
                     Duration::from_secs(60),
                 )
                 .await
@@ -221,26 +244,22 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
         format!("{} MB", rss_peak.saturating_sub(rss_before) / 1024),
     );
 
-    // 3. Timing, one at a time, fresh sources (5 guesses each: below throttle and lockout).
-    let samples: usize = if run.short { 50 } else { 200 };
+    // 3. Timing, one at a time, fresh merchants (5 + 5 guesses each: below throttle and lockout).
     let mut known = Vec::new();
     let mut unknown = Vec::new();
-    let mut timing_clients = Vec::new();
-    for k in 0..(2 * samples).div_ceil(5) {
-        timing_clients.push(connect_with_inbox(&url, format!("_INBOX.timing_{k}")).await?);
-    }
     for i in 0..2 * samples {
         let login = if i % 2 == 0 {
             DEMO_LOGIN
         } else {
             "no-such-login"
         };
-        let client = &timing_clients[i / 5];
+        let id = FIRST_MERCHANT + (SOURCES + i / 10) as i64;
+        let timing_subject = token_list(&stack, id);
         let t = Instant::now();
         let reply = request(
-            client,
-            &subject,
-            &body(login, &format!("timing-{i}")),
+            &stack.client,
+            &timing_subject,
+            &body_of(id, login, &format!("timing-{i}")),
             Duration::from_secs(10),
         )
         .await;
@@ -273,17 +292,34 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
         samples as i64,
     );
 
-    // 4. The merchant from a source that did not guess.
-    let fresh = connect_with_inbox(&url, "_INBOX.merchant_fresh".into()).await?;
+    // 4. The operator lifts the lock; the throttle refills (60 a minute); the right password works.
+    let unlocked = stack
+        .apps
+        .lock()
+        .map_err(|_| anyhow::anyhow!("apps lock"))?
+        .first()
+        .map(|a| {
+            a.admin(&[
+                "merchant",
+                "unlock",
+                "--id",
+                &DEMO_MERCHANT.to_string(),
+                "--login",
+                DEMO_LOGIN,
+            ])
+        })
+        .transpose()?;
+    history.record(json!({"phase": "unlock", "said": unlocked}));
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let right = request(
-        &fresh,
+        &stack.client,
         &subject,
         &body(DEMO_LOGIN, DEMO_PASSWORD),
         Duration::from_secs(10),
     )
     .await;
     report.expect(
-        "the right password works from another source after the storm",
+        "the right password works after the operator's unlock",
         matches!(&right, Ok(r) if !is_fault(r)),
         "accepted",
         format!("{right:?}"),
