@@ -17,10 +17,12 @@ use support::engine::*;
 
 /// The cap of these tests, and the slack they allow above it: eviction is asynchronous (the
 /// sweeper picks victims when woken; each retires in its own turn), so new customers arrive in
-/// between. docs/security/registry.md states the measured figure.
-const CAP: usize = 64;
+/// between — an absolute lag of a few dozen actors, more on a starved machine (up to +79 seen
+/// with two builds beside the suite), so the cap is large enough for half of it to hold that
+/// lag. docs/security/registry.md states the measured figures.
+const CAP: usize = 256;
 const SLACK: usize = CAP / 2;
-const FLOOD: usize = 1500;
+const FLOOD: usize = 6000;
 const PAYERS: usize = 12;
 
 fn run_capped<F, Fut>(backend: Backend, test: F)
