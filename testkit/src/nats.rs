@@ -226,6 +226,42 @@ impl ShippedUsers {
     }
 }
 
+impl ShippedUsers {
+    /// Connected as the shipped service user `oneclick` (any `_INBOX`, the streams' API).
+    pub async fn service(&self, url: &str) -> async_nats::Client {
+        connect_as(url, "oneclick", &self.oneclick, None)
+            .await
+            .expect("the service user connects")
+    }
+
+    /// Connected as the shipped `gateway` user, with its own inbox prefix.
+    pub async fn gateway(&self, url: &str) -> async_nats::Client {
+        connect_as(url, "gateway", &self.gateway, Some("_INBOX.gateway"))
+            .await
+            .expect("the gateway user connects")
+    }
+
+    /// Connected as the shipped example merchant `merchant_452739`, with its own inbox prefix.
+    pub async fn merchant(&self, url: &str) -> async_nats::Client {
+        connect_as(
+            url,
+            "merchant_452739",
+            &self.merchant_452739,
+            Some("_INBOX.merchant_452739"),
+        )
+        .await
+        .expect("the example merchant connects")
+    }
+
+    /// Gives `app` the service's shipped identity (user `oneclick`) and the subject `prefix`.
+    pub fn serve_as_shipped(&self, app: &mut OneClick, prefix: &str) {
+        app.set_env("ONECLICK__NATS__PREFIX", prefix);
+        app.prefix = prefix.to_string();
+        app.set_env("ONECLICK__NATS__USER", "oneclick");
+        app.set_env("ONECLICK__NATS__PASSWORD", &self.oneclick);
+    }
+}
+
 /// A client connected as `user` with `password` and, when given, a custom inbox prefix (the
 /// shipped config lets gateways and merchants subscribe only under their own prefix).
 pub async fn connect_as(
