@@ -164,7 +164,7 @@ async fn operator_unlock_restores_the_right_password(h: Harness) {
     let source = ip(2);
     assert_eq!(lock_out(&h, LOGIN, &source).await, ten_failures());
     let unlocked = unlock_login(
-        &mut *h.pool.get().expect("connection"),
+        &mut h.pool.get().expect("connection"),
         &h.keyring,
         UnlockLogin {
             merchant_id: A,
