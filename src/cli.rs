@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod client;
 pub mod config_check;
+pub mod nats_identity;
 
 use std::path::PathBuf;
 

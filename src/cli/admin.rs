@@ -150,6 +150,9 @@ pub enum MerchantCommand {
         #[arg(long)]
         source: Option<String>,
     },
+    /// The merchant's NATS user in the generated users file the shipped nats.conf includes:
+    /// `create`, `revoke`, `list` (deploy/README.md, "Merchant onboarding").
+    NatsIdentity(super::nats_identity::NatsIdentityArgs),
 }
 
 /// `admin audit`: the newest rows of the trail, oldest first, one JSON object a line.
@@ -546,6 +549,10 @@ fn run_command(
             command: Some(MerchantCommand::Unlock { id, login, source }),
             ..
         }) => unlock_login_of(settings, id, login, source, actor)?,
+        AdminCommand::Merchant(MerchantArgs {
+            command: Some(MerchantCommand::NatsIdentity(args)),
+            ..
+        }) => super::nats_identity::run(settings, args.command)?,
         AdminCommand::Merchant(MerchantArgs {
             command: Some(MerchantCommand::Show { id }),
             ..
