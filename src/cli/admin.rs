@@ -64,6 +64,10 @@ pub enum AdminCommand {
     /// Master keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The backup and restore drill: `backup`, `restore`, `manifest`, `verify` (every card opens,
+    /// the counts match; deploy/README.md, "Backup and restore").
+    #[command(subcommand)]
+    Vault(super::vault::VaultCommand),
     /// The settings: `config check` validates them and prints the NATS identity, TLS and
     /// database the service will use (never a secret).
     #[command(subcommand)]
@@ -406,6 +410,7 @@ fn run_command(
     actor: &AuditActor,
 ) -> anyhow::Result<()> {
     match command {
+        AdminCommand::Vault(command) => super::vault::run(settings, command)?,
         AdminCommand::Config(ConfigCommand::Check) => {
             println!("{}", super::config_check::report(settings));
         }
