@@ -3,6 +3,8 @@
 pub mod admin;
 pub mod client;
 pub mod config_check;
+pub mod nats_identity;
+pub mod vault;
 
 use std::path::PathBuf;
 

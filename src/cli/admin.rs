@@ -64,6 +64,10 @@ pub enum AdminCommand {
     /// Master keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The backup and restore drill: `backup`, `restore`, `manifest`, `verify` (every card opens,
+    /// the counts match; deploy/README.md, "Backup and restore").
+    #[command(subcommand)]
+    Vault(super::vault::VaultCommand),
     /// The settings: `config check` validates them and prints the NATS identity, TLS and
     /// database the service will use (never a secret).
     #[command(subcommand)]
@@ -150,6 +154,9 @@ pub enum MerchantCommand {
         #[arg(long)]
         source: Option<String>,
     },
+    /// The merchant's NATS user in the generated users file the shipped nats.conf includes:
+    /// `create`, `revoke`, `list` (deploy/README.md, "Merchant onboarding").
+    NatsIdentity(super::nats_identity::NatsIdentityArgs),
 }
 
 /// `admin audit`: the newest rows of the trail, oldest first, one JSON object a line.
@@ -403,6 +410,7 @@ fn run_command(
     actor: &AuditActor,
 ) -> anyhow::Result<()> {
     match command {
+        AdminCommand::Vault(command) => super::vault::run(settings, command)?,
         AdminCommand::Config(ConfigCommand::Check) => {
             println!("{}", super::config_check::report(settings));
         }
@@ -546,6 +554,10 @@ fn run_command(
             command: Some(MerchantCommand::Unlock { id, login, source }),
             ..
         }) => unlock_login_of(settings, id, login, source, actor)?,
+        AdminCommand::Merchant(MerchantArgs {
+            command: Some(MerchantCommand::NatsIdentity(args)),
+            ..
+        }) => super::nats_identity::run(settings, args.command)?,
         AdminCommand::Merchant(MerchantArgs {
             command: Some(MerchantCommand::Show { id }),
             ..

@@ -80,12 +80,42 @@ impl NatsServer {
         store: tempfile::TempDir,
         users: ShippedUsers,
     ) -> NatsServer {
-        let conf = store.path().join("nats.conf");
-        let text = shipped_nats_conf(port, free_port(), &store.path().join("data"));
-        std::fs::write(&conf, text).expect("write nats.conf");
+        let conf = write_shipped_nats_conf(store.path(), port, &users);
         let args = vec!["-c".to_string(), conf.display().to_string()];
         let env = users.server_env();
         Self::spawn(port, store, &args, &env, Some(users))
+    }
+
+    /// The generated users file (`merchants.conf`) beside the configuration of a server started
+    /// with [`NatsServer::start_shipped`]: `oneclick admin merchant nats-identity --file` edits it.
+    pub fn merchants_file(&self) -> PathBuf {
+        self.store.path().join("merchants.conf")
+    }
+
+    /// Makes the server reread its configuration (SIGHUP, as `nats-server --signal reload` and
+    /// `docker compose kill -s HUP nats` do) and waits until its log says it did.
+    pub fn reload(&self) {
+        let before = self
+            .log_text()
+            .matches("Reloaded server configuration")
+            .count();
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success(), "kill -HUP nats-server");
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log_text();
+            if log.matches("Reloaded server configuration").count() > before {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "nats-server did not reload; its log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn spawn(
@@ -155,8 +185,9 @@ pub fn repo_root() -> PathBuf {
 /// rewrites** (each a whole line of the shipped file, so a test fails loudly when the file
 /// changes shape): the client listener `0.0.0.0:4222` → `127.0.0.1:<port>`, the monitoring port
 /// `8222` → `<http_port>` (both so parallel tests do not collide), and the JetStream store
-/// `/data/jetstream` → `<store>` (the container's volume). Everything else — users, permissions,
-/// limits, JetStream settings — is the file as shipped.
+/// `/data/jetstream` → `<store>` (the container's volume). Everything else — limits, JetStream
+/// settings, the `include "merchants.conf"` of the users ([`write_shipped_nats_conf`] puts the
+/// shipped service-users.conf and a generated merchants.conf beside it) — is the file as shipped.
 pub fn shipped_nats_conf(port: u16, http_port: u16, store: &Path) -> String {
     let path = repo_root().join("deploy/nats/nats.conf");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -191,8 +222,60 @@ pub fn shipped_nats_conf(port: u16, http_port: u16, store: &Path) -> String {
     out
 }
 
-/// Passwords of the users the shipped nats.conf defines (from the server's environment), fresh
-/// and random per test.
+/// Writes the shipped configuration as a test runs it into `dir`: `nats.conf` ([`shipped_nats_conf`]),
+/// `service-users.conf` as shipped, and — unless one is there already (a restart keeps it) — the
+/// generated `merchants.conf` with the example merchant 452739, made by the real
+/// `oneclick admin merchant nats-identity create` with the password of `users`. Returns the
+/// path of nats.conf.
+pub fn write_shipped_nats_conf(dir: &Path, port: u16, users: &ShippedUsers) -> PathBuf {
+    let conf = dir.join("nats.conf");
+    let text = shipped_nats_conf(port, free_port(), &dir.join("data"));
+    std::fs::write(&conf, text).expect("write nats.conf");
+    let service_users = repo_root().join("deploy/nats/service-users.conf");
+    std::fs::copy(&service_users, dir.join("service-users.conf"))
+        .unwrap_or_else(|e| panic!("{}: {e}", service_users.display()));
+    let merchants = dir.join("merchants.conf");
+    if !merchants.exists() {
+        let (ok, out) = nats_identity(
+            &merchants,
+            &[
+                "create",
+                "--id",
+                "452739",
+                "--password-from-env",
+                "MERCHANT_452739_NATS_PASSWORD",
+            ],
+            &[("MERCHANT_452739_NATS_PASSWORD", &users.merchant_452739)],
+        );
+        assert!(ok, "admin merchant nats-identity create: {out}");
+    }
+    conf
+}
+
+/// Runs `oneclick admin merchant nats-identity <args> --file <file>` with `env`; whether it
+/// succeeded and what it printed (stdout, then stderr).
+pub fn nats_identity(file: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(bin())
+        .args(["admin", "merchant", "nats-identity"])
+        .args(args)
+        .arg("--file")
+        .arg(file)
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .output()
+        .expect("oneclick admin merchant nats-identity");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Passwords of the users of the shipped configuration — the service and the gateway (from the
+/// server's environment) and the example merchant (hashed into the generated merchants.conf) —,
+/// fresh and random per test.
 #[derive(Debug, Clone)]
 pub struct ShippedUsers {
     pub oneclick: String,
@@ -213,15 +296,12 @@ impl ShippedUsers {
         }
     }
 
-    /// The environment docker-compose.yml gives the nats service.
+    /// The environment docker-compose.yml gives the nats service (merchants' passwords are not
+    /// in it: their bcrypt hashes are in the generated merchants.conf).
     pub fn server_env(&self) -> Vec<(String, String)> {
         vec![
             ("ONECLICK_NATS_PASSWORD".into(), self.oneclick.clone()),
             ("GATEWAY_NATS_PASSWORD".into(), self.gateway.clone()),
-            (
-                "MERCHANT_452739_NATS_PASSWORD".into(),
-                self.merchant_452739.clone(),
-            ),
         ]
     }
 }
