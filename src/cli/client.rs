@@ -987,7 +987,8 @@ async fn connect(
     }
     let options = crate::app::nats_security(options, &nats).await?;
     let shown = crate::config::redact_url(url);
-    match tokio::time::timeout(timeout, options.connect(url)).await {
+    let urls = crate::config::server_urls(url);
+    match tokio::time::timeout(timeout, options.connect(urls)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(anyhow!("cannot connect to NATS at {shown}: {e}")),
         Err(_) => Err(anyhow!(
