@@ -85,7 +85,7 @@ async fn the_one_click_story_from_first_payment_to_last_deletion() {
     let list = list.as_array().expect("token list is an array").clone();
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["token"], mc_token.as_str(), "last used first");
-    // Field names, types and order exactly as the original's token.cfm (DESIGN §7).
+    // Field names, types and order exactly as the original's token.cfm (docs/rules.md §4).
     let body = merge(
         json!({"merchant": merchant_auth()}),
         json!({"customernumber": customer}),

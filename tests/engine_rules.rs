@@ -1,4 +1,4 @@
-//! The product rules R1–R18 of DESIGN.md, exercised through the engine's actors against a real
+//! The product rules R1–R18 of docs/rules.md, exercised through the engine's actors against a real
 //! database: each test runs on SQLite and on PostgreSQL (`<name>::on_sqlite`, `<name>::on_postgres`).
 //! Also: union joins refused on colliding customer numbers, supervision of customer actors, idle
 //! stop, and bad input (every invalid field gets its fault and changes nothing).

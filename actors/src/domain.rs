@@ -1,5 +1,5 @@
 //! The pure domain layer of oneclick: validated newtypes for every field the rules talk about and
-//! the rule functions of `DESIGN.md` (R1–R18) that need no I/O, no actors and no clock of their own.
+//! the rule functions of docs/rules.md (R1–R18) that need no I/O, no actors and no clock of their own.
 //!
 //! Invariants kept here:
 //! - a value of a domain type is always valid (construction goes through `parse`/`from_*`);

@@ -529,7 +529,8 @@ impl Engine {
         .await
     }
 
-    /// Merchant token list (DESIGN §7): every card not deleted, `active: false` when unusable.
+    /// Merchant token list (docs/rules.md §4): every card not deleted, `active: false` when unusable.
+    #[tracing::instrument(skip_all, fields(merchant_id = req.merchant_id, kind = "token_list"))]
     pub async fn token_list(&self, req: TokenListRequest) -> EngineResult<Vec<TokenListEntry>> {
         let merchant = self.merchant(req.merchant_id).await?;
         let number = CustomerNumber::parse(&req.customer_number)?;

@@ -3,8 +3,8 @@
 //! (personal-account) view.
 //!
 //! Invariants:
-//! - token list and token removal are byte-exact with the original (DESIGN §7): request field
-//!   `customernumber`, reply fields `token, post, bin, brand, bank, expire, active, needCVC,
+//! - token list and token removal are byte-exact with the original (docs/rules.md §4): request field
+//!   `customernumber`, reply fields `expire, token, bank, brand, bin, active, needCVC, post,
 //!   assets` in that order, `bin` a number and `post` a string;
 //! - every request carries `merchant {merchant_id, login, password}`; `into_request` takes the
 //!   merchant id of the *subject* and refuses a body naming another merchant (`MerchantMismatch`),
@@ -26,9 +26,9 @@ use super::{check_merchant_id, de, parse_language, Localized};
 
 pub use super::gateway::{PaymentReply, TokenRemovedReply};
 
-/// DESIGN §7: web-service login at most 20 characters.
+/// docs/rules.md §4: web-service login at most 20 characters.
 pub const MAX_LOGIN_CHARS: usize = 20;
-/// DESIGN §7: web-service password at most 30 characters.
+/// docs/rules.md §4: web-service password at most 30 characters.
 pub const MAX_PASSWORD_CHARS: usize = 30;
 
 /// `merchant {merchant_id, login, password}` of every merchant request.
@@ -415,7 +415,7 @@ impl From<OrderStatus> for OrderStateReply {
     }
 }
 
-/// A card in the personal-account view (DESIGN §7 columns).
+/// A card in the personal-account view (docs/rules.md §4 columns).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountCardView {
     pub token: String,

@@ -1,4 +1,4 @@
-//! Merchants, their One Click settings, web-service users and unions (DESIGN §1).
+//! Merchants, their One Click settings, web-service users and unions (docs/rules.md §1).
 //!
 //! A new merchant gets a union of its own (kind `own`). Joining another union moves the
 //! merchant's customers with it and is refused, listing the colliding customer numbers, when the
