@@ -1026,7 +1026,7 @@ async fn request_reply(
     let fault = match serde_json::from_slice::<Value>(&reply.payload) {
         Ok(value) => {
             // Printed from the bytes, so fields keep the service's order (the token list's is
-            // the original's, DESIGN §7).
+            // the original's, docs/rules.md §4).
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", pretty_in_order(&reply.payload))?;
             out.flush()?;

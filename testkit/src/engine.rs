@@ -15,7 +15,7 @@
 //!   database with raw SQL for assertions ("nothing stored": [`Harness::counts`]).
 //! - [`both_backends!`]: one `async fn(h: Harness)` body becomes a module with two `#[test]`s,
 //!   `on_sqlite` and `on_postgres`, each in its own actix System on a multi-threaded tokio runtime
-//!   (STACK.md: plain `#[tokio::test]` panics with actix).
+//!   (docs/stack.md: plain `#[tokio::test]` panics with actix).
 #![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
