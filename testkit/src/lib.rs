@@ -13,3 +13,4 @@ pub mod engine;
 pub mod inbox;
 pub mod nats;
 pub mod postgres;
+pub mod web;
