@@ -13,4 +13,5 @@ pub mod engine;
 pub mod inbox;
 pub mod nats;
 pub mod postgres;
+pub mod schema;
 pub mod web;
