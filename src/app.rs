@@ -139,6 +139,7 @@ impl Application {
         crate::surfaces::start(ctx.clone()).await?;
         let http =
             crate::http::spawn(&self.settings.http.listen, ctx.clone(), stop.clone()).await?;
+        crate::web::spawn(ctx.clone(), stop.clone()).await?;
         tracing::info!(prefix = %self.settings.nats.prefix, "oneclick is serving");
 
         shutdown.await;

@@ -93,6 +93,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub http: HttpSettings,
     pub login: LoginSection,
+    pub web: WebSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -512,6 +513,40 @@ impl Default for HttpSettings {
     }
 }
 
+/// The `[web]` section: the original HTTP web services over HTTPS (docs/http.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSettings {
+    /// HOST:PORT of the HTTPS listener; empty: no web services.
+    pub listen: String,
+    /// PEM certificate chain of the listener (required with `listen`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the listener (required with `listen`).
+    pub tls_key_file: Option<PathBuf>,
+    /// TLS handshake and request head must arrive within this long.
+    pub header_timeout_ms: u64,
+    /// The request body must arrive within this long.
+    pub body_timeout_ms: u64,
+    /// Connections served at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Peers (reverse proxies) whose `X-Forwarded-For` names the client; nobody else's is read.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        WebSettings {
+            listen: String::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            header_timeout_ms: 5000,
+            body_timeout_ms: 10_000,
+            max_connections: 256,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
 impl Settings {
     /// Loads and validates. `path` replaces `config/base.toml` (and must exist).
     pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -558,7 +593,44 @@ impl Settings {
         self.validate_engine()?;
         self.validate_login()?;
         self.validate_acquirer()?;
-        self.validate_log_and_http()
+        self.validate_log_and_http()?;
+        self.validate_web()
+    }
+
+    fn validate_web(&self) -> Result<(), ConfigError> {
+        let w = &self.web;
+        if !(100..=600_000).contains(&w.header_timeout_ms) {
+            return Err(invalid("web.header_timeout_ms", "must be 100..=600000"));
+        }
+        if !(100..=600_000).contains(&w.body_timeout_ms) {
+            return Err(invalid("web.body_timeout_ms", "must be 100..=600000"));
+        }
+        if !(1..=65_536).contains(&w.max_connections) {
+            return Err(invalid("web.max_connections", "must be 1..=65536"));
+        }
+        if w.listen.is_empty() {
+            return Ok(());
+        }
+        if w.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "web.listen",
+                "expected HOST:PORT with an IP address",
+            ));
+        }
+        // HTTPS only: the services carry passwords (and Token Pay orders).
+        if w.tls_cert_file.is_none() {
+            return Err(invalid(
+                "web.tls_cert_file",
+                "required when web.listen is set",
+            ));
+        }
+        if w.tls_key_file.is_none() {
+            return Err(invalid(
+                "web.tls_key_file",
+                "required when web.listen is set",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_service(&self) -> Result<(), ConfigError> {

@@ -7,6 +7,7 @@
 //! - [`app`]: build and run with graceful shutdown; [`http`] + [`metrics`]: ops endpoints;
 //! - [`acquirer_nats`]: the production acquirer connector; [`keys`]: master keys (wrapped by a
 //!   key-encryption key); [`hardening`]: no core dumps;
+//! - [`web`]: the original HTTP web services on their own HTTPS listener (docs/http.md);
 //! - [`cli`]: `serve`, `admin`, `client`.
 
 pub mod acquirer_nats;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod subjects;
 pub mod surfaces;
 pub mod telemetry;
+pub mod web;
 pub mod wire;
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

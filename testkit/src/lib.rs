@@ -14,3 +14,5 @@ pub mod inbox;
 pub mod nats;
 pub mod nats_cluster;
 pub mod postgres;
+pub mod schema;
+pub mod web;
