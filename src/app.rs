@@ -49,7 +49,7 @@ pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Cli
     // the client reconnects by itself. The URL is never printed: it is validated to carry no
     // credentials, but the error stays generic anyway.
     let client = options
-        .connect(&settings.nats.url)
+        .connect(settings.nats.server_urls())
         .await
         .context("connecting to NATS")?;
     tracing::info!(identity = %settings.nats.identity(), tls = %settings.nats.tls_description(), "connected to NATS");

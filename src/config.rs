@@ -106,6 +106,14 @@ pub struct ServiceSettings {
     pub request_timeout_ms: u64,
     /// Larger request bodies get `RequestTooLarge` without being parsed.
     pub max_request_bytes: usize,
+    /// On shutdown each endpoint asks the server to stop routing to it after as many more
+    /// requests as it received in this many ms (its "tail", at least 2): an exact fence (see
+    /// `surfaces::serve`), so the endpoint keeps serving for about this long under steady load.
+    /// 0: no fence, a plain drain at once (the behaviour before issue 16; for comparison only).
+    pub drain_tail_ms: u64,
+    /// An endpoint whose tail has not arrived within this many ms (little traffic) stops with a
+    /// plain drain instead, as does one that received nothing in the last `drain_tail_ms`.
+    pub drain_window_ms: u64,
 }
 
 impl Default for ServiceSettings {
@@ -115,6 +123,8 @@ impl Default for ServiceSettings {
             shutdown_grace_secs: 30,
             request_timeout_ms: 5000,
             max_request_bytes: 65536,
+            drain_tail_ms: 500,
+            drain_window_ms: 3000,
         }
     }
 }
@@ -217,6 +227,12 @@ impl NatsSettings {
         crate::subjects::Subjects::new(self.prefix.clone())
     }
 
+    /// The server URLs of `url` (one, or several comma-separated: every node of a cluster), in
+    /// order; the client connects to one and fails over to the others.
+    pub fn server_urls(&self) -> Vec<String> {
+        server_urls(&self.url)
+    }
+
     /// Which credentials the service will present, without any secret.
     pub fn identity(&self) -> NatsIdentity {
         match (
@@ -272,6 +288,15 @@ impl std::fmt::Display for NatsIdentity {
 }
 
 /// True if a URL carries user info (`nats://user:password@host`, `nats://token@host`).
+/// The URLs of a comma-separated list, trimmed, empty entries left out.
+pub fn server_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 pub(crate) fn url_has_credentials(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -543,6 +568,15 @@ impl Settings {
         }
         if s.shutdown_grace_secs > 3600 {
             return Err(invalid("service.shutdown_grace_secs", "must be 0..=3600"));
+        }
+        if s.drain_tail_ms > 60_000 {
+            return Err(invalid("service.drain_tail_ms", "must be 0..=60000"));
+        }
+        if s.drain_window_ms < s.drain_tail_ms || s.drain_window_ms > 600_000 {
+            return Err(invalid(
+                "service.drain_window_ms",
+                "must be at least service.drain_tail_ms and at most 600000",
+            ));
         }
         if !(1..=600_000).contains(&s.request_timeout_ms) {
             return Err(invalid("service.request_timeout_ms", "must be 1..=600000"));
@@ -1130,6 +1164,44 @@ mod tests {
             let got = error_with(&[(var, value)]);
             assert!(got.contains(key), "{var}={value:?}: {got}");
         }
+    }
+
+    #[test]
+    fn drain_settings_are_bounded_and_the_window_covers_the_tail() {
+        let got = error_with(&[("ONECLICK__SERVICE__DRAIN_TAIL_MS", "60001")]);
+        assert!(
+            got.contains("service.drain_tail_ms: must be 0..=60000"),
+            "{got}"
+        );
+        let got = error_with(&[
+            ("ONECLICK__SERVICE__DRAIN_TAIL_MS", "800"),
+            ("ONECLICK__SERVICE__DRAIN_WINDOW_MS", "700"),
+        ]);
+        assert!(got.contains("service.drain_window_ms"), "{got}");
+        // 0 is accepted: no fence (for comparison runs).
+        assert_eq!(error_with(&[("ONECLICK__SERVICE__DRAIN_TAIL_MS", "0")]), "");
+    }
+
+    #[test]
+    fn a_comma_separated_nats_url_is_every_node_in_order() {
+        let nats = NatsSettings {
+            url: "tls://nats-1:4222, tls://nats-2:4222,tls://nats-3:4222".into(),
+            ..NatsSettings::default()
+        };
+        assert_eq!(
+            nats.server_urls(),
+            [
+                "tls://nats-1:4222",
+                "tls://nats-2:4222",
+                "tls://nats-3:4222"
+            ]
+        );
+        assert_eq!(
+            NatsSettings::default().server_urls(),
+            ["nats://127.0.0.1:4222"]
+        );
+        let got = error_with(&[("ONECLICK__NATS__URL", "nats://a:4222,,nats://b:4222")]);
+        assert!(got.contains("nats.url"), "an empty entry is refused: {got}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `oneclick`: a thin shell over the library (see `lib.rs`). Parses the command line, loads the
 //! settings, and runs the service inside an actix System on a multi-threaded tokio runtime
-//! (actix actors need a System; STACK.md).
+//! (actix actors need a System; docs/stack.md).
 
 use clap::Parser;
 

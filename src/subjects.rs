@@ -263,7 +263,7 @@ impl Subjects {
     }
 }
 
-/// The prohibited characters the original strips from customer numbers (DESIGN R1, §7).
+/// The prohibited characters the original strips from customer numbers (docs/rules.md R1, §4).
 const STRIPPED: &[char] = &['<', '>', '"', '=', '\'', '/', '\\', '(', ')', ';', '#'];
 
 /// FNV-1a, 32 bit (offset basis 2166136261, prime 16777619): short, stable across versions,

@@ -19,8 +19,27 @@
 //! with no hook to check it, and its `Endpoint::stop()` unsubscribes without a fenced drain, so
 //! requests already routed to a stopping replica are lost. Each endpoint is therefore a plain
 //! `queue_subscribe` on the same subject in the same queue group (`nats.queue_group`), served by
-//! one loop; on shutdown the loop calls `Subscriber::drain` (UNSUB fenced by a PING: what the
-//! server routed before it is still delivered), answers what is buffered, then ends.
+//! one loop.
+//!
+//! **Stopping without losing a request** (issue 16 item 4, docs/reliability.md finding 7): a
+//! plain unsubscribe — and `Subscriber::drain` too, in async-nats 0.51/0.52: it sends UNSUB and a
+//! PING but forgets the subscription at the connection's next poll, not at the PONG — drops the
+//! requests the server routed to this replica before it processed the UNSUB and that arrive
+//! after the client forgot the subscription. The fence used instead is the protocol's own
+//! counted unsubscribe: `UNSUB <sid> <max>` (`Subscriber::unsubscribe_after`). With `max` above
+//! what the server has delivered so far, the server keeps routing to this replica until it has
+//! delivered exactly `max` messages on the subscription, then removes it (a later request goes
+//! to another replica), and the client keeps the subscription until it has received exactly
+//! `max`: both sides stop at the same message, so nothing routed here is dropped. `max` = the
+//! requests received so far + a tail of as many as arrived in the last
+//! `service.drain_tail_ms` (at least 2): exact as long as fewer than that are on the wire to
+//! this replica when the server reads the UNSUB (they arrive within milliseconds; the tail is
+//! half a second of traffic by default). An endpoint that received nothing in the last
+//! `drain_tail_ms` (idle), or whose tail does not arrive within `service.drain_window_ms`, stops
+//! with `Subscriber::drain` instead: only a request on the wire during the fraction of a
+//! millisecond the server takes to read the UNSUB can then be lost, and at such a rate there is
+//! rarely one. Each endpoint logs how it stopped (`endpoint stopped`, `how` = `fenced` or
+//! `drained` with `why` = `idle` / `window` / `no fence`).
 //! `$SRV.PING` and `$SRV.INFO` (all instances, by name, by id) are re-implemented in
 //! [`discovery`] through the same check; `$SRV.STATS` is not served: `/metrics` has the figures.
 
@@ -122,6 +141,61 @@ pub type CallerOf = fn(&Subjects, &str) -> Option<Caller>;
 /// broken connection never sends it).
 const DRAIN_FENCE: Duration = Duration::from_secs(5);
 
+/// The smallest tail of a stopping endpoint (see the module header).
+const MIN_TAIL: u64 = 2;
+
+/// How a serving loop stands with its subscription.
+#[derive(Clone, Copy)]
+enum Phase {
+    Serving,
+    /// `UNSUB <sid> <max>` sent: serving the tail until the subscription ends at `max`.
+    Tail {
+        max: u64,
+        until: tokio::time::Instant,
+    },
+    /// Stopping with `Subscriber::drain`: `why` is logged (`idle`: nothing arrived in the last
+    /// `drain_tail_ms`; `window`: the tail did not arrive in time; `no fence`: drain_tail_ms = 0).
+    Draining {
+        why: &'static str,
+    },
+}
+
+/// Arrival times of the requests of the last `span`, to size a stopping endpoint's tail.
+struct RecentArrivals {
+    span: Duration,
+    times: std::collections::VecDeque<Instant>,
+}
+
+impl RecentArrivals {
+    fn new(span: Duration) -> RecentArrivals {
+        RecentArrivals {
+            span,
+            times: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn record(&mut self, at: Instant) {
+        self.times.push_back(at);
+        self.forget_older_than(at);
+    }
+
+    /// How many arrived in the last `span` before `now`.
+    fn count(&mut self, now: Instant) -> u64 {
+        self.forget_older_than(now);
+        self.times.len() as u64
+    }
+
+    fn forget_older_than(&mut self, now: Instant) {
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.span)
+        {
+            self.times.pop_front();
+        }
+    }
+}
+
 /// Checks a request's reply subject against its caller (see [`reply_guard`]): the reply subject
 /// when allowed; otherwise the request is counted, logged (endpoint, caller, merchant id and the
 /// refused subject, never the payload) and `None` is returned: nothing more may be done with it.
@@ -202,8 +276,9 @@ where
 
 /// Serves one subscription: each request admitted by [`admit`] first; one answered at once
 /// (from memory) by the loop itself, any other in its own task; all tracked for shutdown, under
-/// the request deadline, always answered. On `ctx.stop` the subscription is drained (fenced
-/// unsubscribe) and what was already routed to it is still answered.
+/// the request deadline, always answered. On `ctx.stop` the subscription is ended with the
+/// counted unsubscribe of the module header (fallback: a drain), and everything the server routed
+/// to it is still answered.
 pub fn serve<F, Fut>(
     ctx: Arc<Context>,
     name: &'static str,
@@ -218,36 +293,93 @@ pub fn serve<F, Fut>(
     let rules = ReplyRules::from_settings(&ctx.settings.nats);
     let tracker = ctx.tracker.clone();
     let stop = ctx.stop.clone();
+    let tail_span = Duration::from_millis(ctx.settings.service.drain_tail_ms);
+    let window = Duration::from_millis(ctx.settings.service.drain_window_ms);
     // The loop is tracked too: a request it answers itself is in flight until its reply is sent.
     ctx.tracker.clone().spawn(async move {
-        let mut draining = false;
+        let mut phase = Phase::Serving;
+        // Requests taken from the subscription so far (the client library's delivered count,
+        // minus what still waits in its channel), and their recent arrival times.
+        let mut received: u64 = 0;
+        let mut recent = RecentArrivals::new(tail_span);
         loop {
-            let message = if draining {
-                match tokio::time::timeout(DRAIN_FENCE, subscriber.next()).await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(_) => {
-                        tracing::warn!(endpoint = name, "drain not confirmed by the server");
-                        break;
-                    }
-                }
-            } else {
-                tokio::select! {
+            let message = match phase {
+                Phase::Serving => tokio::select! {
                     _ = stop.cancelled() => {
-                        if let Err(e) = subscriber.drain().await {
-                            tracing::warn!(endpoint = name, error = %e, "could not drain");
+                        let tail = recent.count(Instant::now());
+                        if tail_span.is_zero() || tail == 0 {
+                            // No fence (drain_tail_ms = 0, for comparison only), or an idle
+                            // endpoint: a fence would wait the whole window for requests that
+                            // do not come, and nothing is likely on the wire.
+                            if let Err(e) = subscriber.drain().await {
+                                tracing::warn!(endpoint = name, error = %e, "could not drain");
+                                break;
+                            }
+                            let why = if tail_span.is_zero() { "no fence" } else { "idle" };
+                            phase = Phase::Draining { why };
+                            continue;
+                        }
+                        let max = received + tail.max(MIN_TAIL);
+                        if let Err(e) = subscriber.unsubscribe_after(max).await {
+                            tracing::warn!(endpoint = name, error = %e, "could not unsubscribe");
                             break;
                         }
-                        draining = true;
+                        let until = tokio::time::Instant::now() + window;
+                        phase = Phase::Tail { max, until };
                         continue;
                     }
                     m = subscriber.next() => match m { Some(m) => m, None => break },
+                },
+                Phase::Tail { max, until } => {
+                    match tokio::time::timeout_at(until, subscriber.next()).await {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            tracing::info!(
+                                endpoint = name,
+                                how = "fenced",
+                                requests = received,
+                                max,
+                                "endpoint stopped"
+                            );
+                            break;
+                        }
+                        Err(_) => {
+                            // Too little traffic to reach the fence in time: a plain drain.
+                            if let Err(e) = subscriber.drain().await {
+                                tracing::warn!(endpoint = name, error = %e, "could not drain");
+                                break;
+                            }
+                            phase = Phase::Draining { why: "window" };
+                            continue;
+                        }
+                    }
+                }
+                Phase::Draining { why } => {
+                    match tokio::time::timeout(DRAIN_FENCE, subscriber.next()).await {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            tracing::info!(
+                                endpoint = name,
+                                how = "drained",
+                                why,
+                                requests = received,
+                                "endpoint stopped"
+                            );
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::warn!(endpoint = name, "drain not confirmed by the server");
+                            break;
+                        }
+                    }
                 }
             };
+            received += 1;
+            let started = Instant::now();
+            recent.record(started);
             let Some(reply_to) = admit(&ctx, &rules, name, caller_of, &message) else {
                 continue;
             };
-            let started = Instant::now();
             let mut work: Pending = Box::pin(handler(ctx.clone(), message.clone()));
             // A request answered from memory (an offer or token list of a cached customer) is
             // done at its first poll: answer it here, without a task of its own (spawning one
@@ -291,4 +423,22 @@ pub fn to_fault(endpoint: &str, merchant_id: i64, e: oneclick_actors::EngineErro
         ),
     }
     fault
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopping_endpoints_tail_is_what_arrived_in_the_last_span() {
+        let mut recent = RecentArrivals::new(Duration::from_millis(500));
+        let t0 = Instant::now();
+        for ms in [0, 100, 200, 450] {
+            recent.record(t0 + Duration::from_millis(ms));
+        }
+        assert_eq!(recent.count(t0 + Duration::from_millis(450)), 4);
+        // 550 ms later than the first: it no longer counts.
+        assert_eq!(recent.count(t0 + Duration::from_millis(550)), 3);
+        assert_eq!(recent.count(t0 + Duration::from_millis(2000)), 0);
+    }
 }

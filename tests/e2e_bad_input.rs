@@ -277,6 +277,14 @@ async fn every_bad_request_gets_its_documented_fault_and_changes_nothing() {
         reply["fault"]["detail"], "Токен не найден",
         "detail in the requested language"
     );
+    // A malformed token is a field fault, 3/9 (docs/protocol.md, token.remove), not 4/1.
+    let reply = stack
+        .merchant(
+            "token.remove",
+            json!({"customernumber": "owner-1", "token": "not-a-token"}),
+        )
+        .await;
+    assert_eq!(fault_of(&reply), Some((3, 9)), "{reply}");
     let list = request(
         &stack.client,
         stack.app.subject("merchant.452740.token.list"),

@@ -85,7 +85,7 @@ async fn the_one_click_story_from_first_payment_to_last_deletion() {
     let list = list.as_array().expect("token list is an array").clone();
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["token"], mc_token.as_str(), "last used first");
-    // Field names, types and order exactly as the original's token.cfm (DESIGN §7).
+    // Field names, types and order exactly as the original's token.cfm (docs/rules.md §4).
     let body = merge(
         json!({"merchant": merchant_auth()}),
         json!({"customernumber": customer}),
@@ -102,7 +102,7 @@ async fn the_one_click_story_from_first_payment_to_last_deletion() {
         .expect("reply");
     let text = String::from_utf8(raw.payload.to_vec()).expect("utf-8");
     let expected = format!(
-        "[{{\"token\":\"{mc_token}\",\"post\":\"4444\",\"bin\":555555,\"brand\":\"MasterCard\",\"bank\":\"\",\"expire\":\"12.2030\",\"active\":true,\"needCVC\":true,\"assets\":[]}},"
+        "[{{\"expire\":\"12.2030\",\"token\":\"{mc_token}\",\"bank\":\"\",\"brand\":\"MasterCard\",\"bin\":555555,\"active\":true,\"needCVC\":true,\"post\":\"4444\",\"assets\":[]}},"
     );
     assert!(
         text.starts_with(&expected),

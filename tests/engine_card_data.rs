@@ -1,4 +1,4 @@
-//! Card data at rest (R8, DESIGN §4): after a run with known test cards, no column of any table
+//! Card data at rest (R8, docs/rules.md §3): after a run with known test cards, no column of any table
 //! holds a PAN, a CVC, or an unkeyed SHA-256 of a PAN (as text, hex or raw bytes); and a
 //! ciphertext moved to another card row does not decrypt, so the payment fails instead of
 //! charging the other card. Each test runs on SQLite and on PostgreSQL.

@@ -1,4 +1,4 @@
-//! The product rules R1–R18 of DESIGN.md, exercised through the engine's actors against a real
+//! The product rules R1–R18 of docs/rules.md, exercised through the engine's actors against a real
 //! database: each test runs on SQLite and on PostgreSQL (`<name>::on_sqlite`, `<name>::on_postgres`).
 //! Also: union joins refused on colliding customer numbers, supervision of customer actors, idle
 //! stop, and bad input (every invalid field gets its fault and changes nothing).
@@ -712,6 +712,46 @@ async fn r8_a_saved_card_payment_needs_no_cvc_when_the_merchant_does_not_ask(h: 
     assert!(!h.acquirer.last().had_cvc);
 }
 
+/// The default decided from the reference (docs/rules.md, R8): a merchant created without
+/// naming `need_cvc` asks for the CVC2 on the payment page; Token Pay (CIT COF) never does.
+async fn r8_a_merchant_created_without_need_cvc_asks_for_it_on_the_payment_page_only(h: Harness) {
+    use base64::Engine as _;
+    use oneclick_actors::vault::audit::AuditActor;
+    use oneclick_actors::vault::merchants::{
+        save_merchant, MerchantChanges, SaveMerchant, SaveOutcome,
+    };
+    const FRESH: i64 = 452_741;
+    let created = {
+        let mut conn = h.pool.get().unwrap();
+        save_merchant(
+            &mut conn,
+            &h.keyring,
+            SaveMerchant {
+                id: FRESH,
+                changes: MerchantChanges {
+                    name: Some("Fresh shop".into()),
+                    ..MerchantChanges::default()
+                },
+                signature_key: Some(
+                    base64::engine::general_purpose::STANDARD.encode(signature_key(FRESH)),
+                ),
+                actor: AuditActor::admin_cli("test"),
+            },
+        )
+        .unwrap()
+    };
+    assert!(matches!(created, SaveOutcome::Created(_)), "{created:?}");
+    assert!(h.offer(FRESH, "c1").await.unwrap().need_cvc);
+    let token = h.save_card(FRESH, "c1", VISA_OK).await;
+    assert_eq!(
+        fault_of(h.pay_saved(FRESH, "c1", "10.00", &token, None).await),
+        Fault::CvcRequired
+    );
+    let paid = h.token_pay(FRESH, "c1", "10.00", &token).await.unwrap();
+    assert!(paid.is_approved(), "{paid:?}");
+    assert!(!h.acquirer.last().had_cvc);
+}
+
 async fn r8_token_pay_and_merchant_initiated_charges_send_no_cvc(h: Harness) {
     let token = h.save_card(A, "c1", VISA_OK).await;
     assert!(h
@@ -1074,6 +1114,38 @@ async fn r13_a_financial_payment_pays_and_a_registration_only_verifies(h: Harnes
         .await
         .unwrap()
         .is_approved());
+}
+
+/// Reference 003: a registration is "card verification without a following payment": its
+/// amount never counts toward the turnover limits (R12), on the one-statement reservation path
+/// (no limits) and on the general one (limits set) alike.
+async fn r13_a_registration_does_not_count_toward_the_turnover_limits(h: Harness) {
+    h.update_merchant(A, |m| {
+        m.limits = vec![("RUB".into(), Some(10_000), Some(10_000))]
+    });
+    let order = h.order(A, &h.next_order(), "90.00", "c1");
+    let registered = h
+        .engine
+        .register(RegisterRequest {
+            order,
+            card: Harness::card(MASTERCARD_OK, Some(CVC)),
+        })
+        .await
+        .unwrap();
+    assert!(registered.is_approved() && registered.card_saved, "{registered:?}");
+    assert_eq!(
+        h.number("SELECT COUNT(*) AS n FROM orders WHERE kind = 'registration' AND counts_for_limits"),
+        0,
+        "the registration's row counts for nothing"
+    );
+    let paid = h.pay_new(A, "c1", "95.00", VISA_OK, None).await.unwrap();
+    assert!(
+        paid.is_approved(),
+        "90.00 registered + 95.00 paid is within a 100.00 day limit: {paid:?}"
+    );
+    // The limit itself still holds for what was paid.
+    let over = h.pay_new(A, "c1", "5.01", VISA_OK, None).await.unwrap();
+    assert_eq!(over.response_code, ResponseCode::AS105);
 }
 
 // ---- R14 -------------------------------------------------------------------------------------
@@ -1932,8 +2004,18 @@ async fn bad_input_gets_its_fault_and_changes_nothing(h: Harness) {
             h.pay_saved(A, "c1", "10.00", "not-a-token", Some(CVC))
                 .await
         ),
-        Fault::TokenNotFound,
-        "malformed token"
+        Fault::InvalidToken,
+        "malformed token: 3/9 on every surface (docs/protocol.md)"
+    );
+    assert_eq!(
+        fault_of(h.token_pay(A, "c1", "10.00", "not-a-token").await),
+        Fault::InvalidToken,
+        "Token Pay, malformed token"
+    );
+    assert_eq!(
+        fault_of(h.delete(A, "c1", "not-a-token", None).await),
+        Fault::InvalidToken,
+        "removal of a malformed token"
     );
     assert_eq!(
         fault_of(h.pay_saved(A, "c1", "10.00", &foreign, Some(CVC)).await),
@@ -2192,6 +2274,7 @@ both_backends!(
     r8_a_saved_card_payment_needs_the_cvc_when_the_merchant_asks_for_it,
     r8_a_saved_card_payment_needs_no_cvc_when_the_merchant_does_not_ask,
     r8_token_pay_and_merchant_initiated_charges_send_no_cvc,
+    r8_a_merchant_created_without_need_cvc_asks_for_it_on_the_payment_page_only,
     r9_every_reply_shows_cards_masked,
     r10_deleting_a_card_keeps_a_masked_deleted_row_and_wipes_its_secrets,
     r10_deleting_the_last_card_makes_the_customer_new_again,
@@ -2202,6 +2285,7 @@ both_backends!(
     r12_the_day_limit_sums_every_card_at_every_merchant_of_the_union,
     r12_the_week_limit_of_the_paying_merchant_sums_the_iso_week_across_the_union,
     r13_a_financial_payment_pays_and_a_registration_only_verifies,
+    r13_a_registration_does_not_count_toward_the_turnover_limits,
     r14_token_pay_needs_token_type_5_and_no_cvc,
     r15_an_approved_initial_recurring_payment_creates_an_agreement,
     r15_charges_must_stay_within_the_agreed_amounts_period_and_end_date,

@@ -62,19 +62,22 @@ fn mode(path: &Path) -> u32 {
         & 0o777
 }
 
-/// Receives on `sub` within a short wait.
-async fn receives(sub: &mut async_nats::Subscriber) -> Option<async_nats::Message> {
-    tokio::time::timeout(Duration::from_millis(700), sub.next())
-        .await
-        .ok()
-        .flatten()
+/// What arrives on `sub` within `wait`: long for what must arrive (a loaded machine is slow), short
+/// for what must not (anything refused earlier would also show up in a later positive check).
+async fn receives(sub: &mut async_nats::Subscriber, wait: Duration) -> Option<async_nats::Message> {
+    tokio::time::timeout(wait, sub.next()).await.ok().flatten()
 }
+
+/// How long to wait for a message that must arrive, and for one that must not.
+const MUST_ARRIVE: Duration = Duration::from_secs(10);
+const MUST_NOT_ARRIVE: Duration = Duration::from_millis(700);
 
 /// Whether `merchant`, subscribed to `subject`, receives what the service publishes there.
 async fn inbox_delivers(
     service: &async_nats::Client,
     merchant: &async_nats::Client,
     subject: &str,
+    wait: Duration,
 ) -> bool {
     let mut sub = merchant
         .subscribe(subject.to_string())
@@ -86,7 +89,7 @@ async fn inbox_delivers(
         .await
         .expect("publish");
     service.flush().await.expect("flush");
-    receives(&mut sub).await.is_some()
+    receives(&mut sub, wait).await.is_some()
 }
 
 #[tokio::test]
@@ -125,7 +128,7 @@ async fn a_new_merchant_identity_is_picked_up_on_reload_and_reaches_only_its_own
     // The positive controls first: its own inbox receives, its own request subject arrives; then
     // another merchant's subject and the gateway's do not.
     assert!(
-        inbox_delivers(&service, &merchant, "_INBOX.merchant_45273.x").await,
+        inbox_delivers(&service, &merchant, "_INBOX.merchant_45273.x", MUST_ARRIVE).await,
         "its own inbox receives"
     );
     for (subject, allowed) in [
@@ -138,7 +141,15 @@ async fn a_new_merchant_identity_is_picked_up_on_reload_and_reaches_only_its_own
             .await
             .expect("publish");
         merchant.flush().await.expect("flush");
-        let got = receives(&mut requests).await;
+        let got = receives(
+            &mut requests,
+            if allowed {
+                MUST_ARRIVE
+            } else {
+                MUST_NOT_ARRIVE
+            },
+        )
+        .await;
         match (allowed, got) {
             (true, Some(m)) => assert_eq!(m.subject.as_str(), subject),
             (true, None) => panic!("its own subject {subject} did not arrive"),
@@ -148,7 +159,13 @@ async fn a_new_merchant_identity_is_picked_up_on_reload_and_reaches_only_its_own
     }
     // The example merchant's inbox does not receive.
     assert!(
-        !inbox_delivers(&service, &merchant, "_INBOX.merchant_452739.x").await,
+        !inbox_delivers(
+            &service,
+            &merchant,
+            "_INBOX.merchant_452739.x",
+            MUST_NOT_ARRIVE
+        )
+        .await,
         "merchant_45273 read merchant 452739's inbox"
     );
     let log = server.log_text();

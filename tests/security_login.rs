@@ -28,22 +28,11 @@ where
     F: FnOnce(Harness) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    });
-    system.block_on(async move {
-        let settings = EngineSettings {
-            login,
-            ..test_settings()
-        };
-        let h = Harness::start_with(backend, settings).await;
-        test(h).await;
-        actix::System::current().stop();
-    });
+    let settings = EngineSettings {
+        login,
+        ..test_settings()
+    };
+    support::engine::run_with(backend, settings, test)
 }
 
 /// `name(h)` on both backends with the login policy `policy()`.
@@ -175,7 +164,7 @@ async fn operator_unlock_restores_the_right_password(h: Harness) {
     let source = ip(2);
     assert_eq!(lock_out(&h, LOGIN, &source).await, ten_failures());
     let unlocked = unlock_login(
-        &mut *h.pool.get().expect("connection"),
+        &mut h.pool.get().expect("connection"),
         &h.keyring,
         UnlockLogin {
             merchant_id: A,

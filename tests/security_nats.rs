@@ -167,21 +167,9 @@ async fn streams_created_by_the_old_version_deny_purge_and_delete_after_the_serv
     let users = nats.users.clone().expect("shipped users");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut app = OneClick::prepare(dir.path(), &nats.url(), None);
-    app.set_env("ONECLICK__NATS__PREFIX", "oneclick");
-    app.prefix = "oneclick".into();
-    app.set_env("ONECLICK__NATS__USER", "oneclick");
-    app.set_env("ONECLICK__NATS__PASSWORD", &users.oneclick);
-    let service = connect_as(&nats.url(), "oneclick", &users.oneclick, None)
-        .await
-        .expect("service user");
-    let gateway = connect_as(
-        &nats.url(),
-        "gateway",
-        &users.gateway,
-        Some("_INBOX.gateway"),
-    )
-    .await
-    .expect("gateway");
+    users.serve_as_shipped(&mut app, "oneclick");
+    let service = users.service(&nats.url()).await;
+    let gateway = users.gateway(&nats.url()).await;
     let js = jetstream::new(service.clone());
     create_old_streams(&js, "oneclick").await;
     // An event the operator had before the upgrade: kept.

@@ -17,9 +17,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 use support::engine::{Backend, RawConn, TestDb};
-use support::nats::{
-    connect_as, free_port, merchant_auth, merge, request, NatsServer, OneClick, ShippedUsers,
-};
+use support::nats::{free_port, merchant_auth, merge, request, NatsServer, OneClick, ShippedUsers};
 
 const FIXTURE: &str = "tests/fixtures/upgrade-590047f.tar.gz";
 
@@ -166,28 +164,12 @@ async fn upgrade(backend: Backend) {
     let mut app = OneClick::configured(w, env, "oneclick");
     app.admin(&["migrate"]);
 
-    let gateway = connect_as(
-        &nats.url(),
-        "gateway",
-        &users.gateway,
-        Some("_INBOX.gateway"),
-    )
-    .await
-    .expect("gateway connects");
-    let merchant = connect_as(
-        &nats.url(),
-        "merchant_452739",
-        &users.merchant_452739,
-        Some("_INBOX.merchant_452739"),
-    )
-    .await
-    .expect("merchant connects");
+    let gateway = users.gateway(&nats.url()).await;
+    let merchant = users.merchant(&nats.url()).await;
     app.start(&gateway).await;
 
     // The streams the old version created now deny purge and delete, and keep their events.
-    let service = connect_as(&nats.url(), "oneclick", &users.oneclick, None)
-        .await
-        .expect("service user connects");
+    let service = users.service(&nats.url()).await;
     let js = async_nats::jetstream::new(service);
     for name in ["ONECLICK_CMD", "ONECLICK_EVT"] {
         let mut stream = js.get_stream(name).await.expect("the old stream");

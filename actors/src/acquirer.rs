@@ -1,6 +1,6 @@
 //! The authorization boundary: what the engine asks an acquirer ([`AuthRequest`]), what it hears
 //! back ([`AuthOutcome`]), the [`Acquirer`] trait, and the deterministic [`Simulator`] that is the
-//! default acquirer (DESIGN §3 "Acquirer", §6).
+//! default acquirer (docs/rules.md §5).
 //!
 //! Invariants kept:
 //! - Authorization is infallible by signature: a transport failure, a late or garbled answer
@@ -162,7 +162,7 @@ pub enum AuthState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthOutcome {
     pub state: AuthState,
-    /// `AS000`, `AS100`, … (DESIGN §7).
+    /// `AS000`, `AS100`, … (docs/rules.md §4).
     pub response_code: String,
     /// The network's id of this transaction; referenced by later merchant-initiated payments.
     pub network_tx_id: Option<String>,

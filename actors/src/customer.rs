@@ -5,7 +5,7 @@
 //! [`AtomicResponse`], which keeps the actor's mailbox closed until the handler's future has
 //! resolved, so the next message of the same customer starts only after the previous one has
 //! committed. (A plain `ResponseFuture` would let the next message start while the first awaits
-//! the database; STACK.md measured the difference.) Across processes the same order is kept by
+//! the database; docs/stack.md has the measurement.) Across processes the same order is kept by
 //! the database: each write transaction first bumps `customers.version` (see `vault`).
 //!
 //! **State.** The actor caches its customer's [`CustomerSnapshot`] (flags and cards, masked; never

@@ -1,5 +1,5 @@
 //! The pure domain layer of oneclick: validated newtypes for every field the rules talk about and
-//! the rule functions of `DESIGN.md` (R1–R18) that need no I/O, no actors and no clock of their own.
+//! the rule functions of docs/rules.md (R1–R18) that need no I/O, no actors and no clock of their own.
 //!
 //! Invariants kept here:
 //! - a value of a domain type is always valid (construction goes through `parse`/`from_*`);
@@ -18,6 +18,7 @@ pub mod expiry;
 pub mod identifier;
 pub mod limits;
 pub mod mode;
+pub mod order_kind;
 pub mod order_number;
 pub mod recurring;
 pub mod response;
@@ -34,6 +35,7 @@ pub use cvc::Cvc;
 pub use expiry::Expiry;
 pub use limits::{LimitExceeded, LimitWindow, Limits};
 pub use mode::MerchantMode;
+pub use order_kind::OrderKind;
 pub use order_number::OrderNumber;
 pub use recurring::RecurringParams;
 pub use response::{OrderState, ResponseCode};

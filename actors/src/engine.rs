@@ -387,7 +387,9 @@ impl Engine {
     pub async fn delete_card(&self, req: DeleteCardRequest) -> EngineResult<TokenRemoved> {
         let merchant = self.merchant(req.merchant_id).await?;
         let number = CustomerNumber::parse(&req.customer_number)?;
-        let token = Token::parse(&req.token).map_err(|_| Fault::TokenNotFound)?;
+        // A malformed token is a field fault (3/9); a well-formed one this customer does not
+        // have is 4/1 whoever owns it (R17).
+        let token = Token::parse(&req.token)?;
         let command = match &req.command_id {
             Some(id) => Some(self.command_key(
                 &merchant,
@@ -527,7 +529,8 @@ impl Engine {
         .await
     }
 
-    /// Merchant token list (DESIGN §7): every card not deleted, `active: false` when unusable.
+    /// Merchant token list (docs/rules.md §4): every card not deleted, `active: false` when unusable.
+    #[tracing::instrument(skip_all, fields(merchant_id = req.merchant_id, kind = "token_list"))]
     pub async fn token_list(&self, req: TokenListRequest) -> EngineResult<Vec<TokenListEntry>> {
         let merchant = self.merchant(req.merchant_id).await?;
         let number = CustomerNumber::parse(&req.customer_number)?;

@@ -1,4 +1,4 @@
-//! The One Click engine: the product rules of `DESIGN.md` (R1–R18) applied by per-customer actix
+//! The One Click engine: the product rules of docs/rules.md (R1–R18) applied by per-customer actix
 //! actors over an encrypted, Diesel-backed vault.
 //!
 //! Layout (a module per concern):

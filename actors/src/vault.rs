@@ -11,7 +11,7 @@
 //!   which is the cross-process lock for that customer (a row lock on PostgreSQL, the database
 //!   write lock on SQLite), so limit checks (R12) stay true with several oneclick processes;
 //! - a command's stored result commits in the same transaction as its effect (R16);
-//! - handlers never panic: a panic would silently remove a `SyncArbiter` worker (STACK.md), so
+//! - handlers never panic: a panic would silently remove a `SyncArbiter` worker (docs/stack.md), so
 //!   every r2d2/Diesel/crypto failure becomes a [`VaultError`].
 
 pub mod audit;

@@ -12,7 +12,7 @@
 //!     SELECT amount, created_at FROM orders WHERE customer_id = $1 AND currency = 'RUB'
 //!       AND counts_for_limits AND created_at >= $2;
 //!     INSERT INTO orders (…) VALUES (…) ON CONFLICT DO NOTHING RETURNING id;
-//!     UPDATE orders SET state = 'Approved', response_code = 'AS000', … WHERE id = $3 AND state = 'In Process';
+//!     UPDATE orders SET state = 'Approved', response_code = 'AS000', counts_for_limits = counts_for_limits AND true, … WHERE id = $3 AND state = 'In Process';
 //!     UPDATE cards SET success_count = success_count + 1, last_used_at = $4 WHERE id = $5;
 //!     COMMIT`.
 //! 3. **SQLite**: the same loop on a scratch file opened with the engine's own connection
@@ -151,7 +151,7 @@ fn pay_statements(
             id: order_id,
             state: "Approved",
             response_code: "AS000",
-            counts_for_limits: true,
+            keep_reservation: true,
             card_id: Some(card_id),
             network_tx_id: None,
             result_json: Some(RESULT_JSON),

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::load::{fmt_int, Measured};
 use crate::procfs::CpuSeconds;
 
-/// The open-source vault peer measured on this machine (`shared/STACK.md`, closed-loop HTTP,
+/// The open-source vault peer measured on this machine (docs/stack.md, closed-loop HTTP,
 /// same PostgreSQL, 2 cores): (concurrency, add card/s, retrieve card/s).
 pub const PEER: &[(usize, f64, f64)] = &[
     (1, 2_200.0, 10_800.0),

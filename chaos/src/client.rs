@@ -28,11 +28,20 @@ pub struct ClientEvents {
     pub reconnects: AtomicU64,
 }
 
-/// A NATS client that counts its disconnects and reconnects and retries forever.
-pub async fn connect(url: &str) -> anyhow::Result<(async_nats::Client, Arc<ClientEvents>)> {
+/// A NATS client that counts its disconnects and reconnects and retries forever. `urls` is one
+/// URL or several comma-separated (a cluster's nodes); `user` = (name, password) when the
+/// servers require it.
+pub async fn connect(
+    urls: &str,
+    user: Option<(&str, &str)>,
+) -> anyhow::Result<(async_nats::Client, Arc<ClientEvents>)> {
     let events = Arc::new(ClientEvents::default());
     let e = events.clone();
-    let client = async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some((name, password)) = user {
+        options = options.user_and_password(name.to_string(), password.to_string());
+    }
+    let client = options
         .retry_on_initial_connect()
         .max_reconnects(None)
         .event_callback(move |event| {
@@ -49,7 +58,7 @@ pub async fn connect(url: &str) -> anyhow::Result<(async_nats::Client, Arc<Clien
                 }
             }
         })
-        .connect(url)
+        .connect(oneclick::config::server_urls(urls))
         .await
         .context("connecting to NATS")?;
     Ok((client, events))

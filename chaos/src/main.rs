@@ -24,11 +24,15 @@ use clap::Parser;
 struct Cli {
     /// kill-oneclick | restart-nats | restart-postgres | two-instances | slow-handler |
     /// merchant-retries | card-sweep | key-rotation | tenant-isolation | fuzz | red-team |
-    /// login-storm
+    /// login-storm | nats-node-loss | rolling-restart
     scenario: String,
     /// The short version (minutes instead of tens of minutes).
     #[arg(long)]
     short: bool,
+    /// Against the shipped 3-node NATS cluster (deploy/nats/cluster/, streams R3) instead of one
+    /// nats-server: restart-postgres, rolling-restart (nats-node-loss always uses it).
+    #[arg(long)]
+    cluster: bool,
     /// Where history.jsonl, summary.json and the logs go (default results/chaos/<timestamp>-<scenario>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -42,6 +46,7 @@ struct Cli {
 
 pub struct Run {
     pub short: bool,
+    pub cluster: bool,
     pub out: PathBuf,
     pub seed: u64,
     pub seconds: u64,
@@ -59,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&out)?;
     let run = Run {
         short: cli.short,
+        cluster: cli.cluster,
         out: out.clone(),
         seed: cli.seed,
         seconds: cli.seconds,

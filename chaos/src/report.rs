@@ -26,6 +26,11 @@ impl History {
         })
     }
 
+    /// Milliseconds since the history began (the `t_ms` clock).
+    pub fn now_ms(&self) -> u64 {
+        self.began.elapsed().as_millis() as u64
+    }
+
     /// Appends `{"t_ms": …, …event}`.
     pub fn record(&self, mut event: Value) {
         if let Some(o) = event.as_object_mut() {

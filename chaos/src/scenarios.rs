@@ -3,10 +3,13 @@
 mod card_sweep;
 mod durable_load;
 mod fuzz;
+mod interactive;
 mod key_rotation;
 mod login_storm;
 mod merchant_retries;
+mod nats_node_loss;
 mod red_team;
+mod rolling_restart;
 mod tenant_isolation;
 mod two_instances;
 
@@ -26,6 +29,8 @@ pub const ALL: &[&str] = &[
     "fuzz",
     "red-team",
     "login-storm",
+    "nats-node-loss",
+    "rolling-restart",
 ];
 
 pub async fn run(name: &str, run: &Run, report: &mut Report) -> anyhow::Result<()> {
@@ -44,6 +49,10 @@ pub async fn run(name: &str, run: &Run, report: &mut Report) -> anyhow::Result<(
         "fuzz" => fuzz::run(run, report),
         "red-team" => red_team::run(run, report).await,
         "login-storm" => login_storm::run(run, report).await,
+        "nats-node-loss" => durable_load::run(durable_load::Fault::NatsNodeLoss, run, report).await,
+        "rolling-restart" => {
+            durable_load::run(durable_load::Fault::RollingRestart, run, report).await
+        }
         other => anyhow::bail!("unknown scenario {other}; one of: {}", ALL.join(", ")),
     }
 }

@@ -2,7 +2,8 @@
 # Shared by scripts/chaos/<scenario>: builds the release oneclick binary and the chaos binary,
 # makes sure nats-server and (for scenarios on the machine's server) PostgreSQL are available,
 # then runs `oneclick-chaos <scenario> "$@"` with --out results/chaos/<timestamp>-<scenario>.
-# CHAOS_NO_BUILD=1 skips the build (run the binaries already in target/release).
+# CHAOS_NO_BUILD=1 skips the build (run the binaries already in target/release). A CARGO_TARGET_DIR
+# is honoured (the binaries are then looked for there).
 # Each scenario starts and stops its own servers; none touches a server it did not start.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -32,5 +33,7 @@ chaos_run() {
     if [ -z "$out" ]; then
         set -- "$@" --out "results/chaos/$(date -u +%Y%m%dT%H%M%SZ)-$scenario"
     fi
-    exec target/release/oneclick-chaos "$scenario" "$@"
+    local target="${CARGO_TARGET_DIR:-$ROOT/target}"
+    export ONECLICK_CHAOS_BIN="${ONECLICK_CHAOS_BIN:-$target/release/oneclick}"
+    exec "$target/release/oneclick-chaos" "$scenario" "$@"
 }

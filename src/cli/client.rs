@@ -987,7 +987,8 @@ async fn connect(
     }
     let options = crate::app::nats_security(options, &nats).await?;
     let shown = crate::config::redact_url(url);
-    match tokio::time::timeout(timeout, options.connect(url)).await {
+    let urls = crate::config::server_urls(url);
+    match tokio::time::timeout(timeout, options.connect(urls)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(anyhow!("cannot connect to NATS at {shown}: {e}")),
         Err(_) => Err(anyhow!(
@@ -1025,7 +1026,7 @@ async fn request_reply(
     let fault = match serde_json::from_slice::<Value>(&reply.payload) {
         Ok(value) => {
             // Printed from the bytes, so fields keep the service's order (the token list's is
-            // the original's, DESIGN §7).
+            // the original's, docs/rules.md §4).
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", pretty_in_order(&reply.payload))?;
             out.flush()?;

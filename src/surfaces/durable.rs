@@ -12,9 +12,10 @@
 //!
 //! Both streams refuse purge and message deletion (issue 12: a purge through a confused deputy
 //! lost 1,477 acknowledged commands). `get_or_create_stream` never changes a stream that exists,
-//! so at start the flags of an existing stream are compared and, when they differ, the stream is
-//! updated and the change logged (a store made by an older version upgrades in place). NATS lets
-//! these flags be turned on, not off.
+//! so at start the flags and the replicas (`nats.stream_replicas`: 1 on a single server, 3 in a
+//! cluster) of an existing stream are compared and, when they differ, the stream is updated and
+//! the change logged (a store made by an older version, or by a single-server deployment moved
+//! to a cluster, upgrades in place). NATS lets the deny flags be turned on, not off.
 //!
 //! Consumers: one durable pull consumer per partition (`<p>.v1.cmd.<n>.>`), explicit acks,
 //! `max_ack_pending = 1` so one partition (and so one customer) is processed strictly in order
@@ -118,34 +119,44 @@ pub async fn ensure_streams(ctx: &Context, js: &jetstream::Context) -> anyhow::R
             .map_err(|e| anyhow::anyhow!("stream {name} info: {e}"))?
             .config
             .clone();
-        if let Some(updated) = protect(&current, &config) {
-            js.update_stream(updated.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("updating stream {name}'s deny flags: {e}"))?;
+        if let Some(updated) = bring_up_to_date(&current, &config) {
+            js.update_stream(updated.clone()).await.map_err(|e| {
+                anyhow::anyhow!("updating stream {name} (deny flags, replicas): {e}")
+            })?;
             tracing::warn!(
                 stream = %name,
                 deny_purge_was = current.deny_purge,
                 deny_delete_was = current.deny_delete,
+                replicas_was = current.num_replicas,
                 deny_purge = updated.deny_purge,
                 deny_delete = updated.deny_delete,
-                "stream updated: purge and message deletion are now refused"
+                replicas = updated.num_replicas,
+                "stream updated: purge and message deletion refused, replicas as configured"
             );
         }
     }
     Ok(())
 }
 
-/// The existing stream's configuration with the wanted deny flags turned on, when one is off
-/// (every other setting stays as the operator has it); `None` when nothing needs to change.
-pub fn protect(current: &stream::Config, wanted: &stream::Config) -> Option<stream::Config> {
+/// The existing stream's configuration brought up to date, when it differs, with every other
+/// setting as the operator has it: the wanted deny flags turned on (NATS lets them be turned on,
+/// not off) and the replicas set to `nats.stream_replicas` (an R1 stream of a single-server
+/// deployment becomes R3 when the service restarts against a cluster with `stream_replicas = 3`;
+/// the server copies the data to the new replicas). `None` when nothing needs to change.
+pub fn bring_up_to_date(
+    current: &stream::Config,
+    wanted: &stream::Config,
+) -> Option<stream::Config> {
     let purge = wanted.deny_purge && !current.deny_purge;
     let delete = wanted.deny_delete && !current.deny_delete;
-    if !purge && !delete {
+    let replicas = current.num_replicas.max(1) != wanted.num_replicas.max(1);
+    if !purge && !delete && !replicas {
         return None;
     }
     let mut updated = current.clone();
     updated.deny_purge |= wanted.deny_purge;
     updated.deny_delete |= wanted.deny_delete;
+    updated.num_replicas = wanted.num_replicas;
     Some(updated)
 }
 
@@ -424,6 +435,7 @@ mod tests {
             max_age: Duration::from_secs(42),
             deny_purge,
             deny_delete,
+            num_replicas: 1,
             ..Default::default()
         }
     }
@@ -431,14 +443,28 @@ mod tests {
     #[test]
     fn an_old_stream_gets_both_deny_flags_and_keeps_its_other_settings() {
         let wanted = config(true, true);
-        let updated = protect(&config(false, true), &wanted).expect("an update");
+        let updated = bring_up_to_date(&config(false, true), &wanted).expect("an update");
         assert!(updated.deny_purge && updated.deny_delete);
         assert_eq!(updated.max_age, Duration::from_secs(42));
-        assert!(protect(&config(false, false), &wanted).is_some());
+        assert!(bring_up_to_date(&config(false, false), &wanted).is_some());
     }
 
     #[test]
     fn a_stream_that_already_denies_purge_and_delete_is_left_alone() {
-        assert!(protect(&config(true, true), &config(true, true)).is_none());
+        assert!(bring_up_to_date(&config(true, true), &config(true, true)).is_none());
+        // A server that reports 0 replicas means one.
+        let mut zero = config(true, true);
+        zero.num_replicas = 0;
+        assert!(bring_up_to_date(&zero, &config(true, true)).is_none());
+    }
+
+    #[test]
+    fn an_r1_stream_is_scaled_to_the_configured_replicas_and_keeps_its_other_settings() {
+        let mut wanted = config(true, true);
+        wanted.num_replicas = 3;
+        let updated = bring_up_to_date(&config(true, true), &wanted).expect("an update");
+        assert_eq!(updated.num_replicas, 3);
+        assert_eq!(updated.max_age, Duration::from_secs(42));
+        assert!(updated.deny_purge && updated.deny_delete);
     }
 }

@@ -1,5 +1,5 @@
 //! Merchant request-reply services under `<p>.v1.merchant.<merchant_id>.…`, mirroring the
-//! original web services (DESIGN §7): token list, token removal, Token Pay, order state,
+//! original web services (docs/rules.md §4): token list, token removal, Token Pay, order state,
 //! customers list/search and status change.
 //!
 //! Every request authenticates `merchant {merchant_id, login, password}` (argon2, cached once

@@ -3,8 +3,8 @@
 //! (personal-account) view.
 //!
 //! Invariants:
-//! - token list and token removal are byte-exact with the original (DESIGN §7): request field
-//!   `customernumber`, reply fields `token, post, bin, brand, bank, expire, active, needCVC,
+//! - token list and token removal are byte-exact with the original (docs/rules.md §4): request field
+//!   `customernumber`, reply fields `expire, token, bank, brand, bin, active, needCVC, post,
 //!   assets` in that order, `bin` a number and `post` a string;
 //! - every request carries `merchant {merchant_id, login, password}`; `into_request` takes the
 //!   merchant id of the *subject* and refuses a body naming another merchant (`MerchantMismatch`),
@@ -26,9 +26,9 @@ use super::{check_merchant_id, de, parse_language, Localized};
 
 pub use super::gateway::{PaymentReply, TokenRemovedReply};
 
-/// DESIGN §7: web-service login at most 20 characters.
+/// docs/rules.md §4: web-service login at most 20 characters.
 pub const MAX_LOGIN_CHARS: usize = 20;
-/// DESIGN §7: web-service password at most 30 characters.
+/// docs/rules.md §4: web-service password at most 30 characters.
 pub const MAX_PASSWORD_CHARS: usize = 30;
 
 /// `merchant {merchant_id, login, password}` of every merchant request.
@@ -330,23 +330,25 @@ localized!(
     CustomerStatusBody
 );
 
-/// One card of the token list, exactly the original's fields in the original's order.
+/// One card of the token list, exactly the original's fields in the original's order: the
+/// order of the reference's example reply (`tests/fixtures/original-token-list.json`), which
+/// serde keeps as the declaration order below.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenListItem {
-    pub token: String,
-    /// Last 4 digits, a string (`"0028"`).
-    pub post: String,
-    /// First 6 digits, a number (`412362`).
-    pub bin: u32,
-    pub brand: String,
-    /// From the BIN table where configured, else `""`.
-    pub bank: String,
     /// `MM.YYYY`
     pub expire: String,
+    pub token: String,
+    /// From the BIN table where configured, else `""`.
+    pub bank: String,
+    pub brand: String,
+    /// First 6 digits, a number (`412362`).
+    pub bin: u32,
     /// False when expired or blocked (R7).
     pub active: bool,
     #[serde(rename = "needCVC")]
     pub need_cvc: bool,
+    /// Last 4 digits, a string (`"0028"`).
+    pub post: String,
     /// Always `[]`: no card art.
     pub assets: Vec<serde_json::Value>,
 }
@@ -413,7 +415,7 @@ impl From<OrderStatus> for OrderStateReply {
     }
 }
 
-/// A card in the personal-account view (DESIGN §7 columns).
+/// A card in the personal-account view (docs/rules.md §4 columns).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountCardView {
     pub token: String,
@@ -592,21 +594,20 @@ mod tests {
 
     #[test]
     fn token_list_reply_is_byte_exact_with_the_original() -> Result<(), serde_json::Error> {
+        // The original's example reply, byte for byte (reference 003, "no media data").
+        let original = include_str!("../../tests/fixtures/original-token-list.json").trim_end();
         let entry = TokenListEntry {
-            token: "49D902C6-1CCF-4605-9228-11D0E8115C77".into(),
-            post: "0028".into(),
-            bin: 412362,
-            brand: "VISA".into(),
-            bank: "".into(),
+            token: "91720736-CF93-469C-63A0-E5859815D6BA".into(),
+            post: "4128".into(),
+            bin: 546792,
+            brand: "MasterCard".into(),
+            bank: "Bank USA".into(),
             expire: "12.2025".into(),
             active: true,
             need_cvc: false,
         };
         let json = serde_json::to_string(&TokenListReply::from(vec![entry]))?;
-        assert_eq!(
-            json,
-            r#"[{"token":"49D902C6-1CCF-4605-9228-11D0E8115C77","post":"0028","bin":412362,"brand":"VISA","bank":"","expire":"12.2025","active":true,"needCVC":false,"assets":[]}]"#
-        );
+        assert_eq!(json, original);
         assert_eq!(
             serde_json::to_string(&TokenListReply::from(Vec::new()))?,
             "[]"

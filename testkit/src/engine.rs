@@ -15,7 +15,7 @@
 //!   database with raw SQL for assertions ("nothing stored": [`Harness::counts`]).
 //! - [`both_backends!`]: one `async fn(h: Harness)` body becomes a module with two `#[test]`s,
 //!   `on_sqlite` and `on_postgres`, each in its own actix System on a multi-threaded tokio runtime
-//!   (STACK.md: plain `#[tokio::test]` panics with actix).
+//!   (docs/stack.md: plain `#[tokio::test]` panics with actix).
 #![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
@@ -808,6 +808,16 @@ where
     F: FnOnce(Harness) -> Fut,
     Fut: Future<Output = ()>,
 {
+    run_with(backend, test_settings(), test)
+}
+
+/// Runs `body` on a harness with `settings` over a fresh `backend` database, in a fresh actix
+/// System (multi-threaded tokio runtime), and returns what it returned.
+pub fn run_with<F, Fut, R>(backend: Backend, settings: EngineSettings, body: F) -> R
+where
+    F: FnOnce(Harness) -> Fut,
+    Fut: Future<Output = R>,
+{
     let system = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -816,10 +826,11 @@ where
             .expect("tokio runtime")
     });
     system.block_on(async move {
-        let h = Harness::start(backend).await;
-        test(h).await;
+        let h = Harness::start_with(backend, settings).await;
+        let out = body(h).await;
         actix::System::current().stop();
-    });
+        out
+    })
 }
 
 /// Runs test bodies on both backends. Each `async fn name(h: Harness)` becomes a module `name`

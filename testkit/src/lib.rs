@@ -12,4 +12,5 @@ pub mod chaos;
 pub mod engine;
 pub mod inbox;
 pub mod nats;
+pub mod nats_cluster;
 pub mod postgres;

@@ -38,7 +38,11 @@ fn wait_port(port: u16, within: Duration) -> bool {
 
 /// A private JetStream-enabled nats-server.
 pub struct NatsServer {
-    child: Child,
+    /// `None` after [`NatsServer::kill9`], until [`NatsServer::restart`].
+    child: Option<Child>,
+    /// The command line and environment it was started with (a restart reuses them).
+    args: Vec<String>,
+    env: Vec<(String, String)>,
     pub port: u16,
     pub store: tempfile::TempDir,
     /// The server's own log (stderr), in `store`.
@@ -100,7 +104,15 @@ impl NatsServer {
             .matches("Reloaded server configuration")
             .count();
         let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+            .args([
+                "-HUP",
+                &self
+                    .child
+                    .as_ref()
+                    .expect("a running nats-server")
+                    .id()
+                    .to_string(),
+            ])
             .status()
             .expect("kill -HUP");
         assert!(status.success(), "kill -HUP nats-server");
@@ -118,42 +130,67 @@ impl NatsServer {
         }
     }
 
-    fn spawn(
+    /// Starts `nats-server` with `args` and `env` (its log in `store`) and waits for `port`.
+    pub fn spawn(
         port: u16,
         store: tempfile::TempDir,
         args: &[String],
         env: &[(String, String)],
         users: Option<ShippedUsers>,
     ) -> NatsServer {
-        let bin =
-            std::env::var("ONECLICK_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
         let log = store.path().join("nats-server.log");
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("nats-server log file");
-        let mut child = Command::new(&bin)
-            .args(args)
-            .envs(env.iter().cloned())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin} ({e}); run the suite with scripts/test, which installs nats-server"));
-        if !wait_port(port, Duration::from_secs(10)) {
-            let _ = child.kill();
-            panic!(
-                "nats-server did not open port {port}; its log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        NatsServer {
-            child,
+        let mut server = NatsServer {
+            child: None,
+            args: args.to_vec(),
+            env: env.to_vec(),
             port,
             store,
             log,
             users,
+        };
+        server.restart();
+        server
+    }
+
+    /// (Re)starts the process with the same command line, environment, port and store, and
+    /// waits for its client port; a running one is killed first.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let bin =
+            std::env::var("ONECLICK_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("nats-server log file");
+        let mut child = Command::new(&bin)
+            .args(&self.args)
+            .envs(self.env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} ({e}); run the suite with scripts/test, which installs nats-server"));
+        if !wait_port(self.port, Duration::from_secs(10)) {
+            let _ = child.kill();
+            panic!(
+                "nats-server did not open port {}; its log:\n{}",
+                self.port,
+                self.log_text()
+            );
         }
+        self.child = Some(child);
+    }
+
+    /// kill -9 (no flush, no goodbye to the clients or the cluster).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Everything the server logged so far.
@@ -168,8 +205,7 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }
 
@@ -189,18 +225,36 @@ pub fn repo_root() -> PathBuf {
 /// settings, the `include "merchants.conf"` of the users ([`write_shipped_nats_conf`] puts the
 /// shipped service-users.conf and a generated merchants.conf beside it) — is the file as shipped.
 pub fn shipped_nats_conf(port: u16, http_port: u16, store: &Path) -> String {
-    let path = repo_root().join("deploy/nats/nats.conf");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let rewrites = [
+    rewrite_shipped(
+        "deploy/nats/nats.conf",
+        &shipped_nats_conf_rewrites(port, http_port, store),
+    )
+}
+
+/// The whole-line rewrites of [`shipped_nats_conf`].
+pub fn shipped_nats_conf_rewrites(
+    port: u16,
+    http_port: u16,
+    store: &Path,
+) -> Vec<(&'static str, String)> {
+    vec![
         ("listen: 0.0.0.0:4222", format!("listen: 127.0.0.1:{port}")),
         ("http_port: 8222", format!("http_port: {http_port}")),
         (
             "store_dir: /data/jetstream",
             format!("store_dir: \"{}\"", store.display()),
         ),
-    ];
+    ]
+}
+
+/// The shipped file `path` (relative to the repository root) with each `(from, to)` applied to
+/// the one whole line (trimmed) equal to `from`; panics when a `from` line is missing, so a test
+/// fails loudly when the shipped file changes shape.
+pub fn rewrite_shipped(path: &str, rewrites: &[(&str, String)]) -> String {
+    let path = repo_root().join(path);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = String::with_capacity(text.len());
-    let mut seen = [false; 3];
+    let mut seen = vec![false; rewrites.len()];
     for line in text.lines() {
         let trimmed = line.trim();
         match rewrites.iter().position(|(from, _)| trimmed == *from) {
@@ -215,7 +269,8 @@ pub fn shipped_nats_conf(port: u16, http_port: u16, store: &Path) -> String {
     for (i, found) in seen.iter().enumerate() {
         assert!(
             found,
-            "deploy/nats/nats.conf no longer has the line `{}` the tests rewrite",
+            "{} no longer has the line `{}` the tests rewrite",
+            path.display(),
             rewrites[i].0
         );
     }
@@ -228,8 +283,19 @@ pub fn shipped_nats_conf(port: u16, http_port: u16, store: &Path) -> String {
 /// `oneclick admin merchant nats-identity create` with the password of `users`. Returns the
 /// path of nats.conf.
 pub fn write_shipped_nats_conf(dir: &Path, port: u16, users: &ShippedUsers) -> PathBuf {
+    let rewrites = shipped_nats_conf_rewrites(port, free_port(), &dir.join("data"));
+    write_shipped_nats_files(dir, &rewrites, users)
+}
+
+/// [`write_shipped_nats_conf`] with the given whole-line `rewrites` of nats.conf (see
+/// [`rewrite_shipped`]); a cluster node picks its own monitoring port.
+pub fn write_shipped_nats_files(
+    dir: &Path,
+    rewrites: &[(&str, String)],
+    users: &ShippedUsers,
+) -> PathBuf {
     let conf = dir.join("nats.conf");
-    let text = shipped_nats_conf(port, free_port(), &dir.join("data"));
+    let text = rewrite_shipped("deploy/nats/nats.conf", rewrites);
     std::fs::write(&conf, text).expect("write nats.conf");
     let service_users = repo_root().join("deploy/nats/service-users.conf");
     std::fs::copy(&service_users, dir.join("service-users.conf"))
@@ -308,6 +374,42 @@ impl ShippedUsers {
             ("ONECLICK_NATS_PASSWORD".into(), self.oneclick.clone()),
             ("GATEWAY_NATS_PASSWORD".into(), self.gateway.clone()),
         ]
+    }
+}
+
+impl ShippedUsers {
+    /// Connected as the shipped service user `oneclick` (any `_INBOX`, the streams' API).
+    pub async fn service(&self, url: &str) -> async_nats::Client {
+        connect_as(url, "oneclick", &self.oneclick, None)
+            .await
+            .expect("the service user connects")
+    }
+
+    /// Connected as the shipped `gateway` user, with its own inbox prefix.
+    pub async fn gateway(&self, url: &str) -> async_nats::Client {
+        connect_as(url, "gateway", &self.gateway, Some("_INBOX.gateway"))
+            .await
+            .expect("the gateway user connects")
+    }
+
+    /// Connected as the shipped example merchant `merchant_452739`, with its own inbox prefix.
+    pub async fn merchant(&self, url: &str) -> async_nats::Client {
+        connect_as(
+            url,
+            "merchant_452739",
+            &self.merchant_452739,
+            Some("_INBOX.merchant_452739"),
+        )
+        .await
+        .expect("the example merchant connects")
+    }
+
+    /// Gives `app` the service's shipped identity (user `oneclick`) and the subject `prefix`.
+    pub fn serve_as_shipped(&self, app: &mut OneClick, prefix: &str) {
+        app.set_env("ONECLICK__NATS__PREFIX", prefix);
+        app.prefix = prefix.to_string();
+        app.set_env("ONECLICK__NATS__USER", "oneclick");
+        app.set_env("ONECLICK__NATS__PASSWORD", &self.oneclick);
     }
 }
 

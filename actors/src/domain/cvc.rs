@@ -10,6 +10,14 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::{CardBrand, DomainError};
 
+/// R8: a merchant created without naming `need_cvc` asks for the CVC2 when a customer pays with
+/// a saved card on the payment page. The reference describes One Click as "the payment requires
+/// only confirmation by the CVC2 code" (000, 003), and keeps the CVC2-less payment for CIT COF
+/// ("for subsequent operations CIT COF with a saved card, CVC2 will usually not be requested",
+/// 003), which is Token Pay here (R14: never a CVC) whatever this setting says. See
+/// docs/rules.md, R8.
+pub const DEFAULT_NEED_CVC: bool = true;
+
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Cvc(String);
 

@@ -65,7 +65,7 @@ pub fn offer(
     }
 }
 
-/// DESIGN §7 token list: every card not deleted, `active: false` when expired or blocked.
+/// The token list (docs/rules.md §4): every card not deleted, `active: false` when expired or blocked.
 pub fn token_list(
     merchant: &MerchantRecord,
     snapshot: Option<&CustomerSnapshot>,

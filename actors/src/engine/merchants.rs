@@ -1,5 +1,5 @@
 //! Merchant settings and web-service credentials, cached so the hot path touches neither the
-//! database nor argon2 (about 16 ms and 19 MiB a verification, STACK.md); and the defences of the
+//! database nor argon2 (about 16 ms and 19 MiB a verification, docs/stack.md); and the defences of the
 //! login in front of argon2 (security issue 12, finding 3; docs/security/login.md).
 //!
 //! - Settings are cached per merchant for `merchant_cache` (negative answers too), so an admin

@@ -16,7 +16,7 @@ use crate::acquirer::{AuthCvc, AuthKind, AuthPan, AuthRequest, AuthState};
 use crate::customer::NextState;
 use crate::domain::{
     limits, recurring, signature, Amount, CardState, CardholderName, Currency, CustomerNumber, Cvc,
-    Expiry, OrderNumber, OrderState, Pan, RecurringParams, ResponseCode, Token,
+    Expiry, OrderKind, OrderNumber, OrderState, Pan, RecurringParams, ResponseCode, Token,
 };
 use crate::fault::Fault;
 use crate::registry::CustomerKey;
@@ -144,13 +144,12 @@ enum CardSource {
 /// Everything the pipeline needs for one payment.
 struct Plan {
     merchant: Arc<MerchantRecord>,
-    kind: &'static str,
+    kind: OrderKind,
     order: ValidOrder,
     union_id: i64,
     card: CardSource,
     save: bool,
     new_agreement: Option<RecurringParams>,
-    check_limits: bool,
     auth_kind: AuthKind,
     digest: [u8; 32],
     /// The customer's cached snapshot the plan was made from (set by `run`).
@@ -163,9 +162,9 @@ fn today_for(merchant: &MerchantRecord) -> chrono::NaiveDate {
         .date_naive()
 }
 
-fn digest(deps: &Deps, kind: &str, order: &ValidOrder, card_identity: &[u8]) -> [u8; 32] {
+fn digest(deps: &Deps, kind: OrderKind, order: &ValidOrder, card_identity: &[u8]) -> [u8; 32] {
     deps.keyring.request_digest(&[
-        kind.as_bytes(),
+        kind.as_str().as_bytes(),
         &order.amount.minor().to_be_bytes(),
         order.currency.as_str().as_bytes(),
         order
@@ -198,7 +197,7 @@ fn base_result(plan: &Plan) -> PaymentResult {
     PaymentResult {
         merchant_id: plan.merchant.id,
         order_number: plan.order.order_number.as_str().to_string(),
-        kind: plan.kind.to_string(),
+        kind: plan.kind.as_str().to_string(),
         order_state: OrderState::Declined,
         response_code: code,
         message: code.message().to_string(),
@@ -257,7 +256,8 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
         amount: plan.order.amount.minor(),
         currency: plan.order.currency.as_str().to_string(),
         digest: plan.digest,
-        limits: if plan.check_limits {
+        // R12: only payments of One Click customers that move money (not a registration, R13).
+        limits: if plan.kind.moves_money() && plan.order.customer.is_some() {
             limit_check(&plan.merchant, plan.order.currency)
         } else {
             None
@@ -562,9 +562,9 @@ pub(super) async fn pay_new_card(
         .keyring
         .fingerprint(card.pan.expose().as_bytes());
     let kind = if params.is_some() {
-        "recurring_initial"
+        OrderKind::RecurringInitial
     } else {
-        "purchase"
+        OrderKind::Purchase
     };
     let digest = digest(&engine.deps, kind, &order, &fingerprint);
     let consent = req.save.unwrap_or(true);
@@ -591,7 +591,6 @@ pub(super) async fn pay_new_card(
                 card: CardSource::New(clone_card(&card)),
                 save,
                 new_agreement: params,
-                check_limits: o.customer.is_some(),
                 auth_kind: if params.is_some() {
                     AuthKind::RecurringInitial
                 } else {
@@ -628,7 +627,7 @@ pub(super) async fn register(
         .deps
         .keyring
         .fingerprint(card.pan.expose().as_bytes());
-    let digest = digest(&engine.deps, "registration", &order, &fingerprint);
+    let digest = digest(&engine.deps, OrderKind::Registration, &order, &fingerprint);
     let m = merchant.clone();
     let o = order.clone();
     run(
@@ -640,13 +639,12 @@ pub(super) async fn register(
             let deny = snapshot.is_some_and(|s| s.deny);
             Ok(Plan {
                 merchant: m.clone(),
-                kind: "registration",
+                kind: OrderKind::Registration,
                 order: o.clone(),
                 union_id: m.union_id,
                 card: CardSource::New(clone_card(&card)),
                 save: o.customer.is_some() && !deny,
                 new_agreement: None,
-                check_limits: false,
                 auth_kind: AuthKind::Verify,
                 digest,
                 snapshot: None,
@@ -689,7 +687,7 @@ pub(super) async fn pay_saved_card(
     if merchant.need_cvc && cvc.is_none() {
         return Err(Fault::CvcRequired.into());
     }
-    pay_with_token(engine, merchant, order, &req.token, "saved_card", cvc).await
+    pay_with_token(engine, merchant, order, &req.token, OrderKind::SavedCard, cvc).await
 }
 
 pub(super) async fn token_pay(
@@ -702,7 +700,7 @@ pub(super) async fn token_pay(
     }
     // Authenticated by the merchant's web-service credentials, not an order signature (R14).
     let order = validate_order(&merchant, &req.order, false, false)?;
-    pay_with_token(engine, merchant, order, &req.token, "token_pay", None).await
+    pay_with_token(engine, merchant, order, &req.token, OrderKind::TokenPay, None).await
 }
 
 /// A payment with a saved card: on the payment page (`saved_card`, CVC when the merchant
@@ -712,14 +710,15 @@ async fn pay_with_token(
     merchant: Arc<MerchantRecord>,
     order: ValidOrder,
     raw_token: &str,
-    kind: &'static str,
+    kind: OrderKind,
     cvc: Option<Cvc>,
 ) -> EngineResult<PaymentResult> {
     let number = order.customer.clone().ok_or(Fault::MissingField)?;
     if !merchant.mode.may_pay_with_saved_card() {
         return Err(Fault::ModeForbids.into());
     }
-    let token = Token::parse(raw_token).map_err(|_| Fault::TokenNotFound)?;
+    // Malformed: 3/9; well-formed but not this customer's: 4/1 whoever owns it (R17).
+    let token = Token::parse(raw_token)?;
     let digest = digest(&engine.deps, kind, &order, token.as_str().as_bytes());
     let today = today_for(&merchant);
     let m = merchant.clone();
@@ -740,7 +739,6 @@ async fn pay_with_token(
             },
             save: false,
             new_agreement: None,
-            check_limits: true,
             auth_kind: AuthKind::CardOnFile,
             digest,
             snapshot: None,
@@ -770,13 +768,13 @@ pub(super) async fn recurring_charge(
     let initial = OrderNumber::parse(&req.initial_order_number)?;
     let digest = digest(
         &engine.deps,
-        "recurring_charge",
+        OrderKind::RecurringCharge,
         &order,
         initial.as_str().as_bytes(),
     );
     let plan = Plan {
         merchant: merchant.clone(),
-        kind: "recurring_charge",
+        kind: OrderKind::RecurringCharge,
         order,
         union_id: merchant.union_id,
         card: CardSource::Agreement {
@@ -785,7 +783,6 @@ pub(super) async fn recurring_charge(
         },
         save: false,
         new_agreement: None,
-        check_limits: false,
         auth_kind: AuthKind::MerchantInitiated {
             network_tx_id: None,
         },

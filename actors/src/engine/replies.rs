@@ -1,5 +1,5 @@
 //! What the engine answers. These are domain-level replies; the NATS layer maps them onto wire
-//! types (and the original's exact field names where DESIGN §7 demands them). No reply ever holds
+//! types (and the original's exact field names where docs/rules.md §4 demands them). No reply ever holds
 //! a full PAN: cards appear masked (R9).
 
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,7 @@ pub struct Offer {
     pub cards: Vec<OfferCard>,
 }
 
-/// One entry of the merchant token list, with the original's fields (DESIGN §7).
+/// One entry of the merchant token list, with the original's fields (docs/rules.md §4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenListEntry {
     pub token: String,
@@ -91,7 +91,7 @@ pub struct TokenListEntry {
     pub need_cvc: bool,
 }
 
-/// A card in the personal-account view (DESIGN §7 columns).
+/// A card in the personal-account view (docs/rules.md §4 columns).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountCard {
     pub token: String,
@@ -147,7 +147,7 @@ pub struct StatusChanged {
     pub cards_deleted: bool,
 }
 
-/// `{"message":"Token … is removed"}` (DESIGN §7, byte-exact).
+/// `{"message":"Token … is removed"}` (docs/rules.md §4, byte-exact).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRemoved {
     pub message: String,

@@ -151,7 +151,7 @@ pub struct SetStatusRequest {
     pub actor: AuditActor,
 }
 
-/// Merchant token list (DESIGN §7).
+/// Merchant token list (docs/rules.md §4).
 #[derive(Debug, Clone, Default)]
 pub struct TokenListRequest {
     pub merchant_id: i64,
@@ -174,7 +174,7 @@ pub struct OrderStateRequest {
     pub order_number: String,
 }
 
-/// Web-service credentials (DESIGN §7: login ≤ 20, password ≤ 30).
+/// Web-service credentials (docs/rules.md §4: login ≤ 20, password ≤ 30).
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     pub merchant_id: i64,

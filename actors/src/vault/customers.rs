@@ -352,7 +352,7 @@ pub fn set_status(
     })
 }
 
-/// The personal-account view (DESIGN §7): customers of a union with all their cards, deleted
+/// The personal-account view (docs/rules.md §4): customers of a union with all their cards, deleted
 /// ones included, optionally filtered by a customer-number substring.
 pub struct ListCustomers {
     pub union_id: i64,

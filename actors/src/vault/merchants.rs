@@ -1,4 +1,4 @@
-//! Merchants, their One Click settings, web-service users and unions (DESIGN §1).
+//! Merchants, their One Click settings, web-service users and unions (docs/rules.md §1).
 //!
 //! A new merchant gets a union of its own (kind `own`). Joining another union moves the
 //! merchant's customers with it and is refused, listing the colliding customer numbers, when the
@@ -402,7 +402,7 @@ pub fn save_merchant(
                     union_id,
                     oneclick_enabled: c.oneclick_enabled.unwrap_or(true),
                     mode: c.mode.clone().unwrap_or_else(|| "standard".into()),
-                    need_cvc: c.need_cvc.unwrap_or(true),
+                    need_cvc: c.need_cvc.unwrap_or(crate::domain::cvc::DEFAULT_NEED_CVC),
                     list_threshold: c.list_threshold.unwrap_or(1),
                     time_zone: c
                         .time_zone

@@ -1,8 +1,9 @@
 //! Payments in two transactions around the acquirer call:
 //!
 //! 1. [`Reserve`]: idempotency (R16) → the customer's write lock → the saved card still usable →
-//!    turnover of the day and week windows (R12) → the order row `In Process` with
-//!    `counts_for_limits = true`, or a stored `Declined/AS105` when a limit would be exceeded.
+//!    turnover of the day and week windows (R12) → the order row `In Process`, counting toward
+//!    the limits when its kind moves money (`counts_for_limits`; never a registration, R13), or a
+//!    stored `Declined/AS105` when a limit would be exceeded.
 //!    The lock makes concurrent payments of one customer, from any process, see each other's
 //!    reservations, so together they can never exceed a limit.
 //! 2. [`Complete`]: the acquirer's outcome, the card's counters, saving the card (R5, R11) in a
@@ -18,7 +19,7 @@ use super::rows::{CardMetaRow, NewAgreementRow, OrderRow};
 use super::schema::{cards, orders, recurring_agreements};
 use super::{on_backend, vault_message, AnyConnection, VaultError};
 use crate::crypto::{agreement_aad, card_aad_for, card_owner_aad, Keyring, CARD_AAD_OWNER};
-use crate::domain::{Expiry, OrderState, Pan, RecurringParams, Token};
+use crate::domain::{Expiry, OrderKind, OrderState, Pan, RecurringParams, Token};
 use crate::engine::replies::PaymentResult;
 
 /// The limits and windows to check, already resolved for the paying merchant (R12).
@@ -35,7 +36,7 @@ pub struct LimitCheck {
 pub struct Reserve {
     pub merchant_id: i64,
     pub order_number: String,
-    pub kind: &'static str,
+    pub kind: OrderKind,
     /// (union, customer number) for One Click payments; created if new.
     pub customer: Option<(i64, String)>,
     /// For saved-card payments: the card to charge.
@@ -101,8 +102,8 @@ fn find_order(
         .optional()?)
 }
 
-fn replay(row: OrderRow, kind: &str, digest: &[u8; 32]) -> Result<Reservation, VaultError> {
-    if row.kind != kind || row.request_digest != digest {
+fn replay(row: OrderRow, kind: OrderKind, digest: &[u8; 32]) -> Result<Reservation, VaultError> {
+    if row.kind != kind.as_str() || row.request_digest != digest {
         return Ok(Reservation::Conflict);
     }
     let stored =
@@ -366,7 +367,7 @@ fn reserve_in(
     let insert = super::prepared::InsertOrder {
         merchant_id: msg.merchant_id,
         order_number: &msg.order_number,
-        kind: msg.kind,
+        kind: msg.kind.as_str(),
         customer_id,
         card_id: card.as_ref().map(|(c, _)| c.id).filter(|id| *id != 0),
         agreement_id: agreement.as_ref().map(|a| a.0),
@@ -374,7 +375,8 @@ fn reserve_in(
         currency: &msg.currency,
         state: state.as_str(),
         response_code: if declined { "AS105" } else { "AS300" },
-        counts_for_limits: !declined,
+        // R12/R13: a registration never counts; a payment declined here reserves nothing.
+        counts_for_limits: msg.kind.moves_money() && !declined,
         request_digest: &msg.digest,
         result_json: stored.as_deref(),
         now_ms: msg.now_ms,
@@ -419,7 +421,8 @@ fn reserve_saved_card(
         token,
         merchant_id: msg.merchant_id,
         order_number: &msg.order_number,
-        kind: msg.kind,
+        kind: msg.kind.as_str(),
+        counts_for_limits: msg.kind.moves_money(),
         amount: msg.amount,
         currency: &msg.currency,
         request_digest: &msg.digest,
@@ -492,7 +495,8 @@ fn reserve_new_card(
         customer_number,
         merchant_id: msg.merchant_id,
         order_number: &msg.order_number,
-        kind: msg.kind,
+        kind: msg.kind.as_str(),
+        counts_for_limits: msg.kind.moves_money(),
         amount: msg.amount,
         currency: &msg.currency,
         request_digest: &msg.digest,
@@ -736,8 +740,9 @@ pub(crate) fn complete_step(
         id: msg.order_id,
         state: msg.state.as_str(),
         response_code: msg.response_code,
-        // R12: a decline releases the reservation; approval and timeout (in doubt) keep it.
-        counts_for_limits: msg.state != OrderState::Declined,
+        // R12: a decline releases the reservation; approval and timeout (in doubt) keep what
+        // the reservation counted (nothing for a registration, R13).
+        keep_reservation: msg.state != OrderState::Declined,
         card_id: msg.used_card_id,
         network_tx_id: msg.network_tx_id.as_deref(),
         result_json: final_json.as_deref(),

@@ -156,6 +156,7 @@ prepared! {
         merchant_id: i64,
         order_number: &'a str,
         kind: &'a str,
+        counts_for_limits: bool,
         amount: i64,
         currency: &'a str,
         request_digest: &'a [u8],
@@ -172,7 +173,8 @@ prepared! {
          agreement_id, amount, currency, state, response_code, counts_for_limits, \
          request_digest, result_json, created_at, updated_at) SELECT "
         {merchant_id: BigInt} ", " {order_number: Text} ", " {kind: Text} ", c.id, k.id, NULL, "
-        {amount: BigInt} ", " {currency: Text} ", 'In Process', 'AS300', true, "
+        {amount: BigInt} ", " {currency: Text} ", 'In Process', 'AS300', "
+        {counts_for_limits: Bool} ", "
         {request_digest: Binary} ", NULL, " {now_ms: BigInt} ", " {now_ms: BigInt}
         " FROM c, k WHERE NOT c.fraud ON CONFLICT DO NOTHING RETURNING id) \
          SELECT c.id, c.fraud, k.id, k.token, k.customer_id, k.state, \
@@ -198,6 +200,7 @@ prepared! {
         merchant_id: i64,
         order_number: &'a str,
         kind: &'a str,
+        counts_for_limits: bool,
         amount: i64,
         currency: &'a str,
         request_digest: &'a [u8],
@@ -213,7 +216,8 @@ prepared! {
          agreement_id, amount, currency, state, response_code, counts_for_limits, \
          request_digest, result_json, created_at, updated_at) SELECT "
         {merchant_id: BigInt} ", " {order_number: Text} ", " {kind: Text} ", c.id, NULL, NULL, "
-        {amount: BigInt} ", " {currency: Text} ", 'In Process', 'AS300', true, "
+        {amount: BigInt} ", " {currency: Text} ", 'In Process', 'AS300', "
+        {counts_for_limits: Bool} ", "
         {request_digest: Binary} ", NULL, " {now_ms: BigInt} ", " {now_ms: BigInt}
         " FROM c WHERE NOT c.fraud ON CONFLICT DO NOTHING RETURNING id) \
          SELECT c.id, c.fraud, (SELECT id FROM o) FROM c"
@@ -271,19 +275,21 @@ prepared! {
 }
 
 prepared! {
-    /// Completes an order still `In Process` (0 rows: completed before, apply nothing).
+    /// Completes an order still `In Process` (0 rows: completed before, apply nothing). The
+    /// order keeps counting toward the turnover limits (R12) what its reservation counted, unless
+    /// `keep_reservation` is false (a decline releases it).
     pub struct ClaimOrder<'a> {
         id: i64,
         state: &'a str,
         response_code: &'a str,
-        counts_for_limits: bool,
+        keep_reservation: bool,
         card_id: Option<i64>,
         network_tx_id: Option<&'a str>,
         result_json: Option<&'a str>,
         now_ms: i64,
     }
     sql: "UPDATE orders SET state = " {state: Text} ", response_code = " {response_code: Text}
-        ", counts_for_limits = " {counts_for_limits: Bool} ", card_id = " {card_id: Nullable<BigInt>}
+        ", counts_for_limits = counts_for_limits AND " {keep_reservation: Bool} ", card_id = " {card_id: Nullable<BigInt>}
         ", network_tx_id = " {network_tx_id: Nullable<Text>}
         ", result_json = " {result_json: Nullable<Text>} ", updated_at = " {now_ms: BigInt}
         " WHERE id = " {id: BigInt} " AND state = 'In Process'"
@@ -356,7 +362,7 @@ prepared! {
         id: i64,
         state: &'a str,
         response_code: &'a str,
-        counts_for_limits: bool,
+        keep_reservation: bool,
         card_id: Option<i64>,
         network_tx_id: Option<&'a str>,
         result_json: Option<&'a str>,
@@ -365,7 +371,7 @@ prepared! {
     }
     sql: "WITH claimed AS (UPDATE orders SET state = " {state: Text}
         ", response_code = " {response_code: Text}
-        ", counts_for_limits = " {counts_for_limits: Bool} ", card_id = " {card_id: Nullable<BigInt>}
+        ", counts_for_limits = counts_for_limits AND " {keep_reservation: Bool} ", card_id = " {card_id: Nullable<BigInt>}
         ", network_tx_id = " {network_tx_id: Nullable<Text>}
         ", result_json = " {result_json: Nullable<Text>} ", updated_at = " {now_ms: BigInt}
         " WHERE id = " {id: BigInt} " AND state = 'In Process' RETURNING card_id), \
@@ -391,7 +397,7 @@ impl ClaimOrder<'_> {
                     id: self.id,
                     state: self.state,
                     response_code: self.response_code,
-                    counts_for_limits: self.counts_for_limits,
+                    keep_reservation: self.keep_reservation,
                     card_id: self.card_id,
                     network_tx_id: self.network_tx_id,
                     result_json: self.result_json,

@@ -181,8 +181,10 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
     let store = stack
         .nats
         .lock()
-        .map(|n| n.store.clone())
-        .map_err(|_| anyhow::anyhow!("nats lock"))?;
+        .map_err(|_| anyhow::anyhow!("nats lock"))?
+        .single()?
+        .store
+        .clone();
     let store_files = file_haystacks(&store, "JetStream store", |_| false);
     let store_bytes: usize = store_files.iter().map(|h| h.bytes.len()).sum();
     haystacks.extend(store_files);

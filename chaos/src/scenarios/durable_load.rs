@@ -1,4 +1,4 @@
-//! Scenarios 1, 2, 3 and 5: the durable load under a fault.
+//! Scenarios 1, 2, 3, 5, 13 and 14: the durable load under a fault.
 //!
 //! Load: `N` operations over `C` customers chosen Zipf-skewed (s = 1), each customer owned by one
 //! generator worker so its operations are issued in order: 80% Token Pay as durable JetStream
@@ -11,7 +11,11 @@
 //! Faults: `kill-oneclick` (kill -9 the only instance ≥ 15 times), `restart-nats` (kill -9 and
 //! clean stop alternately, ≥ 5 times, recovery time measured), `restart-postgres` (a private
 //! cluster, `pg_ctl stop -m immediate` ≥ 5 times), `slow-handler` (ack wait 1 s, simulator
-//! latency 1.5 s: every command outlives its ack wait).
+//! latency 1.5 s: every command outlives its ack wait), `rolling-restart` (two replicas, SIGTERM
+//! and restart each in turn: [`super::rolling_restart`]) and `nats-node-loss` (kill -9 one node
+//! of the 3-node cluster: [`super::nats_node_loss`]); these two add the interactive load of
+//! [`super::interactive`] (request-reply, never retried, unanswered requests counted). With
+//! `--cluster` the stack runs on the shipped 3-node NATS cluster (R3 streams).
 //!
 //! Then, with the faults stopped and the stream drained, the database and the event stream are
 //! read back: lost (acknowledged, no result or no effect), unexpected (an effect never attempted),
@@ -38,6 +42,15 @@ pub enum Fault {
     RestartNats,
     RestartPostgres,
     SlowHandler,
+    NatsNodeLoss,
+    RollingRestart,
+}
+
+impl Fault {
+    /// Scenarios with the interactive load and two replicas.
+    fn interactive(self) -> bool {
+        matches!(self, Fault::NatsNodeLoss | Fault::RollingRestart)
+    }
 }
 
 struct Plan {
@@ -49,6 +62,8 @@ struct Plan {
     min_faults: usize,
     /// Pause between faults, seconds (uniform in the range).
     every: (f64, f64),
+    /// Interactive requests per second beside the durable load (rolling-restart, nats-node-loss).
+    interactive_rate: f64,
 }
 
 fn plan(fault: Fault, short: bool) -> Plan {
@@ -60,6 +75,7 @@ fn plan(fault: Fault, short: bool) -> Plan {
             seconds: 100.0,
             min_faults: 15,
             every: (3.0, 5.0),
+            interactive_rate: 0.0,
         },
         (Fault::KillOneclick, true) => Plan {
             ops: 1_500,
@@ -68,6 +84,7 @@ fn plan(fault: Fault, short: bool) -> Plan {
             seconds: 25.0,
             min_faults: 5,
             every: (3.0, 4.0),
+            interactive_rate: 0.0,
         },
         (Fault::RestartNats, false) => Plan {
             ops: 10_000,
@@ -76,6 +93,7 @@ fn plan(fault: Fault, short: bool) -> Plan {
             seconds: 100.0,
             min_faults: 5,
             every: (8.0, 12.0),
+            interactive_rate: 0.0,
         },
         (Fault::RestartNats, true) => Plan {
             ops: 1_500,
@@ -84,6 +102,7 @@ fn plan(fault: Fault, short: bool) -> Plan {
             seconds: 30.0,
             min_faults: 2,
             every: (7.0, 9.0),
+            interactive_rate: 0.0,
         },
         (Fault::RestartPostgres, false) => Plan {
             ops: 10_000,
@@ -92,6 +111,7 @@ fn plan(fault: Fault, short: bool) -> Plan {
             seconds: 100.0,
             min_faults: 5,
             every: (8.0, 12.0),
+            interactive_rate: 0.0,
         },
         (Fault::RestartPostgres, true) => Plan {
             ops: 1_500,
@@ -100,6 +120,7 @@ fn plan(fault: Fault, short: bool) -> Plan {
             seconds: 30.0,
             min_faults: 2,
             every: (7.0, 9.0),
+            interactive_rate: 0.0,
         },
         (Fault::SlowHandler, false) => Plan {
             ops: 500,
@@ -108,6 +129,43 @@ fn plan(fault: Fault, short: bool) -> Plan {
             seconds: 60.0,
             min_faults: 0,
             every: (0.0, 0.0),
+            interactive_rate: 0.0,
+        },
+        (Fault::NatsNodeLoss, false) => Plan {
+            ops: 6_000,
+            customers: 600,
+            workers: 32,
+            seconds: 80.0,
+            min_faults: 6,
+            every: (6.0, 9.0),
+            interactive_rate: 1000.0,
+        },
+        (Fault::NatsNodeLoss, true) => Plan {
+            ops: 900,
+            customers: 90,
+            workers: 16,
+            seconds: 22.0,
+            min_faults: 2,
+            every: (5.0, 6.0),
+            interactive_rate: 300.0,
+        },
+        (Fault::RollingRestart, false) => Plan {
+            ops: 6_000,
+            customers: 600,
+            workers: 32,
+            seconds: 80.0,
+            min_faults: 8,
+            every: (3.0, 5.0),
+            interactive_rate: 1000.0,
+        },
+        (Fault::RollingRestart, true) => Plan {
+            ops: 900,
+            customers: 90,
+            workers: 16,
+            seconds: 20.0,
+            min_faults: 4,
+            every: (1.0, 2.0),
+            interactive_rate: 300.0,
         },
         (Fault::SlowHandler, true) => Plan {
             ops: 80,
@@ -116,6 +174,7 @@ fn plan(fault: Fault, short: bool) -> Plan {
             seconds: 10.0,
             min_faults: 0,
             every: (0.0, 0.0),
+            interactive_rate: 0.0,
         },
     }
 }
@@ -185,7 +244,8 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
         Stack::start(
             &run.out,
             StackOptions {
-                instances: 1,
+                instances: if fault.interactive() { 2 } else { 1 },
+                cluster: run.cluster || fault == Fault::NatsNodeLoss,
                 private_pg: fault == Fault::RestartPostgres,
                 env,
             },
@@ -203,6 +263,14 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
         .await?,
     );
     report.figure("fault", format!("{fault:?}"));
+    report.figure(
+        "NATS",
+        if run.cluster || fault == Fault::NatsNodeLoss {
+            "3-node cluster (deploy/nats/cluster), streams R3"
+        } else {
+            "one nats-server"
+        },
+    );
     if let Some(pg) = &stack.pg {
         report.figure(
             "private PostgreSQL",
@@ -245,6 +313,13 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
         ));
     }
     pan_seq += p.customers as u64;
+    // The interactive load's customers, one saved card each (rolling-restart, nats-node-loss).
+    let interactive_customers = if fault.interactive() {
+        p.customers / 3
+    } else {
+        0
+    };
+    let interactive_cards = super::interactive::setup(&stack, interactive_customers).await?;
 
     // The plan of operations, deterministic from the seed.
     let mut rng = Rng::new(run.seed);
@@ -299,6 +374,17 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
             }
         })
     };
+
+    let interactive = fault.interactive().then(|| {
+        super::interactive::Interactive::start(
+            stack.clone(),
+            history.clone(),
+            interactive_cards,
+            16,
+            p.interactive_rate,
+            run.seed ^ 0x1a7e,
+        )
+    });
 
     // The fault injector.
     let injector = {
@@ -402,6 +488,12 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
     let injected = injector
         .await
         .map_err(|e| anyhow::anyhow!("injector: {e}"))??;
+    // The interactive load ran until the last fault was over; its last requests are answered or
+    // time out now.
+    let interactive = match interactive {
+        Some(i) => Some(i.stop().await),
+        None => None,
+    };
     history.record(json!({"phase": "load done", "seconds": load_seconds}));
 
     // Drain: the work queue empties and every acknowledged command has its event.
@@ -501,6 +593,7 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
     let mut faults_by_id: Vec<(String, String)> = Vec::new();
     let mut turnover_expected: HashMap<String, i64> = HashMap::new();
     let mut lost_ids = Vec::new();
+    let mut mismatched_ids: Vec<Value> = Vec::new();
     for id in &acked {
         let Some((kind, customer, order_no, cents)) = ledger.attempted.get(id) else {
             continue;
@@ -549,6 +642,8 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
                         let result_state = e["result"]["order_state"].as_str().unwrap_or("");
                         if state != result_state || *amount != *cents {
                             mismatched += 1;
+                            mismatched_ids.push(json!({"command": id, "order": order_no, "database": [state, amount],
+                                "event": [result_state, cents], "events": evs.len()}));
                         }
                         // R12: approved and in-doubt amounts count, declined ones are released.
                         // "In Process" is in doubt too: the acquirer answered but recording the
@@ -607,7 +702,9 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
                         lost_ids.push(order_no.clone());
                     }
                     Some((state, ..)) if state != r["order_state"].as_str().unwrap_or("") => {
-                        mismatched += 1
+                        mismatched += 1;
+                        mismatched_ids
+                            .push(json!({"save": order_no, "database": state, "reply": r}));
                     }
                     _ => {}
                 }
@@ -621,6 +718,13 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
         .filter_map(|(_, _, o, _)| o.clone())
         .chain(ledger.saves.keys().cloned())
         .chain((0..p.customers).map(|c| format!("init-{c}")))
+        .chain(super::interactive::setup_orders(interactive_customers))
+        .chain(
+            interactive
+                .as_ref()
+                .and_then(|t| t.orders.lock().ok().map(|o| o.clone()))
+                .unwrap_or_default(),
+        )
         .collect();
     let unexpected_orders = orders
         .keys()
@@ -698,7 +802,7 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
     std::fs::write(
         run.out.join("details.json"),
         serde_json::to_vec_pretty(
-            &json!({"lost": lost_ids, "turnover_differs": turnover_details, "fault_events": refused_tokens}),
+            &json!({"lost": lost_ids, "results_differing": mismatched_ids, "turnover_differs": turnover_details, "fault_events": refused_tokens}),
         )?,
     )?;
 
@@ -775,6 +879,46 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
         "commands still in the stream",
         pending.map(|n| n as i64).unwrap_or(-1),
     );
+    if let Some(t) = &interactive {
+        let unanswered = t.unanswered.lock().map(|u| u.clone()).unwrap_or_default();
+        report.figure(
+            "interactive requests sent (Token Pay, request-reply, never retried)",
+            t.sent.load(Ordering::Relaxed) as i64,
+        );
+        report.figure(
+            "interactive requests answered",
+            t.answered.load(Ordering::Relaxed) as i64,
+        );
+        report.figure(
+            "interactive answers that are retryable faults (9/2, 9/3, 9/4)",
+            t.retryable_faults.load(Ordering::Relaxed) as i64,
+        );
+        report.figure("interactive requests unanswered", unanswered.len() as i64);
+        for u in unanswered.iter().take(20) {
+            report.note(format!(
+                "unanswered: order {} sent at {} ms ({}), given up at {} ms",
+                u["unanswered"].as_str().unwrap_or("?"),
+                u["sent_ms"],
+                u["error"].as_str().unwrap_or("?"),
+                u["given_up_ms"]
+            ));
+        }
+        if fault == Fault::RollingRestart {
+            report.expect_eq(
+                "interactive requests without an answer",
+                unanswered.len() as i64,
+                0,
+            );
+            report.expect_eq(
+                "request-reply saves retried (a save timed out or got 9/x)",
+                ledger.rr_retries as i64,
+                0,
+            );
+            for (k, v) in super::rolling_restart::stop_evidence(&run.out) {
+                report.figure(&k, v);
+            }
+        }
+    }
     report.expect_eq("lost (acknowledged, not applied)", lost, 0);
     report.expect_eq(
         "lost saves (answered card_saved, card not in the database)",
@@ -850,6 +994,31 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
                 + (ledger.publish_attempts as i64 - ledger.attempted.len() as i64),
             1,
         ),
+        Fault::NatsNodeLoss => report.expect_at_least(
+            "kills of the command stream's leader (evidence)",
+            injected
+                .figures
+                .iter()
+                .find(|(k, _)| k.contains("(stream leader)"))
+                .and_then(|(_, v)| v.as_i64())
+                .unwrap_or(0),
+            1,
+        ),
+        Fault::RollingRestart => {
+            let per_replica = |i: usize| {
+                injected
+                    .figures
+                    .iter()
+                    .find(|(k, _)| k.ends_with(&format!("oneclick-{i}")))
+                    .and_then(|(_, v)| v.as_i64())
+                    .unwrap_or(0)
+            };
+            report.expect_at_least(
+                "SIGTERMs of the replica restarted least often (evidence)",
+                per_replica(0).min(per_replica(1)),
+                1,
+            )
+        }
     }
     Ok(())
 }
@@ -917,7 +1086,8 @@ async fn inject(
             }
             Fault::RestartNats => {
                 tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                    let mut nats = s.nats.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+                    let mut backbone = s.nats.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+                    let nats = backbone.single()?;
                     if clean {
                         nats.stop();
                     } else {
@@ -945,6 +1115,12 @@ async fn inject(
                 })
                 .await??;
                 "immediate stop postgres"
+            }
+            Fault::NatsNodeLoss => {
+                super::nats_node_loss::kill_one(&stack, &history, count, down + down).await?
+            }
+            Fault::RollingRestart => {
+                super::rolling_restart::restart_one(&stack, &history, count).await?
             }
             Fault::SlowHandler => unreachable!("returned above"),
         };

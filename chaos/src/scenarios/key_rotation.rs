@@ -129,6 +129,10 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
                 let body = json!({"merchant": auth_of(DEMO_MERCHANT), "order_number": order_no, "order_amount": "1.00", "order_currency": "RUB",
                                   "token_type": 5, "payment_token": {"token": token, "customer_number": customer}});
                 sent.fetch_add(1, Ordering::Relaxed);
+                // A timeout is known 10 s after the send: the send time is what to compare
+                // with the procedure's steps (issue 16: four failures recorded at 13.58 s had
+                // been sent at 3.58 s, the first replica's SIGTERM).
+                let sent_ms = history.now_ms();
                 let reply = request(&stack.client, &subject, &body, Duration::from_secs(10)).await;
                 match &reply {
                     Ok(r) if r["order_state"] == "Approved" => {
@@ -136,14 +140,18 @@ pub async fn run(run: &Run, report: &mut Report) -> anyhow::Result<()> {
                     }
                     other => {
                         failed.fetch_add(1, Ordering::Relaxed);
-                        history.record(json!({"failed": order_no, "reply": match other { Ok(r) => r.clone(), Err(e) => json!(format!("{e:?}")) }}));
+                        history.record(json!({"failed": order_no, "sent_ms": sent_ms, "reply": match other { Ok(r) => r.clone(), Err(e) => json!(format!("{e:?}")) }}));
                     }
                 }
             }
         }));
     }
+    // Each step is recorded when it starts (`began_ms`) and how long it took.
     let step = |name: &str, t: Instant| {
-        history.record(json!({"step": name, "ms": t.elapsed().as_millis() as u64}));
+        let ms = t.elapsed().as_millis() as u64;
+        history.record(
+            json!({"step": name, "ms": ms, "began_ms": history.now_ms().saturating_sub(ms)}),
+        );
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
     let t = Instant::now();

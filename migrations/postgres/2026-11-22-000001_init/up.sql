@@ -2,7 +2,7 @@
 -- the same tables, columns and indexes; only the column types differ (BLOB/BYTEA, AUTOINCREMENT/BIGSERIAL).
 -- Times are UTC epoch milliseconds (BIGINT) so both backends compare them the same way.
 
--- A union is the namespace of customer numbers (DESIGN §1). Every merchant has one.
+-- A union is the namespace of customer numbers (docs/rules.md §1). Every merchant has one.
 CREATE TABLE unions (
     id BIGSERIAL PRIMARY KEY,
     kind TEXT NOT NULL,               -- own | legal_entity | legal_entity_group | merchant_group
@@ -34,7 +34,7 @@ CREATE TABLE merchant_limits (
     PRIMARY KEY (merchant_id, currency)
 );
 
--- Web-service users (DESIGN §3): argon2 PHC strings, never plain passwords.
+-- Web-service users (docs/protocol.md §4): argon2 PHC strings, never plain passwords.
 CREATE TABLE merchant_users (
     merchant_id BIGINT NOT NULL REFERENCES merchants(id),
     login TEXT NOT NULL,

@@ -108,7 +108,7 @@ pub fn tamper_with_audit_trail(backend: Backend) -> AttackOutcome {
     AttackOutcome {
         name,
         // A broken control counts as a success: the probe could not have seen one.
-        succeeded: !accepted.is_empty() || !unchanged || !(control.is_ok() && control_seen),
+        succeeded: !(accepted.is_empty() && unchanged && control.is_ok() && control_seen),
         evidence: if accepted.is_empty() {
             evidence.join("; ")
         } else {

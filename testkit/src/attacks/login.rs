@@ -77,19 +77,9 @@ pub async fn brute_force_merchant_login() -> AttackOutcome {
     let users = nats.users.clone().expect("shipped users");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut app = OneClick::prepare(dir.path(), &nats.url(), None);
-    app.set_env("ONECLICK__NATS__PREFIX", "oneclick");
-    app.set_env("ONECLICK__NATS__USER", "oneclick");
-    app.set_env("ONECLICK__NATS__PASSWORD", &users.oneclick);
-    app.prefix = "oneclick".into();
+    users.serve_as_shipped(&mut app, "oneclick");
     // Health is asked as the gateway (the shipped config lets it; the service user may not).
-    let gateway = connect_as(
-        &nats.url(),
-        "gateway",
-        &users.gateway,
-        Some("_INBOX.gateway"),
-    )
-    .await
-    .expect("gateway user connects");
+    let gateway = users.gateway(&nats.url()).await;
     app.start(&gateway).await;
     let attacker = connect_as(
         &nats.url(),

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use super::AttackOutcome;
 use crate::card_scan::{self, Haystack, Needle};
 use crate::nats::{
-    connect_as, fault_of, merchant_auth, merge, order, request, NatsServer, OneClick,
-    DEMO_MERCHANT, DEMO_PASSWORD,
+    fault_of, merchant_auth, merge, order, request, NatsServer, OneClick, DEMO_MERCHANT,
+    DEMO_PASSWORD,
 };
 use crate::postgres::PrivatePostgres;
 
@@ -303,31 +303,14 @@ pub async fn trace_logs_carry_secrets(backend: Backend) -> AttackOutcome {
     );
     app.set_env("RUST_LOG", "trace");
     app.set_env("ONECLICK__LOG__LEVEL", "trace");
-    app.set_env("ONECLICK__NATS__PREFIX", PREFIX);
     // The user/password options: async-nats 0.51 ignores credentials inside the URL (the URL
     // form of docker-compose.yml is refused with "authorization violation").
-    app.set_env("ONECLICK__NATS__USER", "oneclick");
-    app.set_env("ONECLICK__NATS__PASSWORD", &users.oneclick);
-    app.prefix = PREFIX.to_string();
+    users.serve_as_shipped(&mut app, PREFIX);
 
     // The harness probes health as the gateway (the shipped config lets it ask for health).
-    let gw = connect_as(
-        &nats.url(),
-        "gateway",
-        &users.gateway,
-        Some("_INBOX.gateway"),
-    )
-    .await
-    .expect("connect as gateway");
+    let gw = users.gateway(&nats.url()).await;
     app.start(&gw).await;
-    let merchant = connect_as(
-        &nats.url(),
-        "merchant_452739",
-        &users.merchant_452739,
-        Some("_INBOX.merchant_452739"),
-    )
-    .await
-    .expect("connect as merchant");
+    let merchant = users.merchant(&nats.url()).await;
     play_story(&gw, &merchant).await;
     let _ = gw.flush().await;
     let _ = merchant.flush().await;

@@ -22,9 +22,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::AttackOutcome;
-use crate::nats::{
-    card, connect_as, merchant_auth, merge, order, NatsServer, OneClick, DEMO_MERCHANT,
-};
+use crate::nats::{card, merchant_auth, merge, order, NatsServer, OneClick, DEMO_MERCHANT};
 
 /// The merchant whose inbox and events the attacker goes after.
 pub const OTHER_MERCHANT: i64 = 452740;
@@ -56,27 +54,13 @@ impl ShippedStack {
         let url = nats.url();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut app = OneClick::prepare(dir.path(), &url, None);
-        app.set_env("ONECLICK__NATS__PREFIX", PREFIX);
-        app.prefix = PREFIX.to_string();
-        app.set_env("ONECLICK__NATS__USER", "oneclick");
-        app.set_env("ONECLICK__NATS__PASSWORD", &users.oneclick);
+        users.serve_as_shipped(&mut app, PREFIX);
         configure(&mut app);
-        let service = connect_as(&url, "oneclick", &users.oneclick, None)
-            .await
-            .expect("the service user connects");
-        let gateway = connect_as(&url, "gateway", &users.gateway, Some("_INBOX.gateway"))
-            .await
-            .expect("the gateway connects");
+        let service = users.service(&url).await;
+        let gateway = users.gateway(&url).await;
         // The gateway may ask the health subject (the service user may not publish to it).
         app.start(&gateway).await;
-        let merchant = connect_as(
-            &url,
-            "merchant_452739",
-            &users.merchant_452739,
-            Some("_INBOX.merchant_452739"),
-        )
-        .await
-        .expect("the merchant connects");
+        let merchant = users.merchant(&url).await;
         ShippedStack {
             nats,
             app,

@@ -24,19 +24,7 @@ where
     F: FnOnce(Harness) -> Fut,
     Fut: Future<Output = AttackOutcome>,
 {
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    });
-    system.block_on(async move {
-        let h = Harness::start(backend).await;
-        let outcome = attack(h).await;
-        actix::System::current().stop();
-        outcome
-    })
+    crate::engine::run_with(backend, crate::engine::test_settings(), attack)
 }
 
 /// What one attempt to pay as `customer` with `token` achieved.
