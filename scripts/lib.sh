@@ -2,10 +2,12 @@
 # Shared helpers for oneclick's operational scripts. Source it:
 #   . "$(dirname "$0")/lib.sh"
 # Safe under `set -euo pipefail`. Sourcing sets ROOT (repo root) and LOCAL (ROOT/.local, the
-# gitignored home of all project-local state: NATS data, private PostgreSQL cluster, venv, keys).
+# gitignored home of all project-local state: NATS data, private PostgreSQL cluster, venv, keys;
+# $ONECLICK_LOCAL_DIR when set).
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-LOCAL="$ROOT/.local"
+# ONECLICK_LOCAL_DIR moves it (scripts/check-run plays scripts/run in a scratch folder).
+LOCAL="${ONECLICK_LOCAL_DIR:-$ROOT/.local}"
 export ROOT LOCAL
 
 # log MSG... — progress messages go to stderr so stdout stays machine-readable.

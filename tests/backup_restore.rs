@@ -36,15 +36,7 @@ fn admin(
         cmd.env("ONECLICK__KEYS__FILE", keys)
             .env("ONECLICK__KEYS__KEK_FILE", kek);
     }
-    let out = cmd.output().expect("oneclick admin");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    support::nats::status_and_output(&cmd.output().expect("oneclick admin"))
 }
 
 /// The harness's key ring written as deployed: a key file wrapped by a KEK, in their own folder.

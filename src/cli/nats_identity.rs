@@ -392,19 +392,6 @@ pub fn read_file(path: &Path, subjects: &IdentitySubjects) -> Result<MerchantsFi
     MerchantsFile::parse(&text, subjects, &path.display().to_string())
 }
 
-/// Writes a password to a new 0600 file (never an existing one).
-fn write_password(path: &Path, password: &str) -> Result<(), IdentityError> {
-    let mut f = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    f.write_all(password.as_bytes()).map_err(io(path))?;
-    f.write_all(b"\n").map_err(io(path))?;
-    f.sync_all().map_err(io(path))
-}
-
 fn reload_hint(file: &Path) {
     println!(
         "NATS picks it up on a configuration reload (open connections of a removed or replaced user are closed):\n  \
@@ -453,7 +440,8 @@ pub fn run(settings: &Settings, command: NatsIdentityCommand) -> anyhow::Result<
             // Hashed inside the lock: a second admin waits for this whole change.
             merchants.merchants.insert(id, hash_password(&password)?);
             if let Some(out) = &password_out {
-                write_password(out, &password)?;
+                let text = Zeroizing::new(format!("{}\n", password.as_str()));
+                crate::keys::write_new_file(out, &text)?;
             }
             locked.replace(&merchants.render(&subjects))?;
             println!(

@@ -16,7 +16,7 @@
 //!   or row id — never card data. Rows are read in id order, [`VERIFY_BATCH`] at a time.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,22 +30,6 @@ use oneclick_actors::vault::{AnyConnection, DatabaseUrl};
 
 use crate::config::Settings;
 
-/// Every table of the vault, counted in a manifest (the migrations' own table included: a restore
-/// without it would migrate again over existing tables).
-pub const TABLES: &[&str] = &[
-    "__diesel_schema_migrations",
-    "unions",
-    "merchants",
-    "merchant_limits",
-    "merchant_users",
-    "customers",
-    "cards",
-    "recurring_agreements",
-    "orders",
-    "processed_commands",
-    "audit_log",
-    "login_lockouts",
-];
 /// Rows read per query by `verify`.
 pub const VERIFY_BATCH: i64 = 500;
 const MANIFEST_FORMAT: &str = "oneclick-vault-manifest/1";
@@ -112,17 +96,48 @@ struct TextRow {
     v: String,
 }
 
-/// Row counts of [`TABLES`] (names are constants, never input).
+/// Every table of the database (from its catalog, so a table added by a later migration is
+/// counted too; the migrations' own table included: a restore without it would migrate again).
+fn tables(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>> {
+    let names: Vec<TextRow> = match conn {
+        AnyConnection::Postgresql(c) => diesel::sql_query(
+            "SELECT tablename AS v FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1",
+        )
+        .load(c),
+        AnyConnection::Sqlite(c) => diesel::sql_query(
+            "SELECT name AS v FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY 1",
+        )
+        .load(c),
+    }
+    .context("listing the tables")?;
+    names
+        .into_iter()
+        .map(|row| {
+            // Quoted below; a name outside [a-z0-9_] is not one of ours.
+            if row
+                .v
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                Ok(row.v)
+            } else {
+                bail!("unexpected table name {:?}", row.v)
+            }
+        })
+        .collect()
+}
+
+/// Row counts of every table.
 fn counts(conn: &mut AnyConnection) -> anyhow::Result<BTreeMap<String, i64>> {
     let mut out = BTreeMap::new();
-    for table in TABLES {
-        let query = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"));
+    for table in tables(conn)? {
+        let query = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM \"{table}\""));
         let row: CountRow = match conn {
             AnyConnection::Postgresql(c) => query.get_result(c),
             AnyConnection::Sqlite(c) => query.get_result(c),
         }
         .with_context(|| format!("counting {table}"))?;
-        out.insert((*table).to_string(), row.n);
+        out.insert(table, row.n);
     }
     Ok(out)
 }
@@ -150,69 +165,24 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("--out {}: must be a new folder", path.display()))
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("{}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
-}
-
 fn backup(settings: &Settings, out: &Path, pg_bindir: Option<&Path>) -> anyhow::Result<()> {
     let url = &settings.database.url;
     let mut conn = connect(url)?;
     create_private_dir(out)?;
-    let manifest = match &mut conn {
-        AnyConnection::Sqlite(c) => {
-            let copy = out.join(SQLITE_FILE);
-            let target = copy
-                .to_str()
-                .context("the backup folder's path is not UTF-8")?;
-            // One read transaction of SQLite's: a consistent copy while the service writes.
-            diesel::sql_query("VACUUM INTO ?")
-                .bind::<Text, _>(target)
-                .execute(c)
-                .context("VACUUM INTO")?;
-            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))?;
-            let copy_url = format!("sqlite://{target}");
-            manifest(&mut connect(&copy_url)?, url)?
-        }
-        AnyConnection::Postgresql(c) => {
-            let major = server_major(c)?;
-            let pg_dump = pg_tool("pg_dump", pg_bindir, major)?;
-            let dump = out.join(PG_FILE);
-            let libpq = LibpqTarget::parse(url)?;
-            c.build_transaction().repeatable_read().read_only().run(
-                |c| -> anyhow::Result<serde_json::Value> {
-                    let snapshot: TextRow =
-                        diesel::sql_query("SELECT pg_export_snapshot() AS v").get_result(c)?;
-                    // Counted in this transaction: the snapshot pg_dump reads.
-                    let tables = counts_pg(c)?;
-                    let mut cmd = Command::new(&pg_dump);
-                    cmd.args(["--format=custom", "--no-owner", "--no-privileges"])
-                        .arg(format!("--snapshot={}", snapshot.v))
-                        .arg("--file")
-                        .arg(&dump)
-                        .arg(format!("--dbname={}", libpq.uri));
-                    libpq.password_env(&mut cmd);
-                    let status = cmd.status().context("running pg_dump")?;
-                    if !status.success() {
-                        bail!("pg_dump failed ({status})");
-                    }
-                    Ok(serde_json::json!({
-                        "format": MANIFEST_FORMAT,
-                        "backend": "postgres",
-                        "taken_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                        "tables": tables,
-                    }))
-                },
-            )?
-        }
+    let manifest = if let AnyConnection::Sqlite(c) = &mut conn {
+        let copy = out.join(SQLITE_FILE);
+        let target = copy
+            .to_str()
+            .context("the backup folder's path is not UTF-8")?;
+        // One read transaction of SQLite's: a consistent copy while the service writes.
+        diesel::sql_query("VACUUM INTO ?")
+            .bind::<Text, _>(target)
+            .execute(c)
+            .context("VACUUM INTO")?;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))?;
+        manifest(&mut connect(&format!("sqlite://{target}"))?, url)?
+    } else {
+        backup_postgres(&mut conn, url, &out.join(PG_FILE), pg_bindir)?
     };
     std::fs::set_permissions(
         out.join(match manifest["backend"].as_str() {
@@ -221,7 +191,7 @@ fn backup(settings: &Settings, out: &Path, pg_bindir: Option<&Path>) -> anyhow::
         }),
         std::fs::Permissions::from_mode(0o600),
     )?;
-    write_private(
+    crate::keys::write_new_file(
         &out.join(MANIFEST_FILE),
         &(serde_json::to_string_pretty(&manifest)? + "\n"),
     )?;
@@ -234,7 +204,7 @@ fn backup(settings: &Settings, out: &Path, pg_bindir: Option<&Path>) -> anyhow::
             .as_object()
             .map(|t| t.values().filter_map(|v| v.as_i64()).sum::<i64>())
             .unwrap_or(0),
-        TABLES.len()
+        manifest["tables"].as_object().map_or(0, |t| t.len())
     );
     println!(
         "restore drill: ONECLICK__DATABASE__URL=<a new database> oneclick admin vault restore --from {dir} \
@@ -244,15 +214,42 @@ fn backup(settings: &Settings, out: &Path, pg_bindir: Option<&Path>) -> anyhow::
     Ok(())
 }
 
-fn counts_pg(c: &mut PgConnection) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut out = BTreeMap::new();
-    for table in TABLES {
-        let row: CountRow = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
-            .get_result(c)
-            .with_context(|| format!("counting {table}"))?;
-        out.insert((*table).to_string(), row.n);
-    }
-    Ok(out)
+/// pg_dump on a snapshot exported from the REPEATABLE READ transaction that counts the rows:
+/// the manifest describes exactly what the archive holds.
+fn backup_postgres(
+    conn: &mut AnyConnection,
+    url: &str,
+    dump: &Path,
+    pg_bindir: Option<&Path>,
+) -> anyhow::Result<serde_json::Value> {
+    let AnyConnection::Postgresql(c) = &mut *conn else {
+        bail!("database.url: not PostgreSQL");
+    };
+    let pg_dump = pg_tool("pg_dump", pg_bindir, server_major(c)?)?;
+    let libpq = LibpqTarget::parse(url)?;
+    conn.transaction(|conn| -> anyhow::Result<serde_json::Value> {
+        let AnyConnection::Postgresql(c) = &mut *conn else {
+            bail!("database.url: not PostgreSQL");
+        };
+        diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(c)?;
+        let snapshot: TextRow =
+            diesel::sql_query("SELECT pg_export_snapshot() AS v").get_result(c)?;
+        let mut manifest = manifest(conn, url)?;
+        let mut cmd = Command::new(&pg_dump);
+        cmd.args(["--format=custom", "--no-owner", "--no-privileges"])
+            .arg(format!("--snapshot={}", snapshot.v))
+            .arg("--file")
+            .arg(dump)
+            .arg(format!("--dbname={}", libpq.uri));
+        libpq.password_env(&mut cmd);
+        let status = cmd.status().context("running pg_dump")?;
+        if !status.success() {
+            bail!("pg_dump failed ({status})");
+        }
+        manifest["snapshot"] = serde_json::Value::String(snapshot.v);
+        Ok(manifest)
+    })
 }
 
 fn server_major(c: &mut PgConnection) -> anyhow::Result<u32> {

@@ -329,6 +329,11 @@ pub fn nats_identity(file: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool,
         .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .output()
         .expect("oneclick admin merchant nats-identity");
+    status_and_output(&out)
+}
+
+/// Whether a finished command succeeded and what it printed (stdout, then stderr).
+pub fn status_and_output(out: &std::process::Output) -> (bool, String) {
     (
         out.status.success(),
         format!(
@@ -487,14 +492,7 @@ impl OneClick {
             .envs(self.env.iter().cloned())
             .output()
             .expect("admin");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        status_and_output(&out)
     }
 
     /// Prepares keys and the demo merchant in `dir` for `database_url` (SQLite when `None`).
