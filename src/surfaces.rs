@@ -31,9 +31,12 @@
 //! delivered exactly `max` messages on the subscription, then removes it (a later request goes
 //! to another replica), and the client keeps the subscription until it has received exactly
 //! `max`: both sides stop at the same message, so nothing routed here is dropped. `max` = the
-//! requests received so far + a tail of as many as arrived in the last
-//! `service.drain_tail_ms` (at least 2): exact as long as fewer than that are on the wire to
-//! this replica when the server reads the UNSUB (they arrive within milliseconds; the tail is
+//! requests received so far, counting those already waiting in the client's buffer (taken out
+//! first: the library compares `max` with its own delivered count, buffer included; without
+//! this a backlog larger than the tail made it drop the rest — tests/drain_fence.rs) + a tail of
+//! as many as arrived in the last `service.drain_tail_ms` (at least 2): exact as long as fewer
+//! than that are on the wire to this replica when the server reads the UNSUB (they arrive
+//! within milliseconds unless the replica lags; the tail is
 //! half a second of traffic by default). An endpoint that received nothing in the last
 //! `drain_tail_ms` (idle), or whose tail does not arrive within `service.drain_window_ms`, stops
 //! with `Subscriber::drain` instead: only a request on the wire during the fraction of a
@@ -158,6 +161,26 @@ enum Phase {
     Draining {
         why: &'static str,
     },
+}
+
+/// Ends `subscriber` exactly (see the module header): first takes what already waits in the
+/// client library's buffer — so that `received` plus those equals the library's own delivered
+/// count, which is what it compares `max` with — then sends `UNSUB <sid> <max>` with
+/// `max = received + buffered + tail`. Returns the buffered messages (serve them first) and
+/// `max`. The subscription then ends by itself after exactly `max` messages.
+pub async fn unsubscribe_counted(
+    subscriber: &mut async_nats::Subscriber,
+    received: u64,
+    tail: u64,
+) -> Result<(Vec<async_nats::Message>, u64), async_nats::UnsubscribeError> {
+    use futures::FutureExt as _;
+    let mut buffered = Vec::new();
+    while let Some(Some(message)) = subscriber.next().now_or_never() {
+        buffered.push(message);
+    }
+    let max = received + buffered.len() as u64 + tail;
+    subscriber.unsubscribe_after(max).await?;
+    Ok((buffered, max))
 }
 
 /// Arrival times of the requests of the last `span`, to size a stopping endpoint's tail.
@@ -302,8 +325,13 @@ pub fn serve<F, Fut>(
         // minus what still waits in its channel), and their recent arrival times.
         let mut received: u64 = 0;
         let mut recent = RecentArrivals::new(tail_span);
+        // Taken from the client's buffer when the fence was set, served before anything else.
+        let mut pending = std::collections::VecDeque::new();
         loop {
-            let message = match phase {
+            let message = if let Some(m) = pending.pop_front() {
+                m
+            } else {
+                match phase {
                 Phase::Serving => tokio::select! {
                     _ = stop.cancelled() => {
                         let tail = recent.count(Instant::now());
@@ -319,13 +347,17 @@ pub fn serve<F, Fut>(
                             phase = Phase::Draining { why };
                             continue;
                         }
-                        let max = received + tail.max(MIN_TAIL);
-                        if let Err(e) = subscriber.unsubscribe_after(max).await {
-                            tracing::warn!(endpoint = name, error = %e, "could not unsubscribe");
-                            break;
+                        match unsubscribe_counted(&mut subscriber, received, tail.max(MIN_TAIL)).await {
+                            Ok((buffered, max)) => {
+                                pending.extend(buffered);
+                                let until = tokio::time::Instant::now() + window;
+                                phase = Phase::Tail { max, until };
+                            }
+                            Err(e) => {
+                                tracing::warn!(endpoint = name, error = %e, "could not unsubscribe");
+                                break;
+                            }
                         }
-                        let until = tokio::time::Instant::now() + window;
-                        phase = Phase::Tail { max, until };
                         continue;
                     }
                     m = subscriber.next() => match m { Some(m) => m, None => break },
@@ -372,6 +404,7 @@ pub fn serve<F, Fut>(
                             break;
                         }
                     }
+                }
                 }
             };
             received += 1;

@@ -33,6 +33,10 @@ struct Cli {
     /// nats-server: restart-postgres, rolling-restart (nats-node-loss always uses it).
     #[arg(long)]
     cluster: bool,
+    /// rolling-restart, nats-node-loss: interactive requests per second (default: the plan's,
+    /// 1,000 full / 300 short); the 16 workers send at most this many, fewer when saturated.
+    #[arg(long)]
+    interactive_rate: Option<f64>,
     /// Where history.jsonl, summary.json and the logs go (default results/chaos/<timestamp>-<scenario>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -47,6 +51,7 @@ struct Cli {
 pub struct Run {
     pub short: bool,
     pub cluster: bool,
+    pub interactive_rate: Option<f64>,
     pub out: PathBuf,
     pub seed: u64,
     pub seconds: u64,
@@ -65,6 +70,7 @@ fn main() -> anyhow::Result<()> {
     let run = Run {
         short: cli.short,
         cluster: cli.cluster,
+        interactive_rate: cli.interactive_rate,
         out: out.clone(),
         seed: cli.seed,
         seconds: cli.seconds,

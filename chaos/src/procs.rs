@@ -11,7 +11,6 @@
 //!
 //! Every child is killed on drop, so an aborted scenario leaves nothing running.
 
-use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -575,17 +574,7 @@ impl OneClick {
     }
 
     fn http_get(&self, path: &str) -> Option<String> {
-        let mut s = std::net::TcpStream::connect_timeout(
-            &([127, 0, 0, 1], self.http_port).into(),
-            Duration::from_millis(300),
-        )
-        .ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-            .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
+        oneclick_testkit::nats_cluster::http_get(self.http_port, path)
     }
 
     pub fn metrics(&self) -> String {

@@ -12,6 +12,22 @@
 use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
+/// `GET path` over HTTP/1.0 on `127.0.0.1:port` (connect 300 ms, read 2 s): the whole response,
+/// or `None`. Shared by the harnesses that read monitoring, health and metrics endpoints.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(300),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
 use super::nats::{
     free_port, rewrite_shipped, shipped_nats_conf_rewrites, write_shipped_nats_files, NatsServer,
     ShippedUsers,
@@ -138,17 +154,7 @@ impl NatsCluster {
 
     /// GET `path` on node `i`'s monitoring port: the whole HTTP response, or `None`.
     pub fn monitor(&self, i: usize, path: &str) -> Option<String> {
-        let mut s = std::net::TcpStream::connect_timeout(
-            &([127, 0, 0, 1], self.http_ports[i]).into(),
-            Duration::from_millis(300),
-        )
-        .ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-            .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
+        http_get(self.http_ports[i], path)
     }
 
     /// The index of the node named `server_name` (`nats-<n>`), as JetStream names a leader.

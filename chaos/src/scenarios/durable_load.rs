@@ -278,6 +278,12 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
         );
     }
     report.figure("operations planned", p.ops as i64);
+    if fault.interactive() {
+        report.figure(
+            "interactive rate planned (requests/s)",
+            run.interactive_rate.unwrap_or(p.interactive_rate),
+        );
+    }
     report.figure("customers", p.customers as i64);
 
     // Setup: one saved card per customer (request-reply registrations).
@@ -381,7 +387,7 @@ pub async fn run(fault: Fault, run: &Run, report: &mut Report) -> anyhow::Result
             history.clone(),
             interactive_cards,
             16,
-            p.interactive_rate,
+            run.interactive_rate.unwrap_or(p.interactive_rate),
             run.seed ^ 0x1a7e,
         )
     });

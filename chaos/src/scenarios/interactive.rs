@@ -117,7 +117,7 @@ impl Interactive {
                         let order_no = format!("ir-{w}-{n}");
                         // Every other request an offer (answered from memory by the endpoint's
                         // own loop), else a Token Pay (its own task, the database, the acquirer).
-                        let (subject, body) = if n % 2 == 0 {
+                        let (subject, body) = if n.is_multiple_of(2) {
                             (&offer, order_of(DEMO_MERCHANT, &order_no, "1.00", customer))
                         } else {
                             (&subject, json!({"merchant": auth_of(DEMO_MERCHANT), "order_number": order_no,

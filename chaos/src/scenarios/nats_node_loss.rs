@@ -34,7 +34,7 @@ pub async fn kill_one(
 ) -> anyhow::Result<&'static str> {
     let leader = stream_leader(stack).await;
     let (node, what) = match leader {
-        Some(l) if n % 2 == 0 => (l, "kill -9 NATS node (stream leader)"),
+        Some(l) if n.is_multiple_of(2) => (l, "kill -9 NATS node (stream leader)"),
         _ => (n % 3, "kill -9 NATS node"),
     };
     history
