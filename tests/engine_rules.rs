@@ -1132,9 +1132,14 @@ async fn r13_a_registration_does_not_count_toward_the_turnover_limits(h: Harness
         })
         .await
         .unwrap();
-    assert!(registered.is_approved() && registered.card_saved, "{registered:?}");
+    assert!(
+        registered.is_approved() && registered.card_saved,
+        "{registered:?}"
+    );
     assert_eq!(
-        h.number("SELECT COUNT(*) AS n FROM orders WHERE kind = 'registration' AND counts_for_limits"),
+        h.number(
+            "SELECT COUNT(*) AS n FROM orders WHERE kind = 'registration' AND counts_for_limits"
+        ),
         0,
         "the registration's row counts for nothing"
     );
