@@ -48,7 +48,6 @@ use registry::{CustomerKey, Evict, Registry, RetireIfIdle};
 
 pub mod registry;
 
-
 /// What every customer actor needs.
 pub struct Deps {
     pub vault: Addr<Vault>,

@@ -230,7 +230,8 @@ impl Engine {
     #[tracing::instrument(skip_all, fields(merchant_id = req.order.merchant_id, order_number = ?req.order.order_number, kind = "offer"))]
     pub async fn offer(&self, req: OfferRequest) -> EngineResult<Offer> {
         let merchant = self.merchant(req.order.merchant_id).await?;
-        let order = payment::validate_order(&merchant, &req.order, payment::OrderPolicy::PaymentPage)?;
+        let order =
+            payment::validate_order(&merchant, &req.order, payment::OrderPolicy::PaymentPage)?;
         let number = order.customer.clone().ok_or(Fault::MissingField)?;
         let key = Self::customer_key(&merchant, &number);
         let tz = merchant.time_zone;

@@ -58,7 +58,10 @@ fn read_tree(src: &Path) -> Vec<SourceFile> {
             if path.is_dir() {
                 walk(&path, src, out);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let rel = path.strip_prefix(src).expect("under src").with_extension("");
+                let rel = path
+                    .strip_prefix(src)
+                    .expect("under src")
+                    .with_extension("");
                 let mut module: Module = rel
                     .components()
                     .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -359,7 +362,10 @@ fn the_checker_finds_a_deliberately_introduced_circle() {
     // The circle: `low` now uses `high` back, inside a function body.
     let cyclic = [
         ("", "pub mod low; pub mod high;"),
-        ("low", "pub struct Thing; pub fn g() { crate::high::f(Thing) }"),
+        (
+            "low",
+            "pub struct Thing; pub fn g() { crate::high::f(Thing) }",
+        ),
         ("high", "use crate::low::Thing; pub fn f(_: Thing) {}"),
     ];
     let err = check(&tree(&cyclic), TOY_LAYERS).expect_err("a circle");
@@ -382,12 +388,21 @@ fn the_checker_sees_circles_through_children_use_groups_and_macros() {
     ];
     let layers = [("customer", 0), ("engine", 1)];
     let err = check(&tree(&files), &layers).expect_err("a circle");
-    assert!(err.contains("customer -> engine::payment -> engine -> customer"), "{err}");
+    assert!(
+        err.contains("customer -> engine::payment -> engine -> customer"),
+        "{err}"
+    );
     // The parent using its child, and the child its parent, is no circle.
     let files = [
         ("", "pub mod engine;"),
-        ("engine", "pub mod payment; pub struct Deps; pub fn go() { payment::pay() }"),
-        ("engine::payment", "use super::Deps; pub fn pay() { let _ = Deps; }"),
+        (
+            "engine",
+            "pub mod payment; pub struct Deps; pub fn go() { payment::pay() }",
+        ),
+        (
+            "engine::payment",
+            "use super::Deps; pub fn pay() { let _ = Deps; }",
+        ),
     ];
     assert_eq!(check(&tree(&files), &[("engine", 0)]), Ok(()));
 }

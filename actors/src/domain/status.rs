@@ -237,7 +237,10 @@ mod tests {
                 delete_cards: true
             }
         );
-        assert_eq!(StatusChange::parse("active").expect("known").effect().fraud, Some(false));
+        assert_eq!(
+            StatusChange::parse("active").expect("known").effect().fraud,
+            Some(false)
+        );
         for &c in StatusChange::ALL {
             assert_eq!(StatusChange::parse(c.as_str()), Ok(c));
         }

@@ -6,8 +6,8 @@ use chrono::NaiveDate;
 
 use super::replies::*;
 use super::EngineResult;
-use crate::fault::Fault;
 use crate::domain::{status, CardState, CustomerStatus};
+use crate::fault::Fault;
 use crate::vault::customers::AccountEntry;
 use crate::vault::records::{CardRecord, CustomerSnapshot, MerchantRecord, OrderRecord};
 
@@ -241,7 +241,10 @@ mod tests {
         let fraud = customer(false, true);
         assert!(!save_offered(&m, Some(&denied)));
         assert!(!save_offered(&m, Some(&fraud)));
-        assert!(refuse_fraud(Some(&denied)).is_ok(), "deny: payments otherwise standard");
+        assert!(
+            refuse_fraud(Some(&denied)).is_ok(),
+            "deny: payments otherwise standard"
+        );
         assert_eq!(
             refuse_fraud(Some(&fraud)).map_err(|e| e.fault()),
             Err(Fault::CustomerFraud)

@@ -12,15 +12,15 @@ use std::time::Duration;
 use super::replies::{MaskedCard, PaymentResult};
 use super::requests::*;
 use super::{decide, Engine, EngineError, EngineResult};
-use crate::customer::Deps;
 use crate::acquirer::{AuthCvc, AuthKind, AuthPan, AuthRequest, AuthState};
+use crate::customer::registry::CustomerKey;
+use crate::customer::Deps;
 use crate::customer::NextState;
 use crate::domain::{
     limits, recurring, signature, Amount, CardState, CardholderName, Currency, CustomerNumber, Cvc,
     Expiry, OrderKind, OrderNumber, OrderState, Pan, RecurringParams, ResponseCode, Token,
 };
 use crate::fault::Fault;
-use crate::customer::registry::CustomerKey;
 use crate::vault::payments::{
     AgreementCharge, Complete, LimitCheck, NewAgreement, Reservation, Reserve, SaveCard,
 };
@@ -687,7 +687,15 @@ pub(super) async fn pay_saved_card(
     if merchant.need_cvc && cvc.is_none() {
         return Err(Fault::CvcRequired.into());
     }
-    pay_with_token(engine, merchant, order, &req.token, OrderKind::SavedCard, cvc).await
+    pay_with_token(
+        engine,
+        merchant,
+        order,
+        &req.token,
+        OrderKind::SavedCard,
+        cvc,
+    )
+    .await
 }
 
 pub(super) async fn token_pay(
@@ -700,7 +708,15 @@ pub(super) async fn token_pay(
     }
     // Authenticated by the merchant's web-service credentials, not an order signature (R14).
     let order = validate_order(&merchant, &req.order, OrderPolicy::Authenticated)?;
-    pay_with_token(engine, merchant, order, &req.token, OrderKind::TokenPay, None).await
+    pay_with_token(
+        engine,
+        merchant,
+        order,
+        &req.token,
+        OrderKind::TokenPay,
+        None,
+    )
+    .await
 }
 
 /// A payment with a saved card: on the payment page (`saved_card`, CVC when the merchant

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::domain::{MaskedCard, PaymentResult};
 use crate::domain::{CustomerStatus, OrderKind, OrderState, ResponseCode};
+pub use crate::domain::{MaskedCard, PaymentResult};
 
 /// A listable card on the payment page (R7).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

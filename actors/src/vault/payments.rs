@@ -19,11 +19,11 @@ use super::rows::{CardMetaRow, NewAgreementRow, OrderRow};
 use super::schema::{cards, orders, recurring_agreements};
 use super::{on_backend, vault_message, AnyConnection, VaultError};
 use crate::crypto::{agreement_aad, card_aad_for, card_owner_aad, Keyring, CARD_AAD_OWNER};
+use crate::domain::PaymentResult;
 use crate::domain::{
     limits, status, Amount, Expiry, Limits, OrderKind, OrderState, Pan, RecurringParams,
     ResponseCode, Token,
 };
-use crate::domain::PaymentResult;
 
 /// The limits and windows to check, already resolved for the paying merchant (R12). The check
 /// itself is [`limits::check`]: the vault only sums, under the customer's lock, what counts.
@@ -357,7 +357,10 @@ fn reserve_in(
                 .filter(|(_, t)| *t >= start)
                 .fold(0i64, |sum, (a, _)| sum.saturating_add(*a))
         };
-        let (day_used, week_used) = (used_since(window.day_start_ms), used_since(window.week_start_ms));
+        let (day_used, week_used) = (
+            used_since(window.day_start_ms),
+            used_since(window.week_start_ms),
+        );
         // Sums past the largest amount are over any limit anyway: clamp them into an Amount.
         let amount_of = |minor: i64| {
             Amount::from_minor(minor.clamp(0, Amount::MAX.minor()))

@@ -453,7 +453,10 @@ mod tests {
             now_ms: 0,
         };
         let text = sql(&saved);
-        assert!(text.contains(&in_process) && text.contains(&reserved), "{text}");
+        assert!(
+            text.contains(&in_process) && text.contains(&reserved),
+            "{text}"
+        );
         assert!(text.contains(&format!("cards.state = {active}")), "{text}");
         let claim = ClaimOrder {
             id: 1,
