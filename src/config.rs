@@ -18,7 +18,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use oneclick_actors::crypto::{Keyring, MasterKey};
-use oneclick_actors::engine::requests::SecretString;
+use oneclick_actors::secret::SecretString;
 use oneclick_actors::vault::SqliteSync;
 use serde::{Deserialize, Serialize};
 

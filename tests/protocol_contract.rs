@@ -28,7 +28,7 @@ use oneclick::wire::merchant::{
     TokenListItem, TokenListReply, TokenPayBody, TokenRemoveBody,
 };
 use oneclick::wire::{FaultBody, FaultReply, HealthReply};
-use oneclick_actors::domain::{CustomerStatus, OrderState, ResponseCode};
+use oneclick_actors::domain::{CustomerStatus, OrderKind, OrderState, ResponseCode};
 use oneclick_actors::engine::requests::SecretString;
 use oneclick_actors::fault::{Fault, Language};
 use serde::de::DeserializeOwned;
@@ -113,7 +113,7 @@ fn payment_reply() -> PaymentReply {
     PaymentReply {
         merchant_id: 452739,
         order_number: "A-1".into(),
-        kind: "purchase".into(),
+        kind: OrderKind::Purchase,
         order_state: OrderState::Approved,
         response_code: ResponseCode::AS000,
         message: "Approved".into(),
@@ -317,7 +317,7 @@ fn cases() -> Vec<Case> {
             full: to_json(&OrderStateReply {
                 merchant_id: 452739,
                 order_number: "A-1".into(),
-                kind: "purchase".into(),
+                kind: OrderKind::Purchase,
                 order_state: OrderState::Approved,
                 response_code: ResponseCode::AS000,
                 order_amount: "10.34".into(),

@@ -36,10 +36,28 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::engine::{Deps, EngineError};
-use crate::registry::{CustomerKey, Evict, Registry, RetireIfIdle};
+use crate::acquirer::Acquirer;
+use crate::crypto::Keyring;
+use crate::error::EngineError;
+use crate::settings::EngineSettings;
 use crate::vault::customers::LoadCustomer;
+use crate::vault::group_commit::{BatchStats, GroupCommit};
 use crate::vault::records::CustomerSnapshot;
+use crate::vault::Vault;
+use registry::{CustomerKey, Evict, Registry, RetireIfIdle};
+
+pub mod registry;
+
+/// What every customer actor needs.
+pub struct Deps {
+    pub vault: Addr<Vault>,
+    /// Payment steps, grouped into shared transactions (`vault::group_commit`).
+    pub writer: GroupCommit,
+    pub batch_stats: Arc<BatchStats>,
+    pub acquirer: Arc<dyn Acquirer>,
+    pub keyring: Arc<Keyring>,
+    pub settings: EngineSettings,
+}
 
 /// What a handler leaves behind in the cache.
 pub enum NextState {
@@ -75,12 +93,14 @@ impl<R: 'static> Message for Run<R> {
 }
 
 /// Test hook for the supervision test: fail the way a broken handler does (`panic == false`:
-/// stop → supervised restart; `panic == true`: a panic, which ends the actor for good).
-#[doc(hidden)]
+/// stop → supervised restart; `panic == true`: a panic, which ends the actor for good). Only
+/// with the `test-hooks` feature, which the test kit enables and the service never does.
+#[cfg(feature = "test-hooks")]
 pub struct InjectFailure {
     pub panic: bool,
 }
 
+#[cfg(feature = "test-hooks")]
 impl Message for InjectFailure {
     type Result = ();
 }
@@ -217,6 +237,7 @@ impl<R: 'static> Handler<Run<R>> for CustomerActor {
     }
 }
 
+#[cfg(feature = "test-hooks")]
 impl Handler<InjectFailure> for CustomerActor {
     type Result = ();
 

@@ -13,16 +13,16 @@ pub mod replies;
 pub mod requests;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::{Addr, Arbiter, ArbiterHandle, MailboxError};
 
 use crate::acquirer::Acquirer;
 use crate::crypto::Keyring;
-use crate::customer::{InjectFailure, NextState, Run};
-use crate::domain::{CustomerNumber, DomainError, Token};
+use crate::customer::registry::{CustomerKey, Registry};
+use crate::customer::{Deps, NextState, Run};
+use crate::domain::status::{StatusChange, StatusEffect};
+use crate::domain::{CommandKind, CustomerNumber, Token};
 use crate::fault::Fault;
-use crate::registry::{CustomerKey, Registry};
 use crate::vault::audit::{AuditAction, Record};
 use crate::vault::customers::{
     Applied, CommandKey, DeleteCard, DeleteOutcome, ListCustomers, SetStatus,
@@ -34,41 +34,8 @@ use crate::vault::{now_ms, Pool, Vault, VaultError};
 use replies::*;
 use requests::*;
 
-/// Every way a command can fail. [`EngineError::fault`] is the public face.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    #[error("{0}")]
-    Fault(Fault),
-    #[error(transparent)]
-    Vault(#[from] VaultError),
-    #[error("actor mailbox: {0}")]
-    Mailbox(#[from] MailboxError),
-    /// The customer actor went idle meanwhile; the engine retries with a fresh one.
-    #[error("customer actor retired")]
-    Retired,
-}
-
-impl From<Fault> for EngineError {
-    fn from(f: Fault) -> Self {
-        EngineError::Fault(f)
-    }
-}
-
-impl EngineError {
-    pub fn fault(&self) -> Fault {
-        match self {
-            EngineError::Domain(e) => e.fault(),
-            EngineError::Fault(f) => *f,
-            EngineError::Vault(e) if e.is_transient() => Fault::Unavailable,
-            EngineError::Vault(_) => Fault::Internal,
-            EngineError::Mailbox(_) | EngineError::Retired => Fault::Unavailable,
-        }
-    }
-}
-
-pub type EngineResult<T> = Result<T, EngineError>;
+pub use crate::error::{EngineError, EngineResult};
+pub use crate::settings::EngineSettings;
 
 /// The audit detail of a customer change: the status asked for and the durable command id (R16).
 fn audit_detail(command_id: &Option<String>, status: Option<&str>) -> serde_json::Value {
@@ -80,68 +47,6 @@ fn audit_detail(command_id: &Option<String>, status: Option<&str>) -> serde_json
         detail.insert("command_id".into(), id.as_str().into());
     }
     serde_json::Value::Object(detail)
-}
-
-/// Engine tuning (the `[engine]` config section).
-#[derive(Debug, Clone)]
-pub struct EngineSettings {
-    /// An actor idle this long stops (memory bound).
-    pub actor_idle: Duration,
-    /// Most cached customer actors; past it the least recently used are evicted (memory bound
-    /// under a flood of distinct customers).
-    pub max_actors: usize,
-    pub registry_shards: usize,
-    /// Cached customer state older than this is reloaded before use.
-    pub state_ttl: Duration,
-    /// A verified web-service credential is trusted this long without argon2.
-    pub credential_cache: Duration,
-    /// Merchant settings are re-read after this long.
-    pub merchant_cache: Duration,
-    /// Threads running customer actors.
-    pub arbiters: usize,
-    /// Vault worker threads for reads and non-payment writes.
-    pub vault_workers: usize,
-    /// Group-commit writer threads for payment steps (each holds one pool connection).
-    pub group_commit_writers: usize,
-    /// Most payment steps in one group-commit transaction.
-    pub group_commit_max_batch: usize,
-    /// An order still `In Process` this long after its reservation was left by a process that
-    /// died at the acquirer step; a repeat records it as `Timeout` (in doubt).
-    pub in_doubt_after: Duration,
-    /// Merchant-login defences: lockout, throttle, argon2 bound ([`merchants::LoginSettings`]).
-    pub login: merchants::LoginSettings,
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        EngineSettings {
-            actor_idle: Duration::from_secs(300),
-            max_actors: 100_000,
-            registry_shards: 64,
-            state_ttl: Duration::from_millis(5000),
-            credential_cache: Duration::from_secs(60),
-            merchant_cache: Duration::from_millis(1000),
-            arbiters: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-            vault_workers: 6,
-            group_commit_writers: 2,
-            group_commit_max_batch: 64,
-            in_doubt_after: Duration::from_secs(30),
-            login: merchants::LoginSettings::default(),
-        }
-    }
-}
-
-/// What every customer actor needs.
-pub struct Deps {
-    pub vault: Addr<Vault>,
-    /// Payment steps, grouped into shared transactions (`vault::group_commit`).
-    pub writer: GroupCommit,
-    pub batch_stats: Arc<BatchStats>,
-    pub acquirer: Arc<dyn Acquirer>,
-    pub keyring: Arc<Keyring>,
-    pub settings: EngineSettings,
 }
 
 /// The One Click engine. Cheap to clone. Must be started inside an actix `System`.
@@ -322,9 +227,11 @@ impl Engine {
     // ---- payment page (gateway) --------------------------------------------------------------
 
     /// R4: what to offer on the payment page. Read-only.
+    #[tracing::instrument(skip_all, fields(merchant_id = req.order.merchant_id, order_number = ?req.order.order_number, kind = "offer"))]
     pub async fn offer(&self, req: OfferRequest) -> EngineResult<Offer> {
         let merchant = self.merchant(req.order.merchant_id).await?;
-        let order = payment::validate_order(&merchant, &req.order, true, false)?;
+        let order =
+            payment::validate_order(&merchant, &req.order, payment::OrderPolicy::PaymentPage)?;
         let number = order.customer.clone().ok_or(Fault::MissingField)?;
         let key = Self::customer_key(&merchant, &number);
         let tz = merchant.time_zone;
@@ -349,30 +256,35 @@ impl Engine {
 
     /// Pays with a new card (financial transaction), saving it when agreed (R4, R5, R11), or
     /// starts a recurring agreement (R15).
+    #[tracing::instrument(skip_all, fields(merchant_id = req.order.merchant_id, order_number = ?req.order.order_number, kind = "pay_new_card"))]
     pub async fn pay_new_card(&self, req: PayNewCardRequest) -> EngineResult<PaymentResult> {
         let merchant = self.merchant(req.order.merchant_id).await?;
         payment::pay_new_card(self, merchant, req).await
     }
 
     /// Registration transaction (R13): verifies the card and saves it on success.
+    #[tracing::instrument(skip_all, fields(merchant_id = req.order.merchant_id, order_number = ?req.order.order_number, kind = "registration"))]
     pub async fn register(&self, req: RegisterRequest) -> EngineResult<PaymentResult> {
         let merchant = self.merchant(req.order.merchant_id).await?;
         payment::register(self, merchant, req).await
     }
 
     /// Pays with a saved card on the payment page (R8).
+    #[tracing::instrument(skip_all, fields(merchant_id = req.order.merchant_id, order_number = ?req.order.order_number, kind = "saved_card"))]
     pub async fn pay_saved_card(&self, req: PaySavedCardRequest) -> EngineResult<PaymentResult> {
         let merchant = self.merchant(req.order.merchant_id).await?;
         payment::pay_saved_card(self, merchant, req).await
     }
 
     /// Token Pay (R14). The caller has authenticated the merchant.
+    #[tracing::instrument(skip_all, fields(merchant_id = req.order.merchant_id, order_number = ?req.order.order_number, kind = "token_pay"))]
     pub async fn token_pay(&self, req: TokenPayRequest) -> EngineResult<PaymentResult> {
         let merchant = self.merchant(req.order.merchant_id).await?;
         payment::token_pay(self, merchant, req).await
     }
 
     /// A merchant-initiated charge on a recurring agreement (R15).
+    #[tracing::instrument(skip_all, fields(merchant_id = req.merchant_id, order_number = ?req.order_number, kind = "recurring_charge"))]
     pub async fn recurring_charge(
         &self,
         req: RecurringChargeRequest,
@@ -384,6 +296,7 @@ impl Engine {
     // ---- cards and customers ------------------------------------------------------------------
 
     /// Deletes a card (R10), by the customer on the payment page or by the merchant.
+    #[tracing::instrument(skip_all, fields(merchant_id = req.merchant_id, command_id = ?req.command_id, kind = "delete_card"))]
     pub async fn delete_card(&self, req: DeleteCardRequest) -> EngineResult<TokenRemoved> {
         let merchant = self.merchant(req.merchant_id).await?;
         let number = CustomerNumber::parse(&req.customer_number)?;
@@ -394,7 +307,7 @@ impl Engine {
             Some(id) => Some(self.command_key(
                 &merchant,
                 id,
-                "delete_card",
+                CommandKind::DeleteCard,
                 &[number.as_str().as_bytes(), token.as_str().as_bytes()],
             )?),
             None => None,
@@ -454,24 +367,22 @@ impl Engine {
     }
 
     /// Sets or clears a customer's flags (R6).
+    #[tracing::instrument(skip_all, fields(merchant_id = req.merchant_id, command_id = ?req.command_id, kind = "set_status"))]
     pub async fn set_status(&self, req: SetStatusRequest) -> EngineResult<StatusChanged> {
         let merchant = self.merchant(req.merchant_id).await?;
         let number = CustomerNumber::parse(&req.customer_number)?;
-        let (deny, fraud, leave) = match req.status.as_str() {
-            "deny" => (Some(true), None, false),
-            "fraud" => (None, Some(true), false),
-            "clear_deny" => (Some(false), None, false),
-            "clear_fraud" => (None, Some(false), false),
-            "active" => (Some(false), Some(false), false),
-            "leave" => (Some(true), None, true),
-            _ => return Err(Fault::InvalidStatus.into()),
-        };
+        let change = StatusChange::parse(&req.status)?;
+        let StatusEffect {
+            deny,
+            fraud,
+            delete_cards: leave,
+        } = change.effect();
         let command = match &req.command_id {
             Some(id) => Some(self.command_key(
                 &merchant,
                 id,
-                "set_status",
-                &[number.as_str().as_bytes(), req.status.as_bytes()],
+                CommandKind::SetStatus,
+                &[number.as_str().as_bytes(), change.as_str().as_bytes()],
             )?),
             None => None,
         };
@@ -559,6 +470,7 @@ impl Engine {
     }
 
     /// The personal-account view: customers of the merchant's union and all their cards.
+    #[tracing::instrument(skip_all, fields(merchant_id = req.merchant_id, kind = "list_customers"))]
     pub async fn list_customers(&self, req: ListCustomersRequest) -> EngineResult<CustomerPage> {
         let merchant = self.merchant(req.merchant_id).await?;
         let search = req
@@ -596,6 +508,7 @@ impl Engine {
     }
 
     /// The state of one of the merchant's orders.
+    #[tracing::instrument(skip_all, fields(merchant_id = req.merchant_id, order_number = ?req.order_number, kind = "order_state"))]
     pub async fn order_state(&self, req: OrderStateRequest) -> EngineResult<OrderStatus> {
         let merchant = self.merchant(req.merchant_id).await?;
         let number = crate::domain::OrderNumber::parse(&req.order_number)?;
@@ -608,12 +521,13 @@ impl Engine {
                 })
                 .await,
         )?;
-        let (row, card) = found.ok_or(Fault::OrderNotFound)?;
-        decide::order_status(row, card)
+        let (order, card) = found.ok_or(Fault::OrderNotFound)?;
+        Ok(decide::order_status(order, card))
     }
 
-    /// Test hook for the supervision test: makes the customer's actor fail.
-    #[doc(hidden)]
+    /// Test hook for the supervision test: makes the customer's actor fail (`test-hooks`
+    /// feature only).
+    #[cfg(feature = "test-hooks")]
     pub async fn inject_customer_failure(
         &self,
         merchant_id: i64,
@@ -626,7 +540,7 @@ impl Engine {
             .registry
             .get_or_start(&key)
             .ok_or(Fault::ShuttingDown)?;
-        let _ = addr.send(InjectFailure { panic }).await;
+        let _ = addr.send(crate::customer::InjectFailure { panic }).await;
         Ok(())
     }
 
@@ -634,7 +548,7 @@ impl Engine {
         &self,
         merchant: &MerchantRecord,
         command_id: &str,
-        kind: &'static str,
+        kind: CommandKind,
         parts: &[&[u8]],
     ) -> EngineResult<CommandKey> {
         if command_id.is_empty()
@@ -643,7 +557,7 @@ impl Engine {
         {
             return Err(Fault::InvalidCommandId.into());
         }
-        let mut all: Vec<&[u8]> = vec![kind.as_bytes()];
+        let mut all: Vec<&[u8]> = vec![kind.as_str().as_bytes()];
         all.extend_from_slice(parts);
         Ok(CommandKey {
             merchant_id: merchant.id,

@@ -17,8 +17,10 @@ pub mod crypto;
 pub mod customer;
 pub mod domain;
 pub mod engine;
+pub mod error;
 pub mod fault;
-pub mod registry;
+pub mod secret;
+pub mod settings;
 pub mod vault;
 
 pub use engine::{Engine, EngineError, EngineSettings};

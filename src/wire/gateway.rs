@@ -8,7 +8,7 @@
 //! - `into_request` checks only what the wire layer owns (merchant id positive, language); every
 //!   product rule stays in the engine.
 
-use oneclick_actors::domain::{CustomerStatus, OrderState, ResponseCode};
+use oneclick_actors::domain::{CustomerStatus, OrderKind, OrderState, ResponseCode};
 use oneclick_actors::engine::replies::{MaskedCard, Offer, OfferCard, PaymentResult, TokenRemoved};
 use oneclick_actors::engine::requests::{
     AuditActor, DeleteCardRequest, NewCardInput, OfferRequest, OrderInput, PayNewCardRequest,
@@ -370,7 +370,7 @@ pub struct PaymentReply {
     pub merchant_id: i64,
     pub order_number: String,
     /// `purchase`, `registration`, `saved_card`, `token_pay`, `recurring_initial`, `recurring_charge`.
-    pub kind: String,
+    pub kind: OrderKind,
     /// The original's order state (`Approved`, `Declined`, `In Process`, `Timeout`, …).
     pub order_state: OrderState,
     /// The original's response code (`AS000`, `AS100`, `AS105`, …).
@@ -577,7 +577,7 @@ mod tests {
         let result = PaymentResult {
             merchant_id: 1,
             order_number: "o".into(),
-            kind: "purchase".into(),
+            kind: OrderKind::Purchase,
             order_state: OrderState::InProcess,
             response_code: ResponseCode::AS300,
             message: "m".into(),

@@ -10,7 +10,7 @@
 //!   merchant id of the *subject* and refuses a body naming another merchant (`MerchantMismatch`),
 //!   so a handler cannot forget that check; the password is a [`SecretString`].
 
-use oneclick_actors::domain::{CustomerStatus, OrderState, ResponseCode};
+use oneclick_actors::domain::{CustomerStatus, OrderKind, OrderState, ResponseCode};
 use oneclick_actors::engine::replies::{
     AccountCard, AccountCustomer, CustomerPage, OrderStatus, StatusChanged, TokenListEntry,
 };
@@ -46,6 +46,22 @@ pub struct MerchantAuth {
 
 impl MerchantAuth {
     /// Checks the body's merchant against the subject's and the §7 lengths.
+    /// The one place a merchant body is authenticated: the language (3/13), the credentials
+    /// against the subject's merchant (2/3, 1/3), then the engine request built from them.
+    fn call<R>(
+        self,
+        language: Option<&str>,
+        subject_merchant_id: i64,
+        request: impl FnOnce(&Credentials) -> R,
+    ) -> Result<MerchantCall<R>, Fault> {
+        parse_language(language)?;
+        let credentials = self.into_credentials(subject_merchant_id)?;
+        Ok(MerchantCall {
+            request: request(&credentials),
+            credentials,
+        })
+    }
+
     fn into_credentials(self, subject_merchant_id: i64) -> Result<Credentials, Fault> {
         let merchant_id = check_merchant_id(self.merchant_id)?;
         if merchant_id != subject_merchant_id {
@@ -91,15 +107,14 @@ impl TokenListBody {
         self,
         subject_merchant_id: i64,
     ) -> Result<MerchantCall<TokenListRequest>, Fault> {
-        parse_language(self.language.as_deref())?;
-        let credentials = self.merchant.into_credentials(subject_merchant_id)?;
-        Ok(MerchantCall {
-            request: TokenListRequest {
+        self.merchant.call(
+            self.language.as_deref(),
+            subject_merchant_id,
+            |credentials| TokenListRequest {
                 merchant_id: credentials.merchant_id,
                 customer_number: self.customer_number,
             },
-            credentials,
-        })
+        )
     }
 }
 
@@ -127,18 +142,17 @@ impl TokenRemoveBody {
         self,
         subject_merchant_id: i64,
     ) -> Result<MerchantCall<DeleteCardRequest>, Fault> {
-        parse_language(self.language.as_deref())?;
-        let credentials = self.merchant.into_credentials(subject_merchant_id)?;
-        Ok(MerchantCall {
-            request: DeleteCardRequest {
+        self.merchant.call(
+            self.language.as_deref(),
+            subject_merchant_id,
+            |credentials| DeleteCardRequest {
                 merchant_id: credentials.merchant_id,
                 customer_number: self.customer_number,
                 token: self.token,
                 command_id: self.command_id,
                 actor: AuditActor::merchant(credentials.merchant_id, &credentials.login),
             },
-            credentials,
-        })
+        )
     }
 }
 
@@ -185,10 +199,10 @@ impl TokenPayBody {
         self,
         subject_merchant_id: i64,
     ) -> Result<MerchantCall<TokenPayRequest>, Fault> {
-        parse_language(self.language.as_deref())?;
-        let credentials = self.merchant.into_credentials(subject_merchant_id)?;
-        Ok(MerchantCall {
-            request: TokenPayRequest {
+        self.merchant.call(
+            self.language.as_deref(),
+            subject_merchant_id,
+            |credentials| TokenPayRequest {
                 order: OrderInput {
                     merchant_id: credentials.merchant_id,
                     order_number: self.order_number,
@@ -200,8 +214,7 @@ impl TokenPayBody {
                 token_type: self.token_type,
                 token: self.payment_token.token,
             },
-            credentials,
-        })
+        )
     }
 }
 
@@ -224,15 +237,14 @@ impl OrderStateBody {
         self,
         subject_merchant_id: i64,
     ) -> Result<MerchantCall<OrderStateRequest>, Fault> {
-        parse_language(self.language.as_deref())?;
-        let credentials = self.merchant.into_credentials(subject_merchant_id)?;
-        Ok(MerchantCall {
-            request: OrderStateRequest {
+        self.merchant.call(
+            self.language.as_deref(),
+            subject_merchant_id,
+            |credentials| OrderStateRequest {
                 merchant_id: credentials.merchant_id,
                 order_number: self.order_number,
             },
-            credentials,
-        })
+        )
     }
 }
 
@@ -258,17 +270,16 @@ impl CustomersListBody {
         self,
         subject_merchant_id: i64,
     ) -> Result<MerchantCall<ListCustomersRequest>, Fault> {
-        parse_language(self.language.as_deref())?;
-        let credentials = self.merchant.into_credentials(subject_merchant_id)?;
-        Ok(MerchantCall {
-            request: ListCustomersRequest {
+        self.merchant.call(
+            self.language.as_deref(),
+            subject_merchant_id,
+            |credentials| ListCustomersRequest {
                 merchant_id: credentials.merchant_id,
                 search: self.search,
                 offset: self.offset.unwrap_or(0),
                 limit: self.limit.unwrap_or(0),
             },
-            credentials,
-        })
+        )
     }
 }
 
@@ -296,18 +307,17 @@ impl CustomerStatusBody {
         self,
         subject_merchant_id: i64,
     ) -> Result<MerchantCall<SetStatusRequest>, Fault> {
-        parse_language(self.language.as_deref())?;
-        let credentials = self.merchant.into_credentials(subject_merchant_id)?;
-        Ok(MerchantCall {
-            request: SetStatusRequest {
+        self.merchant.call(
+            self.language.as_deref(),
+            subject_merchant_id,
+            |credentials| SetStatusRequest {
                 merchant_id: credentials.merchant_id,
                 customer_number: self.customer_number,
                 status: self.status,
                 command_id: self.command_id,
                 actor: AuditActor::merchant(credentials.merchant_id, &credentials.login),
             },
-            credentials,
-        })
+        )
     }
 }
 
@@ -385,7 +395,7 @@ impl From<Vec<TokenListEntry>> for TokenListReply {
 pub struct OrderStateReply {
     pub merchant_id: i64,
     pub order_number: String,
-    pub kind: String,
+    pub kind: OrderKind,
     pub order_state: OrderState,
     pub response_code: ResponseCode,
     pub order_amount: String,

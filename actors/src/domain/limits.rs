@@ -70,8 +70,11 @@ pub struct LimitExceeded {
 }
 
 impl LimitExceeded {
+    /// The answer to a payment over a limit (§4: "AS105 limit exceeded").
+    pub const RESPONSE_CODE: ResponseCode = ResponseCode::AS105;
+
     pub fn response_code(&self) -> ResponseCode {
-        ResponseCode::AS105
+        Self::RESPONSE_CODE
     }
 }
 

@@ -51,11 +51,6 @@ impl MerchantMode {
     pub fn may_pay_with_saved_card(self) -> bool {
         matches!(self, MerchantMode::Standard | MerchantMode::SavedCardsOnly)
     }
-
-    /// Whether the payment page offers to save a new card (R4).
-    pub fn offers_saving(self) -> bool {
-        self.may_save_new_cards()
-    }
 }
 
 impl fmt::Display for MerchantMode {
@@ -72,7 +67,7 @@ mod tests {
     #[test]
     fn r18_standard_saves_and_pays_with_saved_cards() {
         let m = MerchantMode::Standard;
-        assert!(m.may_save_new_cards() && m.may_pay_with_saved_card() && m.offers_saving());
+        assert!(m.may_save_new_cards() && m.may_pay_with_saved_card());
     }
 
     #[test]
@@ -80,13 +75,12 @@ mod tests {
         let m = MerchantMode::SavedCardsOnly;
         assert!(m.may_pay_with_saved_card());
         assert!(!m.may_save_new_cards());
-        assert!(!m.offers_saving());
     }
 
     #[test]
     fn r18_save_only_refuses_saved_card_payments() {
         let m = MerchantMode::SaveOnly;
-        assert!(m.may_save_new_cards() && m.offers_saving());
+        assert!(m.may_save_new_cards());
         assert!(!m.may_pay_with_saved_card());
     }
 

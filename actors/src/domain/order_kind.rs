@@ -78,6 +78,26 @@ impl PartialEq<&str> for OrderKind {
     }
 }
 
+/// R16: the commands that change a customer without an order, idempotent by the caller's
+/// `command_id`. The spelling is stored in `processed_commands.kind` and hashed into the request
+/// digest: defined here once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    /// R10: a card deleted by the customer or the merchant.
+    DeleteCard,
+    /// R6: a customer's flags set or cleared.
+    SetStatus,
+}
+
+impl CommandKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::DeleteCard => "delete_card",
+            CommandKind::SetStatus => "set_status",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +114,12 @@ mod tests {
             OrderKind::parse("Purchase").expect_err("case").fault(),
             Fault::Internal
         );
+    }
+
+    #[test]
+    fn command_kinds_keep_their_stored_spelling() {
+        assert_eq!(CommandKind::DeleteCard.as_str(), "delete_card");
+        assert_eq!(CommandKind::SetStatus.as_str(), "set_status");
     }
 
     #[test]

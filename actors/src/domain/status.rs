@@ -66,6 +66,91 @@ impl fmt::Display for CustomerStatus {
     }
 }
 
+/// R6: what a merchant asks to change on a customer (`customers.status`, durable `set_status`).
+/// The spelling is the request's and is hashed into the command's digest (R16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusChange {
+    /// No more save offers; payments otherwise standard.
+    Deny,
+    /// Payments refused.
+    Fraud,
+    ClearDeny,
+    ClearFraud,
+    /// Clears both flags.
+    Active,
+    /// The customer leaves the service: `deny`, and every card deleted.
+    Leave,
+}
+
+/// What a [`StatusChange`] does: each flag set, cleared or left (`None`), and whether every card
+/// of the customer is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusEffect {
+    pub deny: Option<bool>,
+    pub fraud: Option<bool>,
+    pub delete_cards: bool,
+}
+
+impl StatusChange {
+    pub const ALL: &'static [StatusChange] = &[
+        StatusChange::Deny,
+        StatusChange::Fraud,
+        StatusChange::ClearDeny,
+        StatusChange::ClearFraud,
+        StatusChange::Active,
+        StatusChange::Leave,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusChange::Deny => "deny",
+            StatusChange::Fraud => "fraud",
+            StatusChange::ClearDeny => "clear_deny",
+            StatusChange::ClearFraud => "clear_fraud",
+            StatusChange::Active => "active",
+            StatusChange::Leave => "leave",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<StatusChange, DomainError> {
+        StatusChange::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == raw)
+            .ok_or(DomainError::InvalidStatus)
+    }
+
+    pub fn effect(self) -> StatusEffect {
+        let (deny, fraud, delete_cards) = match self {
+            StatusChange::Deny => (Some(true), None, false),
+            StatusChange::Fraud => (None, Some(true), false),
+            StatusChange::ClearDeny => (Some(false), None, false),
+            StatusChange::ClearFraud => (None, Some(false), false),
+            StatusChange::Active => (Some(false), Some(false), false),
+            StatusChange::Leave => (Some(true), None, true),
+        };
+        StatusEffect {
+            deny,
+            fraud,
+            delete_cards,
+        }
+    }
+}
+
+/// R6: a customer flagged `fraud` is refused payments. Checked on the customer's snapshot before
+/// anything is stored, and again by the vault under the customer's lock, as committed (another
+/// process may have set the flag since the snapshot was read).
+pub fn refuses_payments(fraud: bool) -> bool {
+    fraud
+}
+
+/// R6 with R4: a customer flagged `deny` (or `fraud`) is offered no save, and no new card of theirs
+/// is saved. Checked on the snapshot for the offer and the plan, and again by the vault under the
+/// customer's lock when the card would be saved.
+pub fn accepts_save_offers(deny: bool, fraud: bool) -> bool {
+    !deny && !fraud
+}
+
 /// R6: the status from the merchant's flags and the customer's cards. `saved_cards` counts cards
 /// not deleted; `usable_cards` those of them that are active and unexpired.
 pub fn derive(deny: bool, fraud: bool, usable_cards: usize, saved_cards: usize) -> CustomerStatus {
@@ -140,6 +225,30 @@ impl fmt::Display for CardState {
 mod tests {
     use super::*;
     use crate::fault::Fault;
+
+    #[test]
+    fn r6_a_customer_who_leaves_is_denied_and_loses_every_card() {
+        let leave = StatusChange::parse("leave").expect("known");
+        assert_eq!(
+            leave.effect(),
+            StatusEffect {
+                deny: Some(true),
+                fraud: None,
+                delete_cards: true
+            }
+        );
+        assert_eq!(
+            StatusChange::parse("active").expect("known").effect().fraud,
+            Some(false)
+        );
+        for &c in StatusChange::ALL {
+            assert_eq!(StatusChange::parse(c.as_str()), Ok(c));
+        }
+        assert_eq!(
+            StatusChange::parse("Deny").expect_err("case").fault(),
+            crate::fault::Fault::InvalidStatus
+        );
+    }
 
     #[test]
     fn r6_customer_without_cards_is_new() {

@@ -5,12 +5,11 @@
 use chrono::NaiveDate;
 
 use super::replies::*;
-use super::{EngineError, EngineResult};
-use crate::domain::{status, CardState, CustomerStatus, OrderState, ResponseCode};
+use super::EngineResult;
+use crate::domain::{status, CardState, CustomerStatus};
+use crate::fault::Fault;
 use crate::vault::customers::AccountEntry;
-use crate::vault::records::{CardRecord, CustomerSnapshot, MerchantRecord};
-use crate::vault::rows::OrderRow;
-use crate::vault::VaultError;
+use crate::vault::records::{CardRecord, CustomerSnapshot, MerchantRecord, OrderRecord};
 
 /// R6: the customer's status from its flags and cards.
 pub fn status_of(snapshot: &CustomerSnapshot, today: NaiveDate) -> CustomerStatus {
@@ -33,32 +32,65 @@ fn by_recency(snapshot: &CustomerSnapshot) -> Vec<&CardRecord> {
     cards
 }
 
+/// The customer's flags (R6); a customer not stored yet has none.
+fn flags(snapshot: Option<&CustomerSnapshot>) -> (bool, bool) {
+    snapshot.map_or((false, false), |s| (s.deny, s.fraud))
+}
+
+/// R4 (with R1, R6, R18): whether a new card of this customer is offered for saving on the
+/// payment page, and so whether an approved payment or registration may save it. The one home of
+/// the save-offer rule: the offer shows it, the new-card payment saves when it holds and the
+/// customer did not decline, the registration saves when it holds.
+pub fn save_offered(merchant: &MerchantRecord, snapshot: Option<&CustomerSnapshot>) -> bool {
+    let (deny, fraud) = flags(snapshot);
+    merchant.oneclick_enabled
+        && merchant.mode.may_save_new_cards()
+        && status::accepts_save_offers(deny, fraud)
+}
+
+/// R6: a payment of a customer flagged `fraud` is refused before anything is stored (the vault
+/// checks the flag again under the customer's lock).
+pub fn refuse_fraud(snapshot: Option<&CustomerSnapshot>) -> EngineResult<()> {
+    let (_, fraud) = flags(snapshot);
+    if status::refuses_payments(fraud) {
+        return Err(Fault::CustomerFraud.into());
+    }
+    Ok(())
+}
+
+/// R18 with R6: whether this customer can pay with a saved card at this merchant at all.
+pub fn saved_card_payments(merchant: &MerchantRecord, snapshot: Option<&CustomerSnapshot>) -> bool {
+    let (_, fraud) = flags(snapshot);
+    merchant.oneclick_enabled
+        && merchant.mode.may_pay_with_saved_card()
+        && !status::refuses_payments(fraud)
+}
+
 /// R4/R7/R18: the offer for the payment page.
 pub fn offer(
     merchant: &MerchantRecord,
     snapshot: Option<&CustomerSnapshot>,
     today: NaiveDate,
 ) -> Offer {
-    let (status, deny, fraud) = match snapshot {
-        Some(s) => (status_of(s, today), s.deny, s.fraud),
-        None => (CustomerStatus::New, false, false),
+    let status = match snapshot {
+        Some(s) => status_of(s, today),
+        None => CustomerStatus::New,
     };
-    let enabled = merchant.oneclick_enabled;
-    let saved_card_payments = enabled && merchant.mode.may_pay_with_saved_card() && !fraud;
+    let saved_card_payments = saved_card_payments(merchant, snapshot);
     let cards = match snapshot {
         Some(s) if saved_card_payments => by_recency(s)
             .into_iter()
             .filter(|c| c.is_usable_on(today) && c.success_count >= merchant.list_threshold)
             .map(|c| OfferCard {
                 token: c.token.clone(),
-                card: MaskedCard::of(c),
+                card: MaskedCard::from(c),
             })
             .collect(),
         _ => Vec::new(),
     };
     Offer {
         status,
-        save_offer: enabled && merchant.mode.offers_saving() && !deny && !fraud,
+        save_offer: save_offered(merchant, snapshot),
         need_cvc: merchant.need_cvc,
         saved_card_payments,
         cards,
@@ -137,23 +169,108 @@ pub fn account_customer(entry: AccountEntry, today: NaiveDate) -> AccountCustome
     }
 }
 
-/// Order status from the stored row.
-pub fn order_status(row: OrderRow, card: Option<CardRecord>) -> EngineResult<OrderStatus> {
-    let corrupt =
-        |what: &str| EngineError::Vault(VaultError::Corrupt(format!("order {}: {what}", row.id)));
-    let amount = crate::domain::Amount::from_minor(row.amount).ok_or_else(|| corrupt("amount"))?;
-    Ok(OrderStatus {
-        merchant_id: row.merchant_id,
-        kind: row.kind.clone(),
-        order_state: OrderState::parse(&row.state).map_err(|_| corrupt("state"))?,
-        response_code: ResponseCode::parse(&row.response_code)
-            .map_err(|_| corrupt("response code"))?,
-        amount: amount.to_string(),
-        currency: row.currency.clone(),
-        created_at: iso_time(row.created_at),
-        updated_at: iso_time(row.updated_at),
+/// Order status from the stored order.
+pub fn order_status(order: OrderRecord, card: Option<CardRecord>) -> OrderStatus {
+    OrderStatus {
+        merchant_id: order.merchant_id,
+        kind: order.kind,
+        order_state: order.state,
+        response_code: order.response_code,
+        amount: order.amount.to_string(),
+        currency: order.currency,
+        created_at: iso_time(order.created_at),
+        updated_at: iso_time(order.updated_at),
         token: card.as_ref().map(|c| c.token.clone()),
-        card: card.as_ref().map(MaskedCard::of),
-        order_number: row.order_number,
-    })
+        card: card.as_ref().map(MaskedCard::from),
+        order_number: order.order_number,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::domain::MerchantMode;
+    use crate::vault::records::SignatureKey;
+
+    fn merchant(mode: MerchantMode) -> MerchantRecord {
+        MerchantRecord {
+            id: 1,
+            name: "shop".into(),
+            union_id: 1,
+            oneclick_enabled: true,
+            mode,
+            need_cvc: true,
+            list_threshold: 1,
+            time_zone: chrono_tz::Europe::Moscow,
+            signature_key: SignatureKey::new(b"key".to_vec()),
+            previous_signature_key: None,
+            mit_cof: false,
+            limits: HashMap::new(),
+            users: HashMap::new(),
+        }
+    }
+
+    fn customer(deny: bool, fraud: bool) -> CustomerSnapshot {
+        CustomerSnapshot {
+            id: 1,
+            deny,
+            fraud,
+            version: 1,
+            cards: Vec::new(),
+        }
+    }
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 12, 6).expect("date")
+    }
+
+    #[test]
+    fn r4_a_new_customer_of_a_standard_merchant_is_offered_saving() {
+        let m = merchant(MerchantMode::Standard);
+        assert!(save_offered(&m, None));
+        assert!(save_offered(&m, Some(&customer(false, false))));
+        assert!(offer(&m, None, today()).save_offer);
+    }
+
+    #[test]
+    fn r6_deny_and_fraud_stop_save_offers_and_fraud_refuses_payments() {
+        let m = merchant(MerchantMode::Standard);
+        let denied = customer(true, false);
+        let fraud = customer(false, true);
+        assert!(!save_offered(&m, Some(&denied)));
+        assert!(!save_offered(&m, Some(&fraud)));
+        assert!(
+            refuse_fraud(Some(&denied)).is_ok(),
+            "deny: payments otherwise standard"
+        );
+        assert_eq!(
+            refuse_fraud(Some(&fraud)).map_err(|e| e.fault()),
+            Err(Fault::CustomerFraud)
+        );
+        assert!(saved_card_payments(&m, Some(&denied)));
+        assert!(!saved_card_payments(&m, Some(&fraud)));
+        let shown = offer(&m, Some(&fraud), today());
+        assert!(!shown.save_offer && !shown.saved_card_payments);
+        assert_eq!(shown.status, CustomerStatus::Fraud);
+    }
+
+    #[test]
+    fn r18_modes_decide_saving_and_saved_card_payments() {
+        let saved_only = merchant(MerchantMode::SavedCardsOnly);
+        assert!(!save_offered(&saved_only, None));
+        assert!(saved_card_payments(&saved_only, None));
+        let save_only = merchant(MerchantMode::SaveOnly);
+        assert!(save_offered(&save_only, None));
+        assert!(!saved_card_payments(&save_only, None));
+    }
+
+    #[test]
+    fn r1_a_merchant_not_enabled_offers_nothing() {
+        let mut m = merchant(MerchantMode::Standard);
+        m.oneclick_enabled = false;
+        assert!(!save_offered(&m, None));
+        assert!(!saved_card_payments(&m, None));
+    }
 }

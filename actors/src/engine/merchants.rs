@@ -53,36 +53,7 @@ type VerifiedCredentials = HashMap<(i64, String, String), (Instant, [u8; 32])>;
 /// Longest source key stored (a reply subject is caller-chosen; its prefix is cut to this).
 const MAX_SOURCE_CHARS: usize = 100;
 
-/// The login policy (the `[login]` config section).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoginSettings {
-    /// Failures in a row of one (merchant, login, source) that lock it (PCI DSS 8.3.4: ≤ 10).
-    pub max_failures: u32,
-    /// How long a lock lasts (PCI DSS 8.3.4: ≥ 30 min) unless an operator unlocks it; also the
-    /// window after which an unlocked streak of failures is forgotten.
-    pub lockout: Duration,
-    /// argon2 verifications running at once in this process (memory: this × 19 MiB).
-    pub argon2_concurrency: usize,
-    /// Attempts needing argon2 a (merchant, source) may make at once before the bucket refills.
-    pub throttle_burst: u32,
-    /// Refill of that bucket, attempts per minute.
-    pub throttle_per_minute: u32,
-    /// Most (merchant, source) buckets tracked; beyond, idle or oldest buckets are evicted.
-    pub throttle_max_sources: usize,
-}
-
-impl Default for LoginSettings {
-    fn default() -> Self {
-        LoginSettings {
-            max_failures: 10,
-            lockout: Duration::from_secs(30 * 60),
-            argon2_concurrency: 2,
-            throttle_burst: 10,
-            throttle_per_minute: 60,
-            throttle_max_sources: 10_000,
-        }
-    }
-}
+pub use crate::settings::LoginSettings;
 
 /// Where a login attempt comes from, as far as the service can know it. Failures are counted
 /// and locked per (merchant, login, source), so a caller can lock only its own source.

@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use super::replies::{MaskedCard, PaymentResult};
 use super::requests::*;
-use super::{Deps, Engine, EngineError, EngineResult};
+use super::{decide, Engine, EngineError, EngineResult};
 use crate::acquirer::{AuthCvc, AuthKind, AuthPan, AuthRequest, AuthState};
+use crate::customer::registry::CustomerKey;
+use crate::customer::Deps;
 use crate::customer::NextState;
 use crate::domain::{
     limits, recurring, signature, Amount, CardState, CardholderName, Currency, CustomerNumber, Cvc,
     Expiry, OrderKind, OrderNumber, OrderState, Pan, RecurringParams, ResponseCode, Token,
 };
 use crate::fault::Fault;
-use crate::registry::CustomerKey;
 use crate::vault::payments::{
     AgreementCharge, Complete, LimitCheck, NewAgreement, Reservation, Reserve, SaveCard,
 };
@@ -35,17 +36,41 @@ pub struct ValidOrder {
     pub customer: Option<CustomerNumber>,
 }
 
+/// Who sends an order decides how its fields are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderPolicy {
+    /// The payment page (offer, payments): signed (R2) when it names a customer, a positive
+    /// amount.
+    PaymentPage,
+    /// A registration on the payment page: signed (R2), and the amount may be zero (R13: the
+    /// card is verified, nothing is paid).
+    Registration,
+    /// The merchant's own web services (Token Pay, R14) and merchant-initiated charges (R15):
+    /// authenticated by the caller's credentials or by the agreement, not by an order
+    /// signature; a positive amount.
+    Authenticated,
+}
+
+impl OrderPolicy {
+    fn checks_signature(self) -> bool {
+        matches!(self, OrderPolicy::PaymentPage | OrderPolicy::Registration)
+    }
+
+    fn allows_zero_amount(self) -> bool {
+        self == OrderPolicy::Registration
+    }
+}
+
 /// Validates the order fields; with a customer number, checks One Click is enabled (R1) and,
-/// when `signed`, the signature over the values as received (R2).
+/// when the policy asks for it, the signature over the values as received (R2).
 pub fn validate_order(
     merchant: &MerchantRecord,
     order: &OrderInput,
-    signed: bool,
-    allow_zero: bool,
+    policy: OrderPolicy,
 ) -> EngineResult<ValidOrder> {
     let order_number = OrderNumber::parse(&order.order_number)?;
     let amount = Amount::parse(&order.amount)?;
-    if amount.is_zero() && !allow_zero {
+    if amount.is_zero() && !policy.allows_zero_amount() {
         return Err(Fault::InvalidAmount.into());
     }
     let currency = Currency::parse(&order.currency)?;
@@ -56,7 +81,7 @@ pub fn validate_order(
                 return Err(Fault::OneClickDisabled.into());
             }
             let number = CustomerNumber::parse(raw)?;
-            if signed {
+            if policy.checks_signature() {
                 let msg = signature::message(
                     &merchant.id.to_string(),
                     &order.order_number,
@@ -189,15 +214,16 @@ fn base_result(plan: &Plan) -> PaymentResult {
             None,
         ),
         CardSource::Saved { record, .. } => {
-            (Some(MaskedCard::of(record)), Some(record.token.clone()))
+            (Some(MaskedCard::from(record)), Some(record.token.clone()))
         }
         CardSource::Agreement { .. } => (None, None),
     };
-    let code = ResponseCode::AS105;
+    // Stored as is when a limit declines the payment (R12); otherwise overwritten below.
+    let code = limits::LimitExceeded::RESPONSE_CODE;
     PaymentResult {
         merchant_id: plan.merchant.id,
         order_number: plan.order.order_number.as_str().to_string(),
-        kind: plan.kind.as_str().to_string(),
+        kind: plan.kind,
         order_state: OrderState::Declined,
         response_code: code,
         message: code.message().to_string(),
@@ -216,8 +242,7 @@ fn limit_check(merchant: &MerchantRecord, currency: Currency) -> Option<LimitChe
     }
     let (day_start, week_start) = limits::window_starts(chrono::Utc::now(), merchant.time_zone);
     Some(LimitCheck {
-        day: limits.day.map(|a| a.minor()),
-        week: limits.week.map(|a| a.minor()),
+        limits,
         day_start_ms: day_start.timestamp_millis(),
         week_start_ms: week_start.timestamp_millis(),
     })
@@ -316,7 +341,7 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
                 order_id: row.id,
                 customer_id: row.customer_id,
                 state: OrderState::Timeout,
-                response_code: ResponseCode::AS998.as_str(),
+                response_code: ResponseCode::AS998,
                 network_tx_id: None,
                 used_card_id: None,
                 save: None,
@@ -349,7 +374,7 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
             (pan.clone(), record.expiry, cvc.clone(), Some(record.id))
         }
         (CardSource::Agreement { .. }, Some((record, pan))) => {
-            result.card = Some(MaskedCard::of(record));
+            result.card = Some(MaskedCard::from(record));
             (pan.clone(), record.expiry, None, None)
         }
         _ => {
@@ -423,7 +448,7 @@ async fn execute(deps: &Deps, plan: Plan) -> (EngineResult<PaymentResult>, NextS
         order_id,
         customer_id,
         state,
-        response_code: code.as_str(),
+        response_code: code,
         network_tx_id: outcome.network_tx_id.clone(),
         used_card_id,
         save,
@@ -473,7 +498,7 @@ async fn complete_with_retry(
     loop {
         match deps.writer.complete(msg.clone()).await {
             Err(e) if e.is_transient() && delay <= Duration::from_secs(2) => {
-                tracing::warn!(error = %e, "recording a payment failed, retrying");
+                tracing::warn!(order_id = msg.order_id, error = %e, "recording a payment failed, retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
@@ -526,35 +551,14 @@ where
     }
 }
 
-fn refuse_fraud(snapshot: Option<&CustomerSnapshot>) -> EngineResult<()> {
-    if snapshot.is_some_and(|s| s.fraud) {
-        return Err(Fault::CustomerFraud.into());
-    }
-    Ok(())
-}
-
 pub(super) async fn pay_new_card(
     engine: &Engine,
     merchant: Arc<MerchantRecord>,
     req: PayNewCardRequest,
 ) -> EngineResult<PaymentResult> {
-    let order = validate_order(&merchant, &req.order, true, false)?;
-    let r = &req.recurring;
-    let any_recurring = recurring::any_field_present(
-        r.indicator.as_deref(),
-        r.min_amount.as_deref(),
-        r.max_amount.as_deref(),
-        r.period_days.as_deref(),
-        r.max_date.as_deref(),
-    );
-    recurring::check_exclusive(order.customer.is_some(), any_recurring)?;
-    let params = RecurringParams::parse(
-        r.indicator.as_deref(),
-        r.min_amount.as_deref(),
-        r.max_amount.as_deref(),
-        r.period_days.as_deref(),
-        r.max_date.as_deref(),
-    )?;
+    let order = validate_order(&merchant, &req.order, OrderPolicy::PaymentPage)?;
+    recurring::check_exclusive(order.customer.is_some(), req.recurring.any_present())?;
+    let params = req.recurring.parse()?;
     let today = today_for(&merchant);
     let card = validate_card(&req.card, today, true)?;
     let fingerprint = engine
@@ -576,13 +580,9 @@ pub(super) async fn pay_new_card(
         &merchant,
         order.customer.as_ref(),
         move |snapshot| {
-            refuse_fraud(snapshot)?;
-            let deny = snapshot.is_some_and(|s| s.deny);
-            let save = o.customer.is_some()
-                && consent
-                && m.oneclick_enabled
-                && m.mode.may_save_new_cards()
-                && !deny;
+            decide::refuse_fraud(snapshot)?;
+            // R4: saved when offered and not declined (an absent answer means yes).
+            let save = o.customer.is_some() && consent && decide::save_offered(&m, snapshot);
             Ok(Plan {
                 merchant: m.clone(),
                 kind,
@@ -618,7 +618,7 @@ pub(super) async fn register(
     merchant: Arc<MerchantRecord>,
     req: RegisterRequest,
 ) -> EngineResult<PaymentResult> {
-    let order = validate_order(&merchant, &req.order, true, true)?;
+    let order = validate_order(&merchant, &req.order, OrderPolicy::Registration)?;
     if order.customer.is_some() && !merchant.mode.may_save_new_cards() {
         return Err(Fault::ModeForbids.into());
     }
@@ -635,15 +635,15 @@ pub(super) async fn register(
         &merchant,
         order.customer.as_ref(),
         move |snapshot| {
-            refuse_fraud(snapshot)?;
-            let deny = snapshot.is_some_and(|s| s.deny);
+            decide::refuse_fraud(snapshot)?;
             Ok(Plan {
                 merchant: m.clone(),
                 kind: OrderKind::Registration,
                 order: o.clone(),
                 union_id: m.union_id,
                 card: CardSource::New(clone_card(&card)),
-                save: o.customer.is_some() && !deny,
+                // R13: a registration saves the card whenever saving is offered (R4).
+                save: o.customer.is_some() && decide::save_offered(&m, snapshot),
                 new_agreement: None,
                 auth_kind: AuthKind::Verify,
                 digest,
@@ -678,7 +678,7 @@ pub(super) async fn pay_saved_card(
     merchant: Arc<MerchantRecord>,
     req: PaySavedCardRequest,
 ) -> EngineResult<PaymentResult> {
-    let order = validate_order(&merchant, &req.order, true, false)?;
+    let order = validate_order(&merchant, &req.order, OrderPolicy::PaymentPage)?;
     let cvc = req
         .cvc
         .as_ref()
@@ -707,7 +707,7 @@ pub(super) async fn token_pay(
         return Err(Fault::InvalidTokenType.into());
     }
     // Authenticated by the merchant's web-service credentials, not an order signature (R14).
-    let order = validate_order(&merchant, &req.order, false, false)?;
+    let order = validate_order(&merchant, &req.order, OrderPolicy::Authenticated)?;
     pay_with_token(
         engine,
         merchant,
@@ -739,7 +739,7 @@ async fn pay_with_token(
     let today = today_for(&merchant);
     let m = merchant.clone();
     run(engine, &merchant, Some(&number), move |snapshot| {
-        refuse_fraud(snapshot)?;
+        decide::refuse_fraud(snapshot)?;
         let record = saved_card(snapshot, &token, today)?;
         if cvc.as_ref().is_some_and(|c| !c.fits(record.brand)) {
             return Err(Fault::InvalidCvc.into());
@@ -778,8 +778,7 @@ pub(super) async fn recurring_charge(
             customer_number: None,
             signature: None,
         },
-        false,
-        false,
+        OrderPolicy::Authenticated,
     )?;
     let initial = OrderNumber::parse(&req.initial_order_number)?;
     let digest = digest(

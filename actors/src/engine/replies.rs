@@ -4,57 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{CustomerStatus, OrderState, ResponseCode};
-use crate::vault::records::CardRecord;
-
-/// A card as shown to a customer or merchant (R9).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MaskedCard {
-    /// `412362******0028`
-    pub number: String,
-    pub brand: String,
-    /// `MM.YYYY`
-    pub expire: String,
-    pub holder: String,
-}
-
-impl MaskedCard {
-    pub fn of(card: &CardRecord) -> MaskedCard {
-        MaskedCard {
-            number: card.masked(),
-            brand: card.brand.as_str().to_string(),
-            expire: card.expiry.display(),
-            holder: card.holder.to_string(),
-        }
-    }
-}
-
-/// The result of a payment, registration, Token Pay or recurring charge. Stored with the order
-/// (R16) and returned again, unchanged, for a repeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PaymentResult {
-    pub merchant_id: i64,
-    pub order_number: String,
-    /// `purchase`, `registration`, `saved_card`, `token_pay`, `recurring_initial`, `recurring_charge`.
-    pub kind: String,
-    pub order_state: OrderState,
-    pub response_code: ResponseCode,
-    pub message: String,
-    /// `10.34`
-    pub amount: String,
-    pub currency: String,
-    pub card: Option<MaskedCard>,
-    /// The saved card's token: the card used, or the card saved by this payment.
-    pub token: Option<String>,
-    /// True when this payment saved (or updated, R11) the card.
-    pub card_saved: bool,
-}
-
-impl PaymentResult {
-    pub fn is_approved(&self) -> bool {
-        self.order_state == OrderState::Approved
-    }
-}
+use crate::domain::{CustomerStatus, OrderKind, OrderState, ResponseCode};
+pub use crate::domain::{MaskedCard, PaymentResult};
 
 /// A listable card on the payment page (R7).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +79,7 @@ pub struct CustomerPage {
 pub struct OrderStatus {
     pub merchant_id: i64,
     pub order_number: String,
-    pub kind: String,
+    pub kind: OrderKind,
     pub order_state: OrderState,
     pub response_code: ResponseCode,
     pub amount: String,

@@ -5,30 +5,10 @@
 //!
 //! Secrets (`number`, `cvc`, `password`) are wrapped so they redact in `Debug` and zeroize.
 
-use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use crate::domain::{recurring, DomainError, RecurringParams};
 
+pub use crate::secret::SecretString;
 pub use crate::vault::audit::AuditActor;
-
-/// A secret string as received (card number, CVC, password): redacted in Debug, zeroized on drop.
-#[derive(Clone, Default, PartialEq, Eq, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretString(String);
-
-impl SecretString {
-    pub fn new(value: impl Into<String>) -> SecretString {
-        SecretString(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
 
 /// The order part shared by every payment command.
 #[derive(Debug, Clone, Default)]
@@ -65,12 +45,26 @@ pub struct RecurringInput {
 }
 
 impl RecurringInput {
+    /// R3: whether any recurring field is present (an empty string is absent).
     pub fn any_present(&self) -> bool {
-        self.indicator.is_some()
-            || self.min_amount.is_some()
-            || self.max_amount.is_some()
-            || self.period_days.is_some()
-            || self.max_date.is_some()
+        recurring::any_field_present(
+            self.indicator.as_deref(),
+            self.min_amount.as_deref(),
+            self.max_amount.as_deref(),
+            self.period_days.as_deref(),
+            self.max_date.as_deref(),
+        )
+    }
+
+    /// R15: the agreement these fields ask for (`None`: not a recurring order).
+    pub fn parse(&self) -> Result<Option<RecurringParams>, DomainError> {
+        RecurringParams::parse(
+            self.indicator.as_deref(),
+            self.min_amount.as_deref(),
+            self.max_amount.as_deref(),
+            self.period_days.as_deref(),
+            self.max_date.as_deref(),
+        )
     }
 }
 

@@ -9,6 +9,7 @@ use super::rows::{CardMetaRow, CustomerRow};
 use super::schema::{cards, customers, processed_commands};
 use super::{on_backend, vault_message, AnyConnection, VaultError};
 use crate::crypto::Keyring;
+use crate::domain::CommandKind;
 
 /// The outcome of an idempotent command (R16).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub enum Applied<T> {
 pub struct CommandKey {
     pub merchant_id: i64,
     pub command_id: String,
-    pub kind: &'static str,
+    pub kind: CommandKind,
     pub digest: [u8; 32],
 }
 
@@ -45,7 +46,7 @@ pub(crate) fn find_command<T>(
         .first(conn)
         .optional()?;
     Ok(found.map(|(kind, digest, result)| {
-        if kind == key.kind && digest == key.digest {
+        if kind == key.kind.as_str() && digest == key.digest {
             Applied::Replay(result)
         } else {
             Applied::Conflict
@@ -64,7 +65,7 @@ pub(crate) fn record_command(
         .values((
             processed_commands::merchant_id.eq(key.merchant_id),
             processed_commands::command_id.eq(&key.command_id),
-            processed_commands::kind.eq(key.kind),
+            processed_commands::kind.eq(key.kind.as_str()),
             processed_commands::request_digest.eq(&key.digest[..]),
             processed_commands::result_json.eq(result_json),
             processed_commands::created_at.eq(now_ms),
@@ -132,12 +133,12 @@ pub(crate) fn create_customer(
     }
 }
 
-/// Same lock by id. Returns the customer's `deny` flag as committed, or `None` if there is no
-/// such customer.
+/// Same lock by id. Returns the customer's `(deny, fraud)` flags as committed, or `None` if
+/// there is no such customer.
 pub(crate) fn lock_customer_id(
     conn: &mut AnyConnection,
     customer_id: i64,
-) -> Result<Option<bool>, VaultError> {
+) -> Result<Option<(bool, bool)>, VaultError> {
     let update = super::prepared::BumpCustomerId { id: customer_id };
     Ok(on_backend!(&mut *conn, |c| update
         .get_result(c)

@@ -14,19 +14,22 @@ use chrono::NaiveDate;
 use diesel::prelude::*;
 
 use super::customers::{create_customer, lock_customer, snapshot, LockedCustomer};
-use super::records::{CardRecord, CustomerSnapshot};
+use super::records::{CardRecord, CustomerSnapshot, OrderRecord, PendingOrder};
 use super::rows::{CardMetaRow, NewAgreementRow, OrderRow};
 use super::schema::{cards, orders, recurring_agreements};
 use super::{on_backend, vault_message, AnyConnection, VaultError};
 use crate::crypto::{agreement_aad, card_aad_for, card_owner_aad, Keyring, CARD_AAD_OWNER};
-use crate::domain::{Expiry, OrderKind, OrderState, Pan, RecurringParams, Token};
-use crate::engine::replies::PaymentResult;
+use crate::domain::PaymentResult;
+use crate::domain::{
+    limits, status, Amount, Expiry, Limits, OrderKind, OrderState, Pan, RecurringParams,
+    ResponseCode, Token,
+};
 
-/// The limits and windows to check, already resolved for the paying merchant (R12).
+/// The limits and windows to check, already resolved for the paying merchant (R12). The check
+/// itself is [`limits::check`]: the vault only sums, under the customer's lock, what counts.
 #[derive(Debug, Clone, Copy)]
 pub struct LimitCheck {
-    pub day: Option<i64>,
-    pub week: Option<i64>,
+    pub limits: Limits,
     pub day_start_ms: i64,
     pub week_start_ms: i64,
 }
@@ -72,8 +75,9 @@ pub enum Reservation {
         /// For recurring charges: agreement id, its network transaction id, previous charge date.
         agreement: Option<(i64, Option<String>, Option<String>)>,
     },
-    /// The order exists with the same content: its stored reply (or none yet: still in process).
-    Replay(Option<PaymentResult>, OrderRow),
+    /// The order exists with the same content: its stored reply, or none yet (still in process
+    /// here or elsewhere, or left in doubt by a process that died) and the pending order.
+    Replay(Option<PaymentResult>, PendingOrder),
     /// The order number was used for a different command.
     Conflict,
     /// Declined with AS105 without asking the acquirer; the reply is stored.
@@ -113,7 +117,13 @@ fn replay(row: OrderRow, kind: OrderKind, digest: &[u8; 32]) -> Result<Reservati
             })?),
             None => None,
         };
-    Ok(Reservation::Replay(stored, row))
+    let pending = PendingOrder {
+        id: row.id,
+        merchant_id: row.merchant_id,
+        customer_id: row.customer_id,
+        updated_at: row.updated_at,
+    };
+    Ok(Reservation::Replay(stored, pending))
 }
 
 pub fn reserve(
@@ -244,7 +254,7 @@ fn reserve_in(
     };
     // R6 under the customer's lock: another process may have set the flag after this process
     // cached the customer, and its cache must not let a refused customer be charged.
-    if locked.is_some_and(|l| l.fraud) {
+    if locked.is_some_and(|l| status::refuses_payments(l.fraud)) {
         return Ok(Reservation::CustomerFraud);
     }
     let customer_id = locked.map(|l| l.id);
@@ -333,8 +343,8 @@ fn reserve_in(
     }
     let mut state = OrderState::InProcess;
     let mut stored: Option<String> = None;
-    if let (Some(limits), Some(cid)) = (msg.limits, customer_id) {
-        let since = limits.week_start_ms.min(limits.day_start_ms);
+    if let (Some(window), Some(cid)) = (msg.limits, customer_id) {
+        let since = window.week_start_ms.min(window.day_start_ms);
         let rows: Vec<(i64, i64)> = orders::table
             .filter(orders::customer_id.eq(cid))
             .filter(orders::currency.eq(&msg.currency))
@@ -342,20 +352,24 @@ fn reserve_in(
             .filter(orders::created_at.ge(since))
             .select((orders::amount, orders::created_at))
             .load(conn)?;
-        let week_used: i64 = rows
-            .iter()
-            .filter(|(_, t)| *t >= limits.week_start_ms)
-            .map(|(a, _)| a)
-            .sum();
-        let day_used: i64 = rows
-            .iter()
-            .filter(|(_, t)| *t >= limits.day_start_ms)
-            .map(|(a, _)| a)
-            .sum();
-        let over = |limit: Option<i64>, used: i64| {
-            limit.is_some_and(|l| used.saturating_add(msg.amount) > l)
+        let used_since = |start: i64| {
+            rows.iter()
+                .filter(|(_, t)| *t >= start)
+                .fold(0i64, |sum, (a, _)| sum.saturating_add(*a))
         };
-        if over(limits.day, day_used) || over(limits.week, week_used) {
+        let (day_used, week_used) = (
+            used_since(window.day_start_ms),
+            used_since(window.week_start_ms),
+        );
+        // Sums past the largest amount are over any limit anyway: clamp them into an Amount.
+        let amount_of = |minor: i64| {
+            Amount::from_minor(minor.clamp(0, Amount::MAX.minor()))
+                .ok_or_else(|| VaultError::Corrupt("amount".into()))
+        };
+        let requested = amount_of(msg.amount)?;
+        let (day_used, week_used) = (amount_of(day_used)?, amount_of(week_used)?);
+        if let Err(exceeded) = limits::check(&window.limits, day_used, week_used, requested) {
+            tracing::debug!(window = %exceeded.window, "payment over a turnover limit: declined");
             state = OrderState::Declined;
             stored = Some(
                 serde_json::to_string(&msg.limit_declined)
@@ -374,7 +388,11 @@ fn reserve_in(
         amount: msg.amount,
         currency: &msg.currency,
         state: state.as_str(),
-        response_code: if declined { "AS105" } else { "AS300" },
+        response_code: if declined {
+            limits::LimitExceeded::RESPONSE_CODE.as_str()
+        } else {
+            ResponseCode::AS300.as_str()
+        },
         // R12/R13: a registration never counts; a payment declined here reserves nothing.
         counts_for_limits: msg.kind.moves_money() && !declined,
         request_digest: &msg.digest,
@@ -442,7 +460,7 @@ fn reserve_saved_card(
     else {
         return Ok(None);
     };
-    if fraud {
+    if status::refuses_payments(fraud) {
         return Ok(Some(Reservation::CustomerFraud));
     }
     let (Some(meta), Some(blob), Some(version), Some(aad_version)) =
@@ -657,7 +675,7 @@ pub struct Complete {
     pub order_id: i64,
     pub customer_id: Option<i64>,
     pub state: OrderState,
-    pub response_code: &'static str,
+    pub response_code: ResponseCode,
     pub network_tx_id: Option<String>,
     /// The saved card that paid (its counters move on approval).
     pub used_card_id: Option<i64>,
@@ -729,8 +747,8 @@ pub(crate) fn complete_step(
     // Saving a card takes the customer's lock (R11: same number → same card, across
     // processes). Locks are always taken customer first, then order, as in `reserve`:
     // the other order would deadlock with a concurrent twin of this order.
-    // The lock also reads `deny` as committed (R6): the caller's snapshot may predate it.
-    let deny_under_lock = match (approved, &msg.save, msg.customer_id) {
+    // The lock also reads the flags as committed (R6): the caller's snapshot may predate them.
+    let flags_under_lock = match (approved, &msg.save, msg.customer_id) {
         (true, Some(_), Some(cid)) => super::customers::lock_customer_id(conn, cid)?,
         _ => None,
     };
@@ -739,7 +757,7 @@ pub(crate) fn complete_step(
     let claim = super::prepared::ClaimOrder {
         id: msg.order_id,
         state: msg.state.as_str(),
-        response_code: msg.response_code,
+        response_code: msg.response_code.as_str(),
         // R12: a decline releases the reservation; approval and timeout (in doubt) keep what
         // the reservation counted (nothing for a registration, R13).
         keep_reservation: msg.state != OrderState::Declined,
@@ -777,11 +795,11 @@ pub(crate) fn complete_step(
     if approved {
         if let (Some(save), Some(cid)) = (&msg.save, msg.customer_id) {
             // Savepoint: a failed save is logged and the approved payment stands (R5).
-            // `deny` as read by the lock above (R6), not from the caller's snapshot.
+            // The flags as read by the lock above (R6), not from the caller's snapshot.
             let saved = conn.transaction(|conn| {
-                match deny_under_lock {
-                    Some(false) => {}
-                    Some(true) => return Ok(None),
+                match flags_under_lock {
+                    Some((deny, fraud)) if status::accepts_save_offers(deny, fraud) => {}
+                    Some(_) => return Ok(None),
                     None => return Err(VaultError::Corrupt(format!("customer {cid} missing"))),
                 }
                 save_card(conn, keyring, cid, msg.merchant_id, save, msg.now_ms).map(Some)
@@ -936,13 +954,13 @@ pub struct FindOrder {
     pub merchant_id: i64,
     pub order_number: String,
 }
-vault_message!(FindOrder => Option<(OrderRow, Option<CardRecord>)>, find_order_msg);
+vault_message!(FindOrder => Option<(OrderRecord, Option<CardRecord>)>, find_order_msg);
 
 pub fn find_order_msg(
     conn: &mut AnyConnection,
     _: &Keyring,
     msg: FindOrder,
-) -> Result<Option<(OrderRow, Option<CardRecord>)>, VaultError> {
+) -> Result<Option<(OrderRecord, Option<CardRecord>)>, VaultError> {
     let Some(row) = find_order(conn, msg.merchant_id, &msg.order_number)? else {
         return Ok(None);
     };
@@ -956,5 +974,5 @@ pub fn find_order_msg(
             .transpose()?,
         None => None,
     };
-    Ok(Some((row, card)))
+    Ok(Some((OrderRecord::try_from(row)?, card)))
 }

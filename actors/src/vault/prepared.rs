@@ -224,11 +224,11 @@ prepared! {
 }
 
 prepared! {
-    /// The same lock by id; returns the customer's `deny` flag as committed (R6).
-    pub struct BumpCustomerId -> Bool {
+    /// The same lock by id; returns the customer's `deny` and `fraud` flags as committed (R6).
+    pub struct BumpCustomerId -> (Bool, Bool) {
         id: i64,
     }
-    sql: "UPDATE customers SET version = version + 1 WHERE id = " {id: BigInt} " RETURNING deny"
+    sql: "UPDATE customers SET version = version + 1 WHERE id = " {id: BigInt} " RETURNING deny, fraud"
 }
 
 prepared! {
@@ -419,5 +419,55 @@ impl ClaimOrder<'_> {
                 Ok(claimed)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CardState, OrderState, ResponseCode};
+
+    /// The SQL of a statement as PostgreSQL receives it.
+    fn sql<T: QueryFragment<diesel::pg::Pg>>(statement: &T) -> String {
+        diesel::debug_query::<diesel::pg::Pg, _>(statement).to_string()
+    }
+
+    /// The statements write a few stored spellings as SQL literals (a bind would cost nothing,
+    /// but the literal keeps the plans simple): they must be the domain's spellings.
+    #[test]
+    fn sql_literals_are_the_domains_stored_spellings() {
+        let in_process = format!("'{}'", OrderState::InProcess.as_str());
+        let reserved = format!("'{}'", ResponseCode::AS300.as_str());
+        let active = format!("'{}'", CardState::Active.as_str());
+        let saved = ReserveSavedCard {
+            union_id: 1,
+            customer_number: "c",
+            token: "t",
+            merchant_id: 1,
+            order_number: "o",
+            kind: "saved_card",
+            counts_for_limits: true,
+            amount: 1,
+            currency: "RUB",
+            request_digest: &[],
+            now_ms: 0,
+        };
+        let text = sql(&saved);
+        assert!(
+            text.contains(&in_process) && text.contains(&reserved),
+            "{text}"
+        );
+        assert!(text.contains(&format!("cards.state = {active}")), "{text}");
+        let claim = ClaimOrder {
+            id: 1,
+            state: "Approved",
+            response_code: "AS000",
+            keep_reservation: true,
+            card_id: None,
+            network_tx_id: None,
+            result_json: None,
+            now_ms: 0,
+        };
+        assert!(sql(&claim).contains(&format!("state = {in_process}")));
     }
 }

@@ -9,9 +9,12 @@ use compact_str::CompactString;
 use serde::Serialize;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::rows::{CardMetaRow, CustomerRow, MerchantRow};
+use super::rows::{CardMetaRow, CustomerRow, MerchantRow, OrderRow};
 use super::VaultError;
-use crate::domain::{CardBrand, CardState, Expiry, Limits, MerchantMode};
+use crate::domain::{
+    Amount, CardBrand, CardState, Expiry, Limits, MaskedCard, MerchantMode, OrderKind, OrderState,
+    ResponseCode,
+};
 
 /// HMAC key of a merchant's order signatures (R2). Redacted, zeroized.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -110,6 +113,18 @@ impl MerchantRecord {
     }
 }
 
+/// A saved card as shown (R9): masked number, brand, expiry, holder.
+impl From<&CardRecord> for MaskedCard {
+    fn from(card: &CardRecord) -> MaskedCard {
+        MaskedCard {
+            number: card.masked(),
+            brand: card.brand.as_str().to_string(),
+            expire: card.expiry.display(),
+            holder: card.holder.to_string(),
+        }
+    }
+}
+
 /// A saved card as the engine sees it: masked, with its usage counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CardRecord {
@@ -202,4 +217,51 @@ impl CustomerSnapshot {
                 .collect::<Result<_, _>>()?,
         })
     }
+}
+
+/// An order as the engine sees it (the merchant's order-state service): its closed sets typed,
+/// its amount an [`Amount`]. A row that does not convert is [`VaultError::Corrupt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord {
+    pub id: i64,
+    pub merchant_id: i64,
+    pub order_number: String,
+    pub kind: OrderKind,
+    pub amount: Amount,
+    pub currency: String,
+    pub state: OrderState,
+    pub response_code: ResponseCode,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<OrderRow> for OrderRecord {
+    type Error = VaultError;
+
+    fn try_from(row: OrderRow) -> Result<OrderRecord, VaultError> {
+        let corrupt = |what: &str| VaultError::Corrupt(format!("order {}: {what}", row.id));
+        Ok(OrderRecord {
+            id: row.id,
+            merchant_id: row.merchant_id,
+            kind: OrderKind::parse(&row.kind).map_err(|_| corrupt("kind"))?,
+            amount: Amount::from_minor(row.amount).ok_or_else(|| corrupt("amount"))?,
+            state: OrderState::parse(&row.state).map_err(|_| corrupt("state"))?,
+            response_code: ResponseCode::parse(&row.response_code)
+                .map_err(|_| corrupt("response code"))?,
+            order_number: row.order_number,
+            currency: row.currency,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// An order reserved and not completed (still `In Process`), as a repeat finds it: what the
+/// engine needs to tell "still at the acquirer" from "left in doubt by a dead process".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingOrder {
+    pub id: i64,
+    pub merchant_id: i64,
+    pub customer_id: Option<i64>,
+    pub updated_at: i64,
 }

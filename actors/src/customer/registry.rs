@@ -39,8 +39,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Addr, ArbiterHandle, Supervisor};
 
-use crate::customer::CustomerActor;
-use crate::engine::Deps;
+use super::{CustomerActor, Deps};
 use crate::vault::records::CustomerSnapshot;
 
 /// A customer: the union (namespace of customer numbers) and the number (already validated, R1).
