@@ -42,10 +42,26 @@ use crate::wire::gateway::{PaymentReply, TokenRemovedReply};
 use crate::wire::merchant::StatusReply;
 use crate::wire::{parse_request, CommandEnvelope, FaultBody};
 
+/// How long start-up retries creating or updating the streams.
+const STREAMS_WITHIN: Duration = Duration::from_secs(30);
+
 /// Creates the streams (idempotent) and starts one consumer loop per partition.
 pub async fn start(ctx: Arc<Context>) -> anyhow::Result<()> {
     let js = jetstream::new(ctx.client.clone());
-    ensure_streams(&ctx, &js).await?;
+    // A cluster that has just formed can refuse an R3 stream for a few seconds ("no suitable
+    // peers for placement, peer offline") although every node answers health: retry for a
+    // bounded time instead of exiting (seen in tests/nats_cluster.rs).
+    let until = tokio::time::Instant::now() + STREAMS_WITHIN;
+    loop {
+        match ensure_streams(&ctx, &js).await {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() < until => {
+                tracing::warn!(error = %e, "streams not ready yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let stream = js.get_stream(ctx.subjects.command_stream()).await?;
     let n = &ctx.settings.nats;
     for partition in 0..n.partitions {

@@ -109,7 +109,39 @@ impl NatsCluster {
         for i in 0..NODES {
             cluster.wait_healthy(i, Duration::from_secs(30));
         }
+        cluster.wait_meta_current(Duration::from_secs(30));
         cluster
+    }
+
+    /// Waits until the JetStream meta group has a leader and every other node is a current
+    /// peer: `/healthz` can pass before, and an R3 stream created or scaled then fails with "no
+    /// suitable peers for placement" (seen in tests/nats_cluster.rs).
+    pub fn wait_meta_current(&self, within: Duration) {
+        let until = Instant::now() + within;
+        loop {
+            let ready = (0..NODES).any(|i| {
+                let Some(response) = self.monitor(i, "/jsz") else {
+                    return false;
+                };
+                let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+                let jsz: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+                let meta = &jsz["meta_cluster"];
+                let replicas = meta["replicas"].as_array().cloned().unwrap_or_default();
+                meta["leader"].as_str().is_some_and(|l| !l.is_empty())
+                    && replicas.len() == NODES - 1
+                    && replicas
+                        .iter()
+                        .all(|r| r["current"] == true && r["offline"] != true)
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "the JetStream meta group did not form within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Every node's client URL, comma-separated (what `nats.url` takes for a cluster).
@@ -130,6 +162,7 @@ impl NatsCluster {
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].restart();
         self.wait_healthy(i, Duration::from_secs(30));
+        self.wait_meta_current(Duration::from_secs(30));
     }
 
     /// Waits until node `i`'s `/healthz` answers 200 (JetStream current); panics after `within`.
