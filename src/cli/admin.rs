@@ -58,6 +58,17 @@ pub enum AdminCommand {
         #[arg(long, env = "ONECLICK_ADMIN_PASSWORD")]
         password: String,
     },
+    /// Set a personal-account user's password (argon2): a person who signs in to the
+    /// merchant's web pages (docs/account.md); separate from the web-service users of `user`.
+    AccountUser {
+        #[arg(long)]
+        merchant: i64,
+        #[arg(long)]
+        login: String,
+        /// The password (or set ONECLICK_ADMIN_PASSWORD).
+        #[arg(long, env = "ONECLICK_ADMIN_PASSWORD")]
+        password: String,
+    },
     /// Unions of merchants sharing customers.
     #[command(subcommand)]
     Union(UnionCommand),
@@ -691,11 +702,8 @@ fn run_command(
             login,
             password,
         } => {
-            if login.chars().count() > 20 || password.chars().count() > 30 {
-                bail!("login is at most 20 characters and password at most 30 (the original's limits)");
-            }
+            let hash = hashed(&login, &password)?;
             let (_, pool) = open(settings)?;
-            let hash = hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
             let changes = set_merchant_user_audited(
                 &mut *pool.get()?,
                 &keyring_or_dummy(settings),
@@ -708,6 +716,25 @@ fn run_command(
             )?;
             println!("user saved");
             print_changes(&changes);
+        }
+        AdminCommand::AccountUser {
+            merchant,
+            login,
+            password,
+        } => {
+            let hash = hashed(&login, &password)?;
+            let (_, pool) = open(settings)?;
+            let existed = oneclick_actors::vault::accounts::set_account_user_audited(
+                &mut *pool.get()?,
+                merchant,
+                &login,
+                &hash,
+                actor.clone(),
+            )?;
+            println!(
+                "personal-account user {} (merchant {merchant}, login {login:?})",
+                if existed { "updated" } else { "created" }
+            );
         }
         AdminCommand::Union(UnionCommand::Create { kind, name }) => {
             if !["legal_entity", "legal_entity_group", "merchant_group"].contains(&kind.as_str()) {
@@ -775,6 +802,14 @@ fn signature_key_or_generated(given: Option<String>) -> anyhow::Result<(String, 
             true,
         )),
     }
+}
+
+/// The argon2 hash of a new password, after the original's length limits (login ≤ 20, password ≤ 30).
+fn hashed(login: &str, password: &str) -> anyhow::Result<String> {
+    if login.is_empty() || login.chars().count() > 20 || password.chars().count() > 30 {
+        bail!("login is 1 to 20 characters and password at most 30 (the original's limits)");
+    }
+    hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// `24h`, `90m`, `30s`, `7d`, `1500ms` or `0`.
