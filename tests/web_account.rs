@@ -22,15 +22,7 @@ async fn pay(stack: &Stack, order_no: &str, customer: &str) -> Value {
 async fn the_personal_account_shows_members_and_changes_them_through_the_engine() {
     let web = WebStack::start(None, |_| {}).await;
     let stack = &web.stack;
-    stack.app.admin(&[
-        "account-user",
-        "--merchant",
-        "452739",
-        "--login",
-        "anna",
-        "--password",
-        "anna-secret-1",
-    ]);
+    web.account_user(452739, "anna", "anna-secret-1");
     let paid = pay(stack, "pa-1", "c-1").await;
     let token = paid["token"].as_str().expect("token").to_string();
     let again = stack
@@ -122,8 +114,6 @@ async fn the_personal_account_shows_members_and_changes_them_through_the_engine(
     let page = browser.get("/account/customer?number=c-1").await.text();
     assert!(page.contains("411111******1111"), "{page}");
     assert!(!page.contains("4111111111111111"));
-    let csrf = field(&page, "csrf").expect("csrf");
-    let command_id = field(&page, "command_id").expect("command id");
 
     // A change without the session's token is refused and changes nothing.
     let forged = browser
@@ -142,24 +132,13 @@ async fn the_personal_account_shows_members_and_changes_them_through_the_engine(
     assert_eq!(offer["status"], "member", "{offer}");
 
     // Deny, through the engine: the payment page stops offering to save; a double submit is one change.
-    let deny = [
-        ("csrf", csrf.as_str()),
-        ("command_id", command_id.as_str()),
-        ("number", "c-1"),
-        ("status", "deny"),
-    ];
+    let deny = status_form(&page, "deny");
     assert_eq!(
-        browser
-            .post_form("/account/customer/status", &deny)
-            .await
-            .status,
+        post(&mut browser, "/account/customer/status", &deny).await,
         303
     );
     assert_eq!(
-        browser
-            .post_form("/account/customer/status", &deny)
-            .await
-            .status,
+        post(&mut browser, "/account/customer/status", &deny).await,
         303
     );
     let offer = stack.gw("offer", order("pa-3", "1.00", "c-1")).await;
@@ -180,21 +159,9 @@ async fn the_personal_account_shows_members_and_changes_them_through_the_engine(
     );
     let page = browser.get("/account/customer?number=c-1").await.text();
     assert!(page.contains("id=\"clear-deny\""), "{page}");
-    let (csrf, command_id) = (
-        field(&page, "csrf").expect("csrf"),
-        field(&page, "command_id").expect("id"),
-    );
-    let clear = [
-        ("csrf", csrf.as_str()),
-        ("command_id", command_id.as_str()),
-        ("number", "c-1"),
-        ("status", "clear_deny"),
-    ];
+    let clear = status_form(&page, "clear_deny");
     assert_eq!(
-        browser
-            .post_form("/account/customer/status", &clear)
-            .await
-            .status,
+        post(&mut browser, "/account/customer/status", &clear).await,
         303
     );
     let offer = stack.gw("offer", order("pa-3", "1.00", "c-1")).await;
@@ -202,7 +169,7 @@ async fn the_personal_account_shows_members_and_changes_them_through_the_engine(
 
     // Delete the card: the merchant's token list (NATS) is empty, the page shows it deleted.
     let page = browser.get("/account/customer?number=c-1").await.text();
-    let delete = [
+    let delete = vec![
         ("csrf", field(&page, "csrf").expect("csrf")),
         (
             "command_id",
@@ -211,12 +178,8 @@ async fn the_personal_account_shows_members_and_changes_them_through_the_engine(
         ("number", "c-1".to_string()),
         ("token", token.clone()),
     ];
-    let delete: Vec<(&str, &str)> = delete.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(
-        browser
-            .post_form("/account/customer/delete-card", &delete)
-            .await
-            .status,
+        post(&mut browser, "/account/customer/delete-card", &delete).await,
         303
     );
     let list = stack
@@ -254,6 +217,21 @@ async fn the_personal_account_shows_members_and_changes_them_through_the_engine(
     );
 }
 
+/// The customer c-1's status form on `page` (its CSRF token and command id) with `status`.
+fn status_form(page: &str, status: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("csrf", field(page, "csrf").expect("csrf")),
+        ("command_id", field(page, "command_id").expect("command id")),
+        ("number", "c-1".into()),
+        ("status", status.into()),
+    ]
+}
+
+async fn post(browser: &mut AccountClient, path: &str, fields: &[(&'static str, String)]) -> u16 {
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    browser.post_form(path, &fields).await.status
+}
+
 fn audit_has(stack: &Stack, action: &str) -> bool {
     stack
         .app
@@ -273,24 +251,8 @@ async fn another_merchants_user_sees_nothing_and_wrong_passwords_lock_the_sign_i
     stack
         .app
         .admin(&["merchant", "--id", "777", "--name", "Other shop"]);
-    stack.app.admin(&[
-        "account-user",
-        "--merchant",
-        "777",
-        "--login",
-        "mallory",
-        "--password",
-        "mallory-pass",
-    ]);
-    stack.app.admin(&[
-        "account-user",
-        "--merchant",
-        "452739",
-        "--login",
-        "anna",
-        "--password",
-        "anna-secret-1",
-    ]);
+    web.account_user(777, "mallory", "mallory-pass");
+    web.account_user(452739, "anna", "anna-secret-1");
 
     let mut mallory = AccountClient::new(web.https.clone());
     assert_eq!(

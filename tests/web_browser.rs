@@ -23,15 +23,7 @@ async fn sign_in(browser: &Browser, base: &str, login: &str, password: &str) {
 async fn a_merchant_user_sets_deny_in_the_browser_and_the_save_offer_disappears() {
     let web = WebStack::start(None, |_| {}).await;
     let stack = &web.stack;
-    stack.app.admin(&[
-        "account-user",
-        "--merchant",
-        "452739",
-        "--login",
-        "anna",
-        "--password",
-        "anna-secret-1",
-    ]);
+    web.account_user(452739, "anna", "anna-secret-1");
     for (i, customer) in ["alice", "bob", "carol"].iter().enumerate() {
         let body = merge(
             order(&format!("b-{i}"), "10.00", customer),
@@ -88,15 +80,7 @@ async fn ten_wrong_passwords_in_the_browser_lock_the_sign_in() {
         app.set_env("ONECLICK__LOGIN__THROTTLE_BURST", "30")
     })
     .await;
-    web.stack.app.admin(&[
-        "account-user",
-        "--merchant",
-        "452739",
-        "--login",
-        "anna",
-        "--password",
-        "anna-secret-1",
-    ]);
+    web.account_user(452739, "anna", "anna-secret-1");
     let base = format!("https://localhost:{}", web.https.port);
     let browser = Browser::start().await;
     for i in 0..10 {

@@ -49,26 +49,10 @@ pub enum AdminCommand {
     /// Print the audit trail (who changed what), one JSON object a line.
     Audit(AuditArgs),
     /// Set a merchant web-service user's password (argon2).
-    User {
-        #[arg(long)]
-        merchant: i64,
-        #[arg(long)]
-        login: String,
-        /// The password (or set ONECLICK_ADMIN_PASSWORD).
-        #[arg(long, env = "ONECLICK_ADMIN_PASSWORD")]
-        password: String,
-    },
+    User(UserArgs),
     /// Set a personal-account user's password (argon2): a person who signs in to the
     /// merchant's web pages (docs/account.md); separate from the web-service users of `user`.
-    AccountUser {
-        #[arg(long)]
-        merchant: i64,
-        #[arg(long)]
-        login: String,
-        /// The password (or set ONECLICK_ADMIN_PASSWORD).
-        #[arg(long, env = "ONECLICK_ADMIN_PASSWORD")]
-        password: String,
-    },
+    AccountUser(UserArgs),
     /// Unions of merchants sharing customers.
     #[command(subcommand)]
     Union(UnionCommand),
@@ -79,6 +63,19 @@ pub enum AdminCommand {
     /// database the service will use (never a secret).
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+/// A user of a merchant and its password: `admin user` (web services) and `admin account-user`
+/// (personal account).
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[arg(long)]
+    pub merchant: i64,
+    #[arg(long)]
+    pub login: String,
+    /// The password (or set ONECLICK_ADMIN_PASSWORD).
+    #[arg(long, env = "ONECLICK_ADMIN_PASSWORD")]
+    pub password: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -697,11 +694,11 @@ fn run_command(
                 println!("{}", serde_json::to_string(&row)?);
             }
         }
-        AdminCommand::User {
+        AdminCommand::User(UserArgs {
             merchant,
             login,
             password,
-        } => {
+        }) => {
             let hash = hashed(&login, &password)?;
             let (_, pool) = open(settings)?;
             let changes = set_merchant_user_audited(
@@ -717,11 +714,11 @@ fn run_command(
             println!("user saved");
             print_changes(&changes);
         }
-        AdminCommand::AccountUser {
+        AdminCommand::AccountUser(UserArgs {
             merchant,
             login,
             password,
-        } => {
+        }) => {
             let hash = hashed(&login, &password)?;
             let (_, pool) = open(settings)?;
             let existed = oneclick_actors::vault::accounts::set_account_user_audited(

@@ -235,6 +235,20 @@ pub struct WebStack {
 }
 
 impl WebStack {
+    /// Creates (or resets) a personal-account user with `oneclick admin account-user`.
+    pub fn account_user(&self, merchant_id: i64, login: &str, password: &str) {
+        let merchant = merchant_id.to_string();
+        self.stack.app.admin(&[
+            "account-user",
+            "--merchant",
+            &merchant,
+            "--login",
+            login,
+            "--password",
+            password,
+        ]);
+    }
+
     /// NATS + oneclick (SQLite unless `database_url`) with HTTPS on; `configure` may change more.
     pub async fn start(
         database_url: Option<String>,
