@@ -247,13 +247,17 @@ impl Account {
     }
 
     /// A session whose CSRF token matches the form's; else the answer to give.
-    fn session_for_change(&self, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
+    fn session_for_change(
+        &self,
+        headers: &HeaderMap,
+        csrf: &str,
+    ) -> Result<Session, Box<Response>> {
         let Some(session) = self.session(headers, None) else {
-            return Err(Redirect::to("/account/login").into_response());
+            return Err(Box::new(Redirect::to("/account/login").into_response()));
         };
         if !same_token(&session.csrf, csrf) {
             let body = texts::texts(session.language)["forbidden"].to_string();
-            return Err(html(StatusCode::FORBIDDEN, body));
+            return Err(Box::new(html(StatusCode::FORBIDDEN, body)));
         }
         Ok(session)
     }
@@ -369,7 +373,7 @@ async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(refused) = account.session_for_change(&headers, &form.csrf) {
-        return refused;
+        return *refused;
     }
     if let Some(id) = cookie(&headers, session::COOKIE) {
         account.sessions.end(id);
@@ -553,7 +557,7 @@ async fn set_status(
 ) -> Response {
     let session = match account.session_for_change(&headers, &form.csrf) {
         Ok(s) => s,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     // Only Deny is the personal account's to set or clear (the reference's "Deny" status).
     if form.status != "deny" && form.status != "clear_deny" {
@@ -588,7 +592,7 @@ async fn delete_card(
 ) -> Response {
     let session = match account.session_for_change(&headers, &form.csrf) {
         Ok(s) => s,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let done = account
         .ctx
