@@ -82,11 +82,19 @@ ensure_build_deps() {
     elif ! { have pkg-config && pkg-config --exists libpq; }; then
         pkgs+=(libpq-dev)
     fi
+    # The browser tests (tests/web_browser.rs): Debian's headless chromium and its WebDriver,
+    # and OpenSSL's headers for the WebDriver client (fantoccini's native-tls).
+    have chromium || pkgs+=(chromium)
+    have chromedriver || pkgs+=(chromium-driver)
+    if have dpkg-query; then
+        dpkg-query -W -f='${Status}' libssl-dev 2>/dev/null | grep -q 'install ok installed' \
+            || pkgs+=(libssl-dev)
+    fi
     if [ "${#pkgs[@]}" -gt 0 ]; then
         log "installing build dependencies: ${pkgs[*]}"
         apt_install "${pkgs[@]}"
     else
-        log "build dependencies present (cc, pkg-config, libpq-dev)"
+        log "build dependencies present (cc, pkg-config, libpq-dev, libssl-dev, chromium, chromium-driver)"
     fi
     have cargo || die "cargo not found: install the Rust toolchain (rustup) first"
 }

@@ -531,6 +531,12 @@ pub struct WebSettings {
     pub max_connections: usize,
     /// Peers (reverse proxies) whose `X-Forwarded-For` names the client; nobody else's is read.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Serve the merchant's personal account under `/account/` on the same listener.
+    pub account: bool,
+    /// A personal-account session ends after this long without a request.
+    pub session_idle_secs: u64,
+    /// Personal-account sessions kept at once (least recently used dropped beyond).
+    pub max_sessions: usize,
 }
 
 impl Default for WebSettings {
@@ -543,6 +549,9 @@ impl Default for WebSettings {
             body_timeout_ms: 10_000,
             max_connections: 256,
             trusted_proxies: Vec::new(),
+            account: true,
+            session_idle_secs: 900,
+            max_sessions: 10_000,
         }
     }
 }
@@ -607,6 +616,12 @@ impl Settings {
         }
         if !(1..=65_536).contains(&w.max_connections) {
             return Err(invalid("web.max_connections", "must be 1..=65536"));
+        }
+        if !(60..=86_400).contains(&w.session_idle_secs) {
+            return Err(invalid("web.session_idle_secs", "must be 60..=86400"));
+        }
+        if !(1..=1_000_000).contains(&w.max_sessions) {
+            return Err(invalid("web.max_sessions", "must be 1..=1000000"));
         }
         if w.listen.is_empty() {
             return Ok(());

@@ -23,6 +23,7 @@
 //! - the login source is the TCP peer's address; `X-Forwarded-For` is read only from a peer
 //!   listed in `web.trusted_proxies`.
 
+pub mod account;
 pub mod listener;
 pub mod services;
 
@@ -43,7 +44,10 @@ pub async fn spawn(
         return Ok(None);
     }
     let tls = listener::tls_config(web)?;
-    let router = services::router(ctx.clone());
+    let mut router = services::router(ctx.clone());
+    if web.account {
+        router = router.merge(account::router(ctx.clone())?);
+    }
     let addr = listener::serve(ctx.clone(), tls, router, stop).await?;
     tracing::info!(%addr, "web services listening (HTTPS)");
     Ok(Some(addr))

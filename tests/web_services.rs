@@ -19,7 +19,7 @@ const TOKEN_PAY: &str = "/pay/tokenpay.cfm";
 
 /// The reference's `rem_token.cfm` request example, byte for byte (003: "An example of request").
 const REFERENCE_REM_TOKEN: &str = r#"{"merchant":{"merchant_id":"452739","login":"LOGIN", "password":"PASSWORD"}, "token": "54F5A3DE-4B47-4B40-03B5-7FF992D6B401", "language": "RU", "customernumber":"1234"}"#;
-/// The original's `token.cfm` request (DESIGN §7, from the original's public documentation).
+/// The original's `token.cfm` request (docs/rules.md; from the original's public documentation).
 const REFERENCE_TOKEN_LIST: &str = r#"{"merchant":{"merchant_id":"452739","login":"LOGIN","password":"PASSWORD"},"customernumber":"1234","language":"RU"}"#;
 /// The reference's reply examples of `token.cfm` (003; card art left out: we send `assets: []`).
 const REFERENCE_TOKEN_LIST_REPLY: &str = r#"[{"expire":"12.2025","token":"91720736-CF93-469C-63A0-E5859815D6BA","bank":"Bank USA","brand":"MasterCard","bin":546792,"active":true,"needCVC":false,"post":"4128","assets":[]}]"#;

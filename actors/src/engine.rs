@@ -209,6 +209,31 @@ impl Engine {
             .await
     }
 
+    /// Signs in a personal-account user (issue 15): the user's own argon2 hash
+    /// (`account_users`), checked exactly as a web-service login is (throttle, lockout, argon2
+    /// bound, no enumeration); `source` is [`merchants::LoginSource::Account`].
+    pub async fn authenticate_account(
+        &self,
+        credentials: &Credentials,
+        source: &merchants::LoginSource,
+    ) -> EngineResult<Arc<MerchantRecord>> {
+        merchants::check_lengths(credentials)?;
+        let merchant = self.merchant(credentials.merchant_id).await?;
+        let stored = flatten(
+            self.deps
+                .vault
+                .send(crate::vault::accounts::LoadAccountUser {
+                    merchant_id: merchant.id,
+                    login: credentials.login.clone(),
+                })
+                .await,
+        )?;
+        self.merchants
+            .check_password(&self.deps.keyring, credentials, stored, source)
+            .await?;
+        Ok(merchant)
+    }
+
     /// Counters of the login defences (argon2 in flight and peak, lockouts, throttled).
     pub fn login_counters(&self) -> merchants::LoginCounters {
         self.merchants.login_counters()
@@ -492,6 +517,7 @@ impl Engine {
                     search,
                     offset: req.offset.max(0),
                     limit,
+                    after: req.after,
                 })
                 .await,
         )?;

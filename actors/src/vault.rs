@@ -14,6 +14,7 @@
 //! - handlers never panic: a panic would silently remove a `SyncArbiter` worker (docs/stack.md), so
 //!   every r2d2/Diesel/crypto failure becomes a [`VaultError`].
 
+pub mod accounts;
 pub mod audit;
 pub mod connection;
 pub mod customers;

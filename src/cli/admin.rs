@@ -49,15 +49,10 @@ pub enum AdminCommand {
     /// Print the audit trail (who changed what), one JSON object a line.
     Audit(AuditArgs),
     /// Set a merchant web-service user's password (argon2).
-    User {
-        #[arg(long)]
-        merchant: i64,
-        #[arg(long)]
-        login: String,
-        /// The password (or set ONECLICK_ADMIN_PASSWORD).
-        #[arg(long, env = "ONECLICK_ADMIN_PASSWORD")]
-        password: String,
-    },
+    User(UserArgs),
+    /// Set a personal-account user's password (argon2): a person who signs in to the
+    /// merchant's web pages (docs/account.md); separate from the web-service users of `user`.
+    AccountUser(UserArgs),
     /// Unions of merchants sharing customers.
     #[command(subcommand)]
     Union(UnionCommand),
@@ -72,6 +67,19 @@ pub enum AdminCommand {
     /// database the service will use (never a secret).
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+/// A user of a merchant and its password: `admin user` (web services) and `admin account-user`
+/// (personal account).
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[arg(long)]
+    pub merchant: i64,
+    #[arg(long)]
+    pub login: String,
+    /// The password (or set ONECLICK_ADMIN_PASSWORD).
+    #[arg(long, env = "ONECLICK_ADMIN_PASSWORD")]
+    pub password: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -698,16 +706,13 @@ fn run_command(
                 println!("{}", serde_json::to_string(&row)?);
             }
         }
-        AdminCommand::User {
+        AdminCommand::User(UserArgs {
             merchant,
             login,
             password,
-        } => {
-            if login.chars().count() > 20 || password.chars().count() > 30 {
-                bail!("login is at most 20 characters and password at most 30 (the original's limits)");
-            }
+        }) => {
+            let hash = hashed(&login, &password)?;
             let (_, pool) = open(settings)?;
-            let hash = hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
             let changes = set_merchant_user_audited(
                 &mut *pool.get()?,
                 &keyring_or_dummy(settings),
@@ -720,6 +725,25 @@ fn run_command(
             )?;
             println!("user saved");
             print_changes(&changes);
+        }
+        AdminCommand::AccountUser(UserArgs {
+            merchant,
+            login,
+            password,
+        }) => {
+            let hash = hashed(&login, &password)?;
+            let (_, pool) = open(settings)?;
+            let existed = oneclick_actors::vault::accounts::set_account_user_audited(
+                &mut *pool.get()?,
+                merchant,
+                &login,
+                &hash,
+                actor.clone(),
+            )?;
+            println!(
+                "personal-account user {} (merchant {merchant}, login {login:?})",
+                if existed { "updated" } else { "created" }
+            );
         }
         AdminCommand::Union(UnionCommand::Create { kind, name }) => {
             if !["legal_entity", "legal_entity_group", "merchant_group"].contains(&kind.as_str()) {
@@ -787,6 +811,14 @@ fn signature_key_or_generated(given: Option<String>) -> anyhow::Result<(String, 
             true,
         )),
     }
+}
+
+/// The argon2 hash of a new password, after the original's length limits (login ≤ 20, password ≤ 30).
+fn hashed(login: &str, password: &str) -> anyhow::Result<String> {
+    if login.is_empty() || login.chars().count() > 20 || password.chars().count() > 30 {
+        bail!("login is 1 to 20 characters and password at most 30 (the original's limits)");
+    }
+    hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// `24h`, `90m`, `30s`, `7d`, `1500ms` or `0`.

@@ -151,10 +151,11 @@ fn merchant_of(bytes: &[u8]) -> i64 {
         .unwrap_or(0)
 }
 
-/// The login source of a request (lockout and throttle, docs/security/login.md): the TCP peer's
-/// address; for a peer listed in `web.trusted_proxies`, the last `X-Forwarded-For` address (the
-/// one that proxy appended). Any other `X-Forwarded-For` is the client's own words: ignored.
-pub fn login_source(web: &WebSettings, peer: SocketAddr, headers: &HeaderMap) -> LoginSource {
+/// The client's address, as far as it can be trusted (the login source of lockout and throttle,
+/// docs/security/login.md): the TCP peer's address; for a peer listed in `web.trusted_proxies`,
+/// the last `X-Forwarded-For` address (the one that proxy appended). Any other
+/// `X-Forwarded-For` is the client's own words: ignored.
+pub fn client_address(web: &WebSettings, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     let peer_ip = peer.ip().to_canonical();
     if web
         .trusted_proxies
@@ -169,10 +170,10 @@ pub fn login_source(web: &WebSettings, peer: SocketAddr, headers: &HeaderMap) ->
             .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse::<IpAddr>().ok());
         if let Some(client) = forwarded {
-            return LoginSource::Address(client.to_canonical());
+            return client.to_canonical();
         }
     }
-    LoginSource::Address(peer_ip)
+    peer_ip
 }
 
 fn new_request_id() -> String {
@@ -193,36 +194,37 @@ async fn call(
     let request_id = new_request_id();
     let max = ctx.settings.service.max_request_bytes;
     let body_deadline = Duration::from_millis(ctx.settings.web.body_timeout_ms);
-    let (status, reply, outcome, merchant_id) =
-        match read_body(&headers, body, max, body_deadline).await {
-            Err(e) => {
-                let (status, fault) = e.answer();
-                (status, fault_bytes(fault, Language::En), fault.name(), 0)
-            }
-            Ok(bytes) => {
-                let merchant_id = merchant_of(&bytes);
-                let source = login_source(&ctx.settings.web, peer.0, &headers);
-                let deadline = Duration::from_millis(ctx.settings.service.request_timeout_ms);
-                let work = {
-                    let ctx = ctx.clone();
-                    let bytes = bytes.clone();
-                    ctx.tracker.clone().spawn(async move {
-                        merchant::handle(&ctx, route.endpoint, merchant_id, &source, &bytes).await
-                    })
-                };
-                let reply = match tokio::time::timeout(deadline, work).await {
-                    Ok(Ok(reply)) => reply,
-                    Ok(Err(_)) => Err(Fault::Internal),
-                    Err(_) => Err(Fault::Timeout),
-                };
-                let outcome = match &reply {
-                    Ok(_) => "ok",
-                    Err(f) => f.name(),
-                };
-                let reply = reply.unwrap_or_else(|f| fault_bytes(f, sniff_language(&bytes)));
-                (StatusCode::OK, reply, outcome, merchant_id)
-            }
-        };
+    let (status, reply, outcome, merchant_id) = match read_body(&headers, body, max, body_deadline)
+        .await
+    {
+        Err(e) => {
+            let (status, fault) = e.answer();
+            (status, fault_bytes(fault, Language::En), fault.name(), 0)
+        }
+        Ok(bytes) => {
+            let merchant_id = merchant_of(&bytes);
+            let source = LoginSource::Address(client_address(&ctx.settings.web, peer.0, &headers));
+            let deadline = Duration::from_millis(ctx.settings.service.request_timeout_ms);
+            let work = {
+                let ctx = ctx.clone();
+                let bytes = bytes.clone();
+                ctx.tracker.clone().spawn(async move {
+                    merchant::handle(&ctx, route.endpoint, merchant_id, &source, &bytes).await
+                })
+            };
+            let reply = match tokio::time::timeout(deadline, work).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(_)) => Err(Fault::Internal),
+                Err(_) => Err(Fault::Timeout),
+            };
+            let outcome = match &reply {
+                Ok(_) => "ok",
+                Err(f) => f.name(),
+            };
+            let reply = reply.unwrap_or_else(|f| fault_bytes(f, sniff_language(&bytes)));
+            (StatusCode::OK, reply, outcome, merchant_id)
+        }
+    };
     let elapsed = started.elapsed();
     ctx.metrics.observe_request(route.name, outcome, elapsed);
     // Never the body, never a header value: ids, route, outcome and time only.
@@ -283,10 +285,12 @@ mod tests {
     #[test]
     fn forwarded_for_from_an_untrusted_peer_is_ignored() {
         let web = WebSettings::default();
-        let source = login_source(&web, addr("10.0.0.9:5000"), &headers(&["1.2.3.4"]));
+        let source = client_address(&web, addr("10.0.0.9:5000"), &headers(&["1.2.3.4"]));
         assert_eq!(
             source,
-            LoginSource::Address("10.0.0.9".parse().unwrap_or_else(|_| unreachable!()))
+            "10.0.0.9"
+                .parse::<IpAddr>()
+                .unwrap_or_else(|_| unreachable!())
         );
     }
 
@@ -297,30 +301,36 @@ mod tests {
             ..WebSettings::default()
         };
         // The client wrote "6.6.6.6" itself; the proxy appended the address it saw.
-        let source = login_source(
+        let source = client_address(
             &web,
             addr("10.0.0.1:443"),
             &headers(&["6.6.6.6, 203.0.113.7"]),
         );
         assert_eq!(
             source,
-            LoginSource::Address("203.0.113.7".parse().unwrap_or_else(|_| unreachable!()))
+            "203.0.113.7"
+                .parse::<IpAddr>()
+                .unwrap_or_else(|_| unreachable!())
         );
         // A proxy that sent no (or a broken) header: the proxy itself is the source.
-        let source = login_source(&web, addr("10.0.0.1:443"), &headers(&["not an address"]));
+        let source = client_address(&web, addr("10.0.0.1:443"), &headers(&["not an address"]));
         assert_eq!(
             source,
-            LoginSource::Address("10.0.0.1".parse().unwrap_or_else(|_| unreachable!()))
+            "10.0.0.1"
+                .parse::<IpAddr>()
+                .unwrap_or_else(|_| unreachable!())
         );
     }
 
     #[test]
     fn ipv4_mapped_peers_count_as_their_ipv4_address() {
         let web = WebSettings::default();
-        let source = login_source(&web, addr("[::ffff:192.0.2.1]:1"), &HeaderMap::new());
+        let source = client_address(&web, addr("[::ffff:192.0.2.1]:1"), &HeaderMap::new());
         assert_eq!(
             source,
-            LoginSource::Address("192.0.2.1".parse().unwrap_or_else(|_| unreachable!()))
+            "192.0.2.1"
+                .parse::<IpAddr>()
+                .unwrap_or_else(|_| unreachable!())
         );
     }
 

@@ -278,6 +278,7 @@ impl CustomersListBody {
                 search: self.search,
                 offset: self.offset.unwrap_or(0),
                 limit: self.limit.unwrap_or(0),
+                after: None,
             },
         )
     }

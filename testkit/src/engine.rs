@@ -788,6 +788,7 @@ impl Harness {
                 search,
                 offset: 0,
                 limit: 50,
+                after: None,
             })
             .await
             .expect("customer list")

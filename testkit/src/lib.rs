@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod attacks;
+pub mod browser;
 pub mod card_scan;
 pub mod chaos;
 pub mod engine;

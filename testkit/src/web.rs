@@ -68,6 +68,19 @@ pub struct HttpReply {
 }
 
 impl HttpReply {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Every value of a header.
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -124,16 +137,17 @@ impl HttpsClient {
             .expect("TLS handshake with the web services")
     }
 
-    /// `POST path` with `body` (and extra header lines), `Connection: close`; the answer.
-    pub async fn post_with(
+    /// `METHOD path` with `body` (and extra header lines), `Connection: close`; the answer.
+    pub async fn send(
         &self,
+        method: &str,
         path: &str,
         extra_headers: &[(&str, &str)],
         body: &[u8],
     ) -> HttpReply {
         let mut stream = self.connect().await;
         let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n",
             body.len()
         );
         for (name, value) in extra_headers {
@@ -146,6 +160,18 @@ impl HttpsClient {
         read_reply(&mut stream, Duration::from_secs(15))
             .await
             .expect("an HTTP answer")
+    }
+
+    /// `POST path` with a JSON body (and extra header lines).
+    pub async fn post_with(
+        &self,
+        path: &str,
+        extra_headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpReply {
+        let mut headers = vec![("Content-Type", "application/json")];
+        headers.extend_from_slice(extra_headers);
+        self.send("POST", path, &headers, body).await
     }
 
     pub async fn post(&self, path: &str, body: &[u8]) -> HttpReply {
@@ -209,6 +235,20 @@ pub struct WebStack {
 }
 
 impl WebStack {
+    /// Creates (or resets) a personal-account user with `oneclick admin account-user`.
+    pub fn account_user(&self, merchant_id: i64, login: &str, password: &str) {
+        let merchant = merchant_id.to_string();
+        self.stack.app.admin(&[
+            "account-user",
+            "--merchant",
+            &merchant,
+            "--login",
+            login,
+            "--password",
+            password,
+        ]);
+    }
+
     /// NATS + oneclick (SQLite unless `database_url`) with HTTPS on; `configure` may change more.
     pub async fn start(
         database_url: Option<String>,
@@ -229,5 +269,115 @@ impl WebStack {
             certs,
             _certs_dir: certs_dir,
         }
+    }
+}
+
+/// A client of the personal account that keeps its cookies, as a browser would (tests read the
+/// HTML it gets; the browser tests drive a real one).
+pub struct AccountClient {
+    pub https: HttpsClient,
+    /// name → value, from `Set-Cookie` (a `Max-Age=0` removes).
+    pub cookies: std::collections::BTreeMap<String, String>,
+}
+
+/// `value` of `name="<name>" value="…"` in a page (hidden fields).
+pub fn field(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\" value=\""))?;
+    let rest = &html[at + name.len() + 15..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// `application/x-www-form-urlencoded` of `fields`.
+pub fn form(fields: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+impl AccountClient {
+    pub fn new(https: HttpsClient) -> AccountClient {
+        AccountClient {
+            https,
+            cookies: Default::default(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep_cookies(&mut self, reply: &HttpReply) {
+        for set in reply.headers_named("set-cookie") {
+            let first = set.split(';').next().unwrap_or_default();
+            if let Some((k, v)) = first.split_once('=') {
+                if v.is_empty() || set.contains("Max-Age=0") {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_string(), v.to_string());
+                }
+            }
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> HttpReply {
+        let cookies = self.cookie_header();
+        let reply = self
+            .https
+            .send("GET", path, &[("Cookie", &cookies)], b"")
+            .await;
+        self.keep_cookies(&reply);
+        reply
+    }
+
+    pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> HttpReply {
+        let cookies = self.cookie_header();
+        let body = form(fields);
+        let reply = self
+            .https
+            .send(
+                "POST",
+                path,
+                &[
+                    ("Cookie", &cookies),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                body.as_bytes(),
+            )
+            .await;
+        self.keep_cookies(&reply);
+        reply
+    }
+
+    /// Opens the sign-in page and submits it; the answer (303 to the One Click tab on success).
+    pub async fn sign_in(&mut self, merchant_id: i64, login: &str, password: &str) -> HttpReply {
+        let page = self.get("/account/login").await;
+        let csrf = field(&page.text(), "csrf").expect("the sign-in form's token");
+        self.post_form(
+            "/account/login",
+            &[
+                ("merchant_id", &merchant_id.to_string()),
+                ("login", login),
+                ("password", password),
+                ("csrf", &csrf),
+                ("lang", "en"),
+            ],
+        )
+        .await
     }
 }

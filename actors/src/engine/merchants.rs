@@ -65,6 +65,9 @@ pub enum LoginSource {
     Nats(Option<String>),
     /// Over HTTP: the client address.
     Address(IpAddr),
+    /// The personal account's sign-in page (issue 15): the client address, counted apart from
+    /// the web services' (another kind of user, another page).
+    Account(IpAddr),
 }
 
 impl LoginSource {
@@ -81,12 +84,14 @@ impl LoginSource {
         }))
     }
 
-    /// The stable text stored in the vault and logged: `nats:<prefix>`, `nats:-`, `ip:<addr>`.
+    /// The stable text stored in the vault and logged: `nats:<prefix>`, `nats:-`, `ip:<addr>`,
+    /// `account:<addr>`.
     pub fn key(&self) -> String {
         match self {
             LoginSource::Nats(Some(prefix)) => format!("nats:{prefix}"),
             LoginSource::Nats(None) => "nats:-".into(),
             LoginSource::Address(addr) => format!("ip:{addr}"),
+            LoginSource::Account(addr) => format!("account:{addr}"),
         }
     }
 }
@@ -291,26 +296,36 @@ impl MerchantCache {
         credentials: &Credentials,
         source: &LoginSource,
     ) -> EngineResult<Arc<MerchantRecord>> {
-        if credentials.login.chars().count() > 20
-            || credentials.password.expose().chars().count() > 30
-        {
-            return Err(Fault::FieldTooLong.into());
-        }
-        if credentials.login.is_empty() || credentials.password.expose().is_empty() {
-            return Err(Fault::MissingField.into());
-        }
+        check_lengths(credentials)?;
         let merchant = self.get(credentials.merchant_id).await?;
         let stored = merchant.users.get(&credentials.login).cloned();
+        self.check_password(keyring, credentials, stored, source)
+            .await?;
+        Ok(merchant)
+    }
+
+    /// The password check behind [`Self::authenticate_with`], for any kind of user: `stored` is
+    /// the user's argon2 hash (`None`: no such user, verified against a dummy hash all the
+    /// same). Cached, throttled, locked and bounded per (merchant, login, source) as the module
+    /// header says; the personal account (issue 15) uses it with its own users and sources.
+    pub async fn check_password(
+        &self,
+        keyring: &Keyring,
+        credentials: &Credentials,
+        stored: Option<String>,
+        source: &LoginSource,
+    ) -> EngineResult<()> {
+        let merchant_id = credentials.merchant_id;
         let hash = stored.clone().unwrap_or_else(|| DUMMY_HASH.clone());
         let digest = keyring.request_digest(&[
             b"credential",
-            &merchant.id.to_be_bytes(),
+            &merchant_id.to_be_bytes(),
             credentials.login.as_bytes(),
             credentials.password.expose().as_bytes(),
             hash.as_bytes(),
         ]);
         let source_key = source.key();
-        let cache_key = (merchant.id, credentials.login.clone(), source_key.clone());
+        let cache_key = (merchant_id, credentials.login.clone(), source_key.clone());
         let cached = || {
             let map = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
             map.get(&cache_key).is_some_and(|(at, known)| {
@@ -318,18 +333,18 @@ impl MerchantCache {
             })
         };
         if cached() {
-            return Ok(merchant);
+            return Ok(());
         }
         let _turn = self.turn(cache_key.clone()).await;
         if cached() {
-            return Ok(merchant);
+            return Ok(());
         }
-        if !self.throttle.admit((merchant.id, source_key.clone())) {
+        if !self.throttle.admit((merchant_id, source_key.clone())) {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
             return Err(Fault::LoginThrottled.into());
         }
         let key = LoginKey {
-            merchant_id: merchant.id,
+            merchant_id,
             login: credentials.login.clone(),
             source: source_key,
         };
@@ -353,7 +368,7 @@ impl MerchantCache {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(cache_key, (Instant::now(), digest));
-            return Ok(merchant);
+            return Ok(());
         }
         let now = now_ms();
         let recorded = flatten(
@@ -426,6 +441,18 @@ impl MerchantCache {
         .unwrap_or(false);
         Ok(verified)
     }
+}
+
+/// A login (≤ 20 characters) and password (≤ 30) of the original's lengths, both present.
+pub fn check_lengths(credentials: &Credentials) -> EngineResult<()> {
+    if credentials.login.chars().count() > 20 || credentials.password.expose().chars().count() > 30
+    {
+        return Err(Fault::FieldTooLong.into());
+    }
+    if credentials.login.is_empty() || credentials.password.expose().is_empty() {
+        return Err(Fault::MissingField.into());
+    }
+    Ok(())
 }
 
 /// argon2 verification of a PHC string.

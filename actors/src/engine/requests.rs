@@ -159,6 +159,8 @@ pub struct ListCustomersRequest {
     pub search: Option<String>,
     pub offset: i64,
     pub limit: i64,
+    /// Keyset pagination: customers whose number sorts after this one (the personal account).
+    pub after: Option<String>,
 }
 
 /// Order state by order number.

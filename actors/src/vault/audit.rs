@@ -86,9 +86,12 @@ audit_actions! {
     LoginLockedOut => "login.locked_out",
     /// A locked login was unlocked (reserved for `admin unlock`).
     LoginUnlocked => "login.unlocked",
+    /// `admin account-user`: a personal-account user's password was set (issue 15).
+    AccountUserSet => "account.user_set",
 }
 
-/// Who did it. Spellings: `admin-cli:<os user>`, `merchant:<id>:<login>`, `gateway`, `system`.
+/// Who did it. Spellings: `admin-cli:<os user>`, `merchant:<id>:<login>`, `account:<id>:<login>`,
+/// `gateway`, `system`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditActor(String);
 
@@ -100,6 +103,10 @@ impl AuditActor {
     /// A merchant's web-service user (authenticated before anything is changed).
     pub fn merchant(merchant_id: i64, login: &str) -> AuditActor {
         AuditActor(format!("merchant:{merchant_id}:{}", sanitize(login)))
+    }
+    /// A personal-account user signed in to the merchant's web pages (issue 15).
+    pub fn account(merchant_id: i64, login: &str) -> AuditActor {
+        AuditActor(format!("account:{merchant_id}:{}", sanitize(login)))
     }
     /// A payment gateway (the payment page, or a durable command it published).
     pub fn gateway() -> AuditActor {

@@ -354,12 +354,15 @@ pub fn set_status(
 }
 
 /// The personal-account view (docs/rules.md §4): customers of a union with all their cards, deleted
-/// ones included, optionally filtered by a customer-number substring.
+/// ones included, optionally filtered by a customer-number substring. `after` (keyset): only
+/// customer numbers after it, so a page deep in 100k customers costs an index range scan
+/// instead of skipping `offset` rows.
 pub struct ListCustomers {
     pub union_id: i64,
     pub search: Option<String>,
     pub offset: i64,
     pub limit: i64,
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -396,7 +399,11 @@ pub fn list_customers(
         q
     };
     let total: i64 = base().count().get_result(conn)?;
-    let rows: Vec<CustomerRow> = base()
+    let mut page = base();
+    if let Some(after) = &msg.after {
+        page = page.filter(customers::customer_number.gt(after.clone()));
+    }
+    let rows: Vec<CustomerRow> = page
         .select(CustomerRow::as_select())
         .order(customers::customer_number.asc())
         .offset(msg.offset.max(0))

@@ -186,3 +186,13 @@ diesel::table! {
         locked_until -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    /// Personal-account users (issue 15), separate from `merchant_users`; see `super::accounts`.
+    account_users (merchant_id, login) {
+        merchant_id -> BigInt,
+        login -> Text,
+        password_hash -> Text,
+        created_at -> BigInt,
+    }
+}
