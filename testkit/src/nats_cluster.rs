@@ -48,13 +48,47 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts the three shipped nodes and waits until each reports healthy (routes up and a
     /// JetStream meta leader elected).
+    ///
+    /// The nine ports are picked free and released before the nodes bind them, so a parallel
+    /// test can take one in between and a node dies with "address already in use": then the
+    /// whole cluster starts again on fresh ports (at most three attempts; any other failure
+    /// panics at once).
     pub fn start_shipped() -> NatsCluster {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            match std::panic::catch_unwind(Self::start_shipped_once) {
+                Ok(cluster) => return cluster,
+                Err(e) => {
+                    let text = e
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| e.downcast_ref::<&str>().copied())
+                        .unwrap_or("");
+                    if attempt == ATTEMPTS || !text.contains("address already in use") {
+                        std::panic::resume_unwind(e);
+                    }
+                    eprintln!("NatsCluster: a port was taken meanwhile (attempt {attempt}); starting again on fresh ports");
+                }
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn start_shipped_once() -> NatsCluster {
         let users = ShippedUsers::random();
         let auditor = format!("au{}", uuid::Uuid::new_v4().simple());
         let route_password = format!("rt{}", uuid::Uuid::new_v4().simple());
-        let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
-        let http_ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
-        let route_ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
+        // Nine distinct ports (a port freed by one pick can come back from the next).
+        let mut picked = std::collections::BTreeSet::new();
+        let mut pick = || loop {
+            let p = free_port();
+            if picked.insert(p) {
+                return p;
+            }
+        };
+        let ports: Vec<u16> = (0..NODES).map(|_| pick()).collect();
+        let http_ports: Vec<u16> = (0..NODES).map(|_| pick()).collect();
+        let route_ports: Vec<u16> = (0..NODES).map(|_| pick()).collect();
         let mut env = users.server_env();
         env.push(("NATS_ROUTE_PASSWORD".into(), route_password.clone()));
         for (i, route_port) in route_ports.iter().enumerate() {
