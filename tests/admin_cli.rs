@@ -20,7 +20,7 @@ use support::nats::{bin, fault_of, Stack, DEMO_KEY_B64, DEMO_MERCHANT, DEMO_PASS
 struct Vault {
     env: Vec<(String, String)>,
     db: TestDb,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Vault {
@@ -37,7 +37,7 @@ impl Vault {
                 ("USER".into(), "auditor".into()),
             ],
             db,
-            _dir: dir,
+            dir,
         };
         vault.ok(&[
             "keys",
@@ -307,6 +307,29 @@ fn every_admin_change_is_in_admin_audit_with_the_os_user(backend: Backend) {
         union.trim(),
     ]);
     v.ok(&["keys", "add", "--file", &v.env[1].1]);
+    // NATS identities live in a file, not the vault: their changes are recorded all the same,
+    // naming the merchant and never the password or its hash.
+    let users_file = v.dir.path().join("merchants.conf");
+    let users_file = users_file.to_str().unwrap();
+    let created = v.ok(&[
+        "merchant",
+        "nats-identity",
+        "create",
+        "--id",
+        "452739",
+        "--file",
+        users_file,
+    ]);
+    v.ok(&["merchant", "nats-identity", "list", "--file", users_file]);
+    v.ok(&[
+        "merchant",
+        "nats-identity",
+        "revoke",
+        "--id",
+        "452739",
+        "--file",
+        users_file,
+    ]);
     let rows = v.audit(&[]);
     let seen: Vec<(String, String)> = rows
         .iter()
@@ -326,6 +349,8 @@ fn every_admin_change_is_in_admin_audit_with_the_os_user(backend: Backend) {
         "union.created",
         "union.joined",
         "key.added",
+        "merchant.nats_identity_set",
+        "merchant.nats_identity_revoked",
     ]
     .iter()
     .map(|a| ("admin-cli:auditor".to_string(), a.to_string()))
@@ -336,18 +361,32 @@ fn every_admin_change_is_in_admin_audit_with_the_os_user(backend: Backend) {
         json!({"field": "mit_cof", "old": "true", "new": "false"})
     );
     assert_eq!(rows[4]["detail"]["login"], "ops2");
+    assert_eq!(rows[8]["merchant_id"], 452739);
+    assert_eq!(rows[8]["detail"]["file"], users_file);
+    assert_eq!(rows[8]["detail"]["replace"], false);
     let text = v.ok(&["audit"]);
+    // The NATS password was printed once by `create`; it is a long random string.
+    let nats_password = created
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password (shown once): "))
+        .unwrap_or_else(|| panic!("no password line: {created}"))
+        .to_string();
+    assert!(nats_password.len() >= 20, "{created}");
     assert!(
-        !text.contains("pw-of-ops2") && !text.contains("$argon2") && !text.contains(DEMO_KEY_B64),
+        !text.contains("pw-of-ops2")
+            && !text.contains("$argon2")
+            && !text.contains("$2b$")
+            && !text.contains(&nats_password)
+            && !text.contains(DEMO_KEY_B64),
         "{text}"
     );
     // Filters: a merchant, a time, a limit (the newest rows).
-    assert_eq!(v.audit(&["--merchant", "452739"]).len(), 6);
+    assert_eq!(v.audit(&["--merchant", "452739"]).len(), 8);
     assert_eq!(v.audit(&["--since", "2999-01-01"]).len(), 0);
-    assert_eq!(v.audit(&["--since", "2000-01-01T00:00:00Z"]).len(), 8);
+    assert_eq!(v.audit(&["--since", "2000-01-01T00:00:00Z"]).len(), 10);
     let last = v.audit(&["--limit", "1"]);
     assert_eq!(last.len(), 1);
-    assert_eq!(last[0]["action"], "key.added");
+    assert_eq!(last[0]["action"], "merchant.nats_identity_revoked");
     assert!(v
         .refused(&["audit", "--since", "yesterday"])
         .contains("--since"));

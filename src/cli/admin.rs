@@ -324,10 +324,14 @@ fn unlock_login_of(
 /// Runs one admin command as the current OS user; a key operation is then recorded in the trail.
 pub fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
     let actor = admin_actor();
-    let key_audit = key_operation_audit(&command);
+    let file_audit = file_operation_audit(&command);
     run_command(settings, command, &actor)?;
-    if let Some((action, detail)) = key_audit {
-        record_outside_vault(settings, Record::new(actor, action).detail(detail));
+    if let Some((action, merchant, detail)) = file_audit {
+        let mut record = Record::new(actor, action).detail(detail);
+        if let Some(id) = merchant {
+            record = record.merchant(id);
+        }
+        record_outside_vault(settings, record);
     }
     Ok(())
 }
@@ -339,6 +343,42 @@ fn admin_actor() -> AuditActor {
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into());
     AuditActor::admin_cli(&user)
+}
+
+/// The audit record of an operation on files outside a vault transaction: key files and batches,
+/// and the NATS users file (action, merchant, detail; never a password or hash).
+fn file_operation_audit(
+    command: &AdminCommand,
+) -> Option<(AuditAction, Option<i64>, serde_json::Value)> {
+    use super::nats_identity::{FileArg, NatsIdentityCommand};
+    if let AdminCommand::Merchant(MerchantArgs {
+        command: Some(MerchantCommand::NatsIdentity(args)),
+        ..
+    }) = command
+    {
+        return match &args.command {
+            NatsIdentityCommand::Create {
+                id,
+                file: FileArg { file },
+                replace,
+                ..
+            } => Some((
+                AuditAction::NatsIdentitySet,
+                Some(*id),
+                serde_json::json!({ "file": file.display().to_string(), "replace": replace }),
+            )),
+            NatsIdentityCommand::Revoke {
+                id,
+                file: FileArg { file },
+            } => Some((
+                AuditAction::NatsIdentityRevoked,
+                Some(*id),
+                serde_json::json!({ "file": file.display().to_string() }),
+            )),
+            NatsIdentityCommand::List { .. } => None,
+        };
+    }
+    key_operation_audit(command).map(|(action, detail)| (action, None, detail))
 }
 
 /// The audit record of a key operation made outside a vault transaction (files, batches).

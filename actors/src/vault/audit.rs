@@ -88,6 +88,11 @@ audit_actions! {
     LoginUnlocked => "login.unlocked",
     /// `admin account-user`: a personal-account user's password was set (issue 15).
     AccountUserSet => "account.user_set",
+    /// `admin merchant nats-identity create`: a merchant's NATS user was created or its password
+    /// replaced in the generated users file (issue 16).
+    NatsIdentitySet => "merchant.nats_identity_set",
+    /// `admin merchant nats-identity revoke`: a merchant's NATS user was removed.
+    NatsIdentityRevoked => "merchant.nats_identity_revoked",
 }
 
 /// Who did it. Spellings: `admin-cli:<os user>`, `merchant:<id>:<login>`, `account:<id>:<login>`,
