@@ -9,17 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use base64::Engine as _;
 use futures::StreamExt as _;
 use serde_json::{json, Value};
 
-pub const DEMO_MERCHANT: i64 = 452739;
-pub const DEMO_LOGIN: &str = "demo";
-pub const DEMO_PASSWORD: &str = "demo-password";
-pub const DEMO_KEY_B64: &str = "ZGVtby1zaWduYXR1cmUta2V5LTAxMjM0NTY3ODlhYmM=";
-pub const OTHER_MERCHANT: i64 = 452740;
-pub const OTHER_LOGIN: &str = "other";
-pub const OTHER_PASSWORD: &str = "other-password";
+// The demo and second merchants, signed orders and test cards are the test kit's (one home).
+pub use oneclick_testkit::chaos::{
+    auth_of, order_of, test_pan, OTHER_LOGIN, OTHER_MERCHANT, OTHER_PASSWORD,
+};
+pub use oneclick_testkit::nats::{DEMO_KEY_B64, DEMO_LOGIN, DEMO_MERCHANT, DEMO_PASSWORD};
 
 /// Connection events seen by the load generator's client.
 #[derive(Default)]
@@ -64,39 +61,8 @@ pub async fn connect(
     Ok((client, events))
 }
 
-/// R2 signature with the demo key (both chaos merchants use it).
-pub fn sign(merchant: i64, order: &str, amount: &str, currency: &str, customer: &str) -> String {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(DEMO_KEY_B64)
-        .unwrap_or_default();
-    let msg = oneclick_actors::domain::signature::message(
-        &merchant.to_string(),
-        order,
-        amount,
-        currency,
-        customer,
-    );
-    oneclick_actors::domain::signature::sign(&key, &msg)
-}
-
-pub fn order_of(merchant: i64, order_no: &str, amount: &str, customer: &str) -> Value {
-    json!({
-        "merchant_id": merchant.to_string(), "order_number": order_no, "order_amount": amount,
-        "order_currency": "RUB", "customer_number": customer,
-        "signature": sign(merchant, order_no, amount, "RUB", customer),
-    })
-}
-
 pub fn card(number: &str, cvc: &str, month: u32) -> Value {
     json!({"number": number, "expire_month": month.to_string(), "expire_year": "2030", "holder": "IVAN IVANOV", "cvc": cvc})
-}
-
-pub fn auth_of(merchant: i64) -> Value {
-    if merchant == OTHER_MERCHANT {
-        json!({"merchant_id": OTHER_MERCHANT.to_string(), "login": OTHER_LOGIN, "password": OTHER_PASSWORD})
-    } else {
-        json!({"merchant_id": DEMO_MERCHANT.to_string(), "login": DEMO_LOGIN, "password": DEMO_PASSWORD})
-    }
 }
 
 pub fn merge(mut a: Value, b: Value) -> Value {
@@ -340,49 +306,6 @@ impl Sql {
             .map(|r| r.split('\t').map(str::to_string).collect())
             .collect())
     }
-}
-
-/// A Luhn-valid 16-digit PAN starting with `prefix`, the first from `n` on whose last four are
-/// none of the simulator's decline/timeout endings (approved with any CVC but 000).
-pub fn test_pan(prefix: &str, n: u64) -> String {
-    (n..)
-        .map(|n| {
-            let body = format!(
-                "{prefix}{:0width$}",
-                n % 10u64.pow(15 - prefix.len() as u32),
-                width = 15 - prefix.len()
-            );
-            format!("{body}{}", luhn_digit(&body))
-        })
-        .find(|pan| {
-            ![
-                "0998", "0002", "0100", "0101", "0104", "0107", "0108", "0109", "0110",
-            ]
-            .contains(&&pan[12..])
-        })
-        .unwrap_or_default()
-}
-
-pub fn luhn_digit(body: &str) -> u32 {
-    let sum: u32 = body
-        .chars()
-        .rev()
-        .enumerate()
-        .map(|(i, c)| {
-            let d = c.to_digit(10).unwrap_or(0);
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 {
-                    x - 9
-                } else {
-                    x
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    (10 - sum % 10) % 10
 }
 
 /// A small deterministic PRNG (SplitMix64): runs are reproducible from `--seed`.

@@ -320,23 +320,6 @@ impl Drop for PgCluster {
     }
 }
 
-/// `url` with its database name replaced by `name`.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{name}?{q}"),
-        None => format!("{root}/{name}"),
-    }
-}
-
 /// A fresh database `oneclick_chaos_<uuid>` under `admin_url`, dropped (WITH FORCE) on drop.
 pub struct FreshDb {
     admin_url: String,
@@ -626,13 +609,5 @@ impl Drop for OneClick {
     }
 }
 
-/// Sums every sample of `name` (any labels) in a Prometheus text exposition.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+pub use oneclick_testkit::chaos::metric_sum;
+pub use oneclick_testkit::engine::with_database;

@@ -164,7 +164,11 @@ pub fn order_of(merchant_id: i64, order_no: &str, amount: &str, customer: &str) 
 pub fn test_pan(prefix: &str, n: u64) -> String {
     (n..)
         .map(|n| {
-            let body = format!("{prefix}{:0width$}", n, width = 15 - prefix.len());
+            let body = format!(
+                "{prefix}{:0width$}",
+                n % 10u64.pow(15 - prefix.len() as u32),
+                width = 15 - prefix.len()
+            );
             format!("{body}{}", luhn_digit(&body))
         })
         .find(|pan| {
