@@ -9,7 +9,9 @@
 //! store with the shipped nats.conf, then `admin keys reseal` while it runs. Checked: the old
 //! plaintext file alone no longer starts the service; the streams get `deny_purge` and
 //! `deny_delete` and keep their events; every old card pays before and after the re-seal; the
-//! re-seal moves every card to the owner-bound associated data; no card or order is lost.
+//! re-seal moves every card to the owner-bound associated data; no card or order is lost; the
+//! registration stored by the old version (with `counts_for_limits` set, issue 13) no longer counts
+//! toward the customer's turnover limit (R12/R13).
 
 use oneclick_testkit as support;
 
@@ -109,6 +111,13 @@ async fn upgrade(backend: Backend) {
         cards_before, "3",
         "the fixture holds carol's, eve's and dave's cards"
     );
+    const OLD_REGISTRATIONS_COUNTING: &str = "SELECT CAST(COUNT(*) AS TEXT) AS v FROM orders \
+         WHERE kind = 'registration' AND counts_for_limits";
+    assert_eq!(
+        scalar(&mut raw, OLD_REGISTRATIONS_COUNTING),
+        "1",
+        "the old version stored dave's registration as counting toward the limits"
+    );
 
     // NATS: the old JetStream store under the shipped configuration.
     let store = tempfile::tempdir().expect("tempdir");
@@ -134,6 +143,8 @@ async fn upgrade(backend: Backend) {
         ("ONECLICK__NATS__USER".into(), "oneclick".into()),
         ("ONECLICK__NATS__PASSWORD".into(), users.oneclick.clone()),
         ("ONECLICK__LOG__LEVEL".into(), "debug".into()),
+        // Merchant settings re-read on every request: the limit set below applies at once.
+        ("ONECLICK__ENGINE__MERCHANT_CACHE_MS".into(), "0".into()),
         ("USER".into(), "upgrader".into()),
     ];
     let app = OneClick::configured(w, env.clone(), "oneclick");
@@ -163,6 +174,11 @@ async fn upgrade(backend: Backend) {
     env.push(("ONECLICK__KEYS__KEK_FILE".into(), kek.display().to_string()));
     let mut app = OneClick::configured(w, env, "oneclick");
     app.admin(&["migrate"]);
+    assert_eq!(
+        scalar(&mut raw, OLD_REGISTRATIONS_COUNTING),
+        "0",
+        "the migration clears counts_for_limits on the old registration"
+    );
 
     let gateway = users.gateway(&nats.url()).await;
     let merchant = users.merchant(&nats.url()).await;
@@ -256,6 +272,31 @@ async fn upgrade(backend: Backend) {
     assert!(
         audited.parse::<i64>().unwrap_or(0) >= 1,
         "the key operations are in the audit trail"
+    );
+
+    // R12/R13 on the old registration (10.00, dave's, moved into today's window): under a day
+    // limit of 7.00 dave's payments of today (2.00 + 2.00 above) leave room for one more 2.00,
+    // and the limit is in force (the next 2.00 is declined). Counted, the registration would
+    // refuse the first.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    raw.exec(&format!(
+        "UPDATE orders SET created_at = {now_ms} WHERE kind = 'registration'"
+    ));
+    raw.exec("UPDATE merchant_limits SET day_limit = 700 WHERE merchant_id = 452739 AND currency = 'RUB'");
+    let dave = token_of(&mut raw, "dave");
+    let paid = token_pay(&merchant, &app, &format!("up-{tag}-dave-3"), &dave, "dave").await;
+    assert_eq!(
+        paid["order_state"], "Approved",
+        "the old registration does not count toward the limit: {paid}"
+    );
+    let over = token_pay(&merchant, &app, &format!("up-{tag}-dave-4"), &dave, "dave").await;
+    assert_eq!(
+        (&over["order_state"], &over["response_code"]),
+        (&json!("Declined"), &json!("AS105")),
+        "the day limit is in force: {over}"
     );
     assert_eq!(app.terminate(), Some(0), "clean stop");
 }

@@ -1,6 +1,14 @@
 //! The customer actor: one per (union, customer number). Every card change and every limit
 //! check of a customer runs here, one message at a time, in arrival order.
 //!
+//! **Messages.** One per customer verb ([`messages`]): [`PayNewCard`], [`Register`],
+//! [`PaySavedCard`] (payment page or Token Pay, as its [`SavedCardChannel`] says), [`DeleteCard`],
+//! [`SetStatus`], [`ShowOffer`], [`ListTokens`]. Each handler is the same four steps: the
+//! customer's snapshot (cached, or loaded from the vault) → a pure decision of `crate::decide`
+//! (no I/O) → persist (the payment [`Pipeline`] through group commit, or one vault transaction)
+//! → the next state of the cache ([`NextState`]) → the reply. The engine (`crate::engine`) only
+//! validates, builds the message and sends it.
+//!
 //! **No interleaving.** Handlers await the vault and the acquirer. They return
 //! [`AtomicResponse`], which keeps the actor's mailbox closed until the handler's future has
 //! resolved, so the next message of the same customer starts only after the previous one has
@@ -36,60 +44,32 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::acquirer::Acquirer;
 use crate::crypto::Keyring;
 use crate::error::EngineError;
 use crate::settings::EngineSettings;
 use crate::vault::customers::LoadCustomer;
-use crate::vault::group_commit::{BatchStats, GroupCommit};
+use crate::vault::group_commit::BatchStats;
 use crate::vault::records::CustomerSnapshot;
 use crate::vault::Vault;
 use registry::{CustomerKey, Evict, Registry, RetireIfIdle};
 
+pub use crate::decide::{NextState, SavedCardChannel};
+pub use crate::pipeline::Pipeline;
+pub use messages::{
+    DeleteCard, ListTokens, PayNewCard, PaySavedCard, Register, Reload, SetStatus, ShowOffer,
+};
+
+pub mod messages;
 pub mod registry;
 
 /// What every customer actor needs.
 pub struct Deps {
     pub vault: Addr<Vault>,
-    /// Payment steps, grouped into shared transactions (`vault::group_commit`).
-    pub writer: GroupCommit,
+    /// Reserve → acquirer → complete, through group commit.
+    pub pipeline: Pipeline,
     pub batch_stats: Arc<BatchStats>,
-    pub acquirer: Arc<dyn Acquirer>,
     pub keyring: Arc<Keyring>,
     pub settings: EngineSettings,
-}
-
-/// What a handler leaves behind in the cache.
-pub enum NextState {
-    /// Keep what was there (after a load: the loaded snapshot).
-    Keep,
-    /// The customer as committed by this handler's transaction.
-    Replace(Option<Arc<CustomerSnapshot>>),
-    /// Unknown: reload on the next message.
-    Invalidate,
-    /// Something is inconsistent: restart the actor (supervision).
-    Restart,
-}
-
-/// A unit of work run inside the actor with the customer's current snapshot.
-pub type Job<R> = Box<
-    dyn FnOnce(
-            Arc<Deps>,
-            Option<Arc<CustomerSnapshot>>,
-        )
-            -> std::pin::Pin<Box<dyn Future<Output = (Result<R, EngineError>, NextState)>>>
-        + Send,
->;
-
-/// Runs `job` for this customer, serialised with every other message of the customer;
-/// `reload` first refreshes the cached snapshot from the vault whatever its age.
-pub struct Run<R: 'static> {
-    pub job: Job<R>,
-    pub reload: bool,
-}
-
-impl<R: 'static> Message for Run<R> {
-    type Result = Result<R, EngineError>;
 }
 
 /// Test hook for the supervision test: fail the way a broken handler does (`panic == false`:
@@ -187,17 +167,28 @@ impl actix::Supervised for CustomerActor {
     }
 }
 
-impl<R: 'static> Handler<Run<R>> for CustomerActor {
-    type Result = AtomicResponse<Self, Result<R, EngineError>>;
-
-    fn handle(&mut self, msg: Run<R>, _: &mut Context<Self>) -> Self::Result {
+impl CustomerActor {
+    /// The frame of every customer verb: answers `Retired` once retired; otherwise takes the
+    /// customer's snapshot (the cached one when fresh and `reload` is not asked, else loaded),
+    /// runs `work` on it with the mailbox closed ([`AtomicResponse`]), then publishes what was
+    /// loaded and applies the [`NextState`] `work` returns before the reply goes out.
+    fn serve<R, F, Fut>(
+        &self,
+        reload: bool,
+        work: F,
+    ) -> AtomicResponse<Self, Result<R, EngineError>>
+    where
+        R: 'static,
+        F: FnOnce(Arc<Deps>, Option<Arc<CustomerSnapshot>>) -> Fut + 'static,
+        Fut: Future<Output = (Result<R, EngineError>, NextState)> + 'static,
+    {
         if self.retired {
             return AtomicResponse::new(Box::pin(fut::ready(Err(EngineError::Retired))));
         }
         let deps = self.deps.clone();
-        let cached = if msg.reload { None } else { self.fresh_state() };
+        let cached = if reload { None } else { self.fresh_state() };
         let key = self.key.clone();
-        let work = async move {
+        let run = async move {
             let (snapshot, loaded) = match cached {
                 Some(s) => (s, false),
                 None => {
@@ -217,10 +208,10 @@ impl<R: 'static> Handler<Run<R>> for CustomerActor {
                     }
                 }
             };
-            let (result, next) = (msg.job)(deps, snapshot.clone()).await;
+            let (result, next) = work(deps, snapshot.clone()).await;
             (result, next, loaded.then_some(snapshot))
         };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+        AtomicResponse::new(Box::pin(run.into_actor(self).map(
             |(result, next, loaded), act, ctx| {
                 if let Some(snapshot) = loaded {
                     act.set_state(ctx, Some(snapshot));

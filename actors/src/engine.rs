@@ -1,40 +1,44 @@
 //! The engine facade: the commands of the One Click service, usable in-process. Each command is
-//! validated here (fields into domain types, merchant, signature), then routed: customer commands
-//! to the customer's actor ([`crate::customer`]), read-only merchant views and recurring charges
-//! straight to the vault. The NATS layer only translates messages into these calls.
+//! authenticated and validated here (fields into domain types, merchant, signature), then routed:
+//! customer commands as one typed message each to the customer's actor ([`crate::customer`]:
+//! `PayNewCard`, `Register`, `PaySavedCard`, `DeleteCard`, `SetStatus`, `ShowOffer`,
+//! `ListTokens`), payments without a customer straight through the pipeline
+//! ([`crate::pipeline`]), read-only merchant views straight to the vault. No rule is decided
+//! here: the decisions are [`crate::decide`]'s. The NATS layer only translates messages into
+//! these calls.
 //!
 //! Errors: [`EngineError`] maps every failure onto one public [`Fault`]; causes are logged, never
 //! card data.
 
-pub mod decide;
 pub mod merchants;
 pub mod payment;
-pub mod replies;
 pub mod requests;
 
 use std::sync::Arc;
 
-use actix::{Addr, Arbiter, ArbiterHandle, MailboxError};
+use actix::{Addr, Arbiter, ArbiterHandle, Handler, MailboxError, Message};
 
 use crate::acquirer::Acquirer;
 use crate::crypto::Keyring;
 use crate::customer::registry::{CustomerKey, Registry};
-use crate::customer::{Deps, NextState, Run};
-use crate::domain::status::{StatusChange, StatusEffect};
+use crate::customer::{self, CustomerActor, Deps, Pipeline, Reload};
+use crate::decide;
+use crate::domain::status::StatusChange;
 use crate::domain::{CommandKind, CustomerNumber, Token};
+use crate::error::flatten;
 use crate::fault::Fault;
+use crate::reply::*;
 use crate::vault::audit::{AuditAction, Record};
-use crate::vault::customers::{
-    Applied, CommandKey, DeleteCard, DeleteOutcome, ListCustomers, SetStatus,
-};
+use crate::vault::customers::{CommandKey, ListCustomers};
 use crate::vault::group_commit::{BatchStats, GroupCommit};
 use crate::vault::payments::FindOrder;
 use crate::vault::records::{CustomerSnapshot, MerchantRecord};
-use crate::vault::{now_ms, Pool, Vault, VaultError};
-use replies::*;
+use crate::vault::{Pool, Vault};
 use requests::*;
 
 pub use crate::error::{EngineError, EngineResult};
+/// The replies, under the path the service has always used.
+pub use crate::reply as replies;
 pub use crate::settings::EngineSettings;
 
 /// The audit detail of a customer change: the status asked for and the durable command id (R16).
@@ -82,9 +86,12 @@ impl Engine {
         let handles: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
         let deps = Arc::new(Deps {
             vault,
-            writer,
+            pipeline: Pipeline {
+                writer,
+                acquirer,
+                in_doubt_after: settings.in_doubt_after,
+            },
             batch_stats,
-            acquirer,
             keyring,
             settings: settings.clone(),
         });
@@ -145,33 +152,20 @@ impl Engine {
         self.registry.live_actors()
     }
 
-    /// Sends a job to the customer's actor; retries once through the registry when the actor
-    /// retired or died between lookup and delivery.
-    async fn on_customer<R, F>(&self, key: &CustomerKey, job: F) -> EngineResult<R>
+    /// Sends `msg` to the customer's actor, started if needed; re-sent to a fresh actor when
+    /// the one found had retired meanwhile (at most three tries).
+    async fn ask<M, R>(&self, key: &CustomerKey, msg: M) -> EngineResult<R>
     where
+        M: Message<Result = EngineResult<R>> + Clone + Send + 'static,
         R: Send + 'static,
-        F: Fn() -> crate::customer::Job<R>,
-    {
-        self.on_customer_with(key, false, job).await
-    }
-
-    /// [`Self::on_customer`], optionally reloading the customer's snapshot first.
-    async fn on_customer_with<R, F>(
-        &self,
-        key: &CustomerKey,
-        reload: bool,
-        job: F,
-    ) -> EngineResult<R>
-    where
-        R: Send + 'static,
-        F: Fn() -> crate::customer::Job<R>,
+        CustomerActor: Handler<M>,
     {
         for attempt in 0..3 {
             let addr = self
                 .registry
                 .get_or_start(key)
                 .ok_or(EngineError::Fault(Fault::ShuttingDown))?;
-            match addr.send(Run { job: job(), reload }).await {
+            match addr.send(msg.clone()).await {
                 Ok(Err(EngineError::Retired)) | Err(MailboxError::Closed) if attempt < 2 => {
                     continue
                 }
@@ -182,6 +176,26 @@ impl Engine {
         Err(EngineError::Retired)
     }
 
+    /// [`Self::ask`] for a payment: when the cached snapshot refused the card (4/1, expired) it
+    /// may predate a card saved or renewed by another process, so the vault is asked before
+    /// refusing (nothing was stored by the first attempt).
+    pub(crate) async fn pay_in_actor<M>(
+        &self,
+        key: &CustomerKey,
+        msg: M,
+    ) -> EngineResult<PaymentResult>
+    where
+        M: Message<Result = EngineResult<PaymentResult>> + Reload + Clone + Send + 'static,
+        CustomerActor: Handler<M>,
+    {
+        match self.ask(key, msg.clone()).await {
+            Err(e) if matches!(e.fault(), Fault::TokenNotFound | Fault::CardExpired) => {
+                self.ask(key, msg.reloading()).await
+            }
+            other => other,
+        }
+    }
+
     /// The customer as its actor last loaded or committed it, when that is younger than
     /// `state_ttl`: read-only requests answer from it on the calling thread, without a message to
     /// the actor (`Some(None)`: known not to exist).
@@ -189,7 +203,7 @@ impl Engine {
         self.registry.fresh_view(key, self.deps.settings.state_ttl)
     }
 
-    fn customer_key(merchant: &MerchantRecord, number: &CustomerNumber) -> CustomerKey {
+    pub(crate) fn customer_key(merchant: &MerchantRecord, number: &CustomerNumber) -> CustomerKey {
         CustomerKey {
             union_id: merchant.union_id,
             customer_number: Arc::from(number.as_str()),
@@ -259,24 +273,14 @@ impl Engine {
             payment::validate_order(&merchant, &req.order, payment::OrderPolicy::PaymentPage)?;
         let number = order.customer.clone().ok_or(Fault::MissingField)?;
         let key = Self::customer_key(&merchant, &number);
-        let tz = merchant.time_zone;
         if let Some(snapshot) = self.cached(&key) {
-            let today = chrono::Utc::now().with_timezone(&tz).date_naive();
-            return Ok(decide::offer(&merchant, snapshot.as_deref(), today));
+            return Ok(decide::offer(
+                &merchant,
+                snapshot.as_deref(),
+                merchant.today(),
+            ));
         }
-        self.on_customer(&key, || {
-            let merchant = merchant.clone();
-            Box::new(move |_deps, snapshot: Option<Arc<CustomerSnapshot>>| {
-                Box::pin(async move {
-                    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
-                    (
-                        Ok(decide::offer(&merchant, snapshot.as_deref(), today)),
-                        NextState::Keep,
-                    )
-                })
-            })
-        })
-        .await
+        self.ask(&key, customer::ShowOffer { merchant }).await
     }
 
     /// Pays with a new card (financial transaction), saving it when agreed (R4, R5, R11), or
@@ -343,51 +347,14 @@ impl Engine {
             .token(token.as_str())
             .detail(audit_detail(&req.command_id, None));
         let key = Self::customer_key(&merchant, &number);
-        self.on_customer(&key, || {
-            let (token, command, audit) = (token.clone(), command.clone(), audit.clone());
-            Box::new(
-                move |deps: Arc<Deps>, snapshot: Option<Arc<CustomerSnapshot>>| {
-                    Box::pin(async move {
-                        let Some(snapshot) = snapshot else {
-                            return (Err(Fault::TokenNotFound.into()), NextState::Keep);
-                        };
-                        // Known-missing tokens answer from the cache only when no command id needs replaying.
-                        if command.is_none()
-                            && !snapshot.cards.iter().any(|c| c.token == token.as_str())
-                        {
-                            return (Err(Fault::TokenNotFound.into()), NextState::Keep);
-                        }
-                        let removed = TokenRemoved::of(token.as_str());
-                        let sent = deps
-                            .vault
-                            .send(DeleteCard {
-                                customer_id: snapshot.id,
-                                token: token.as_str().to_string(),
-                                command,
-                                result_json: json(&removed),
-                                now_ms: now_ms(),
-                                audit,
-                            })
-                            .await;
-                        match flatten(sent) {
-                            Ok(Applied::Done(DeleteOutcome::Deleted(s))) => {
-                                (Ok(removed), NextState::Replace(Some(Arc::new(s))))
-                            }
-                            Ok(Applied::Done(DeleteOutcome::NotFound)) => {
-                                (Err(Fault::TokenNotFound.into()), NextState::Invalidate)
-                            }
-                            Ok(Applied::Replay(stored)) => {
-                                (parse_stored(&stored), NextState::Invalidate)
-                            }
-                            Ok(Applied::Conflict) => {
-                                (Err(Fault::IdempotencyConflict.into()), NextState::Keep)
-                            }
-                            Err(e) => (Err(e), NextState::Invalidate),
-                        }
-                    })
-                },
-            )
-        })
+        self.ask(
+            &key,
+            customer::DeleteCard {
+                token,
+                command,
+                audit,
+            },
+        )
         .await
     }
 
@@ -397,11 +364,6 @@ impl Engine {
         let merchant = self.merchant(req.merchant_id).await?;
         let number = CustomerNumber::parse(&req.customer_number)?;
         let change = StatusChange::parse(&req.status)?;
-        let StatusEffect {
-            deny,
-            fraud,
-            delete_cards: leave,
-        } = change.effect();
         let command = match &req.command_id {
             Some(id) => Some(self.command_key(
                 &merchant,
@@ -416,52 +378,14 @@ impl Engine {
             .customer(number.as_str())
             .detail(audit_detail(&req.command_id, Some(req.status.as_str())));
         let key = Self::customer_key(&merchant, &number);
-        let union_id = merchant.union_id;
-        self.on_customer(&key, || {
-            let (number, command, audit) = (number.clone(), command.clone(), audit.clone());
-            Box::new(move |deps: Arc<Deps>, _snapshot| {
-                Box::pin(async move {
-                    let today = chrono::Utc::now().date_naive();
-                    let reply_number = number.as_str().to_string();
-                    let reply = move |s: &CustomerSnapshot| StatusChanged {
-                        customer_number: reply_number,
-                        status: decide::status_of(s, today),
-                        cards_deleted: leave,
-                    };
-                    let sent = deps
-                        .vault
-                        .send(SetStatus {
-                            union_id,
-                            customer_number: number.as_str().to_string(),
-                            deny,
-                            fraud,
-                            leave,
-                            command: command.clone(),
-                            reply: Box::new(move |s| json(&reply(s))),
-                            now_ms: now_ms(),
-                            audit: audit.clone(),
-                        })
-                        .await;
-                    match flatten(sent) {
-                        Ok(Applied::Done(s)) => {
-                            let reply = StatusChanged {
-                                customer_number: number.as_str().to_string(),
-                                status: decide::status_of(&s, today),
-                                cards_deleted: leave,
-                            };
-                            (Ok(reply), NextState::Replace(Some(Arc::new(s))))
-                        }
-                        Ok(Applied::Replay(stored)) => {
-                            (parse_stored(&stored), NextState::Invalidate)
-                        }
-                        Ok(Applied::Conflict) => {
-                            (Err(Fault::IdempotencyConflict.into()), NextState::Keep)
-                        }
-                        Err(e) => (Err(e), NextState::Invalidate),
-                    }
-                })
-            })
-        })
+        self.ask(
+            &key,
+            customer::SetStatus {
+                change,
+                command,
+                audit,
+            },
+        )
         .await
     }
 
@@ -472,26 +396,13 @@ impl Engine {
         let number = CustomerNumber::parse(&req.customer_number)?;
         let key = Self::customer_key(&merchant, &number);
         if let Some(snapshot) = self.cached(&key) {
-            let today = chrono::Utc::now()
-                .with_timezone(&merchant.time_zone)
-                .date_naive();
-            return Ok(decide::token_list(&merchant, snapshot.as_deref(), today));
+            return Ok(decide::token_list(
+                &merchant,
+                snapshot.as_deref(),
+                merchant.today(),
+            ));
         }
-        self.on_customer(&key, || {
-            let merchant = merchant.clone();
-            Box::new(move |_deps, snapshot: Option<Arc<CustomerSnapshot>>| {
-                Box::pin(async move {
-                    let today = chrono::Utc::now()
-                        .with_timezone(&merchant.time_zone)
-                        .date_naive();
-                    (
-                        Ok(decide::token_list(&merchant, snapshot.as_deref(), today)),
-                        NextState::Keep,
-                    )
-                })
-            })
-        })
-        .await
+        self.ask(&key, customer::ListTokens { merchant }).await
     }
 
     /// The personal-account view: customers of the merchant's union and all their cards.
@@ -521,9 +432,7 @@ impl Engine {
                 })
                 .await,
         )?;
-        let today = chrono::Utc::now()
-            .with_timezone(&merchant.time_zone)
-            .date_naive();
+        let today = merchant.today();
         Ok(CustomerPage {
             total,
             customers: entries
@@ -592,18 +501,4 @@ impl Engine {
             digest: self.deps.keyring.request_digest(&all),
         })
     }
-}
-
-/// Flattens an actor reply: mailbox error or vault error into [`EngineError`].
-pub(crate) fn flatten<T>(sent: Result<Result<T, VaultError>, MailboxError>) -> EngineResult<T> {
-    Ok(sent??)
-}
-
-pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
-}
-
-pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(stored: &str) -> EngineResult<T> {
-    serde_json::from_str(stored)
-        .map_err(|e| EngineError::Vault(VaultError::Corrupt(format!("stored result: {e}"))))
 }

@@ -45,3 +45,8 @@ impl EngineError {
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
+
+/// Flattens an actor's reply: a mailbox error or a vault error into [`EngineError`].
+pub(crate) fn flatten<T>(sent: Result<Result<T, VaultError>, MailboxError>) -> EngineResult<T> {
+    Ok(sent??)
+}

@@ -24,11 +24,14 @@ const LAYERS: &[(&str, u32)] = &[
     ("domain", 1),
     ("crypto", 2),
     ("acquirer", 2),
+    ("reply", 2),
     ("vault", 3),
     ("error", 4),
     ("settings", 4),
-    ("customer", 5),
-    ("engine", 6),
+    ("decide", 4),
+    ("pipeline", 5),
+    ("customer", 6),
+    ("engine", 7),
 ];
 
 type Module = Vec<String>;

@@ -111,6 +111,14 @@ impl MerchantRecord {
     pub fn limits_for(&self, currency: &str) -> Limits {
         self.limits.get(currency).cloned().unwrap_or_default()
     }
+
+    /// Today in the merchant's time zone: the day card expiry, the offer and the agreements'
+    /// dates are judged on (R7, R15).
+    pub fn today(&self) -> chrono::NaiveDate {
+        chrono::Utc::now()
+            .with_timezone(&self.time_zone)
+            .date_naive()
+    }
 }
 
 /// A saved card as shown (R9): masked number, brand, expiry, holder.

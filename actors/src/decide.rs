@@ -1,15 +1,39 @@
 //! Pure decisions over a customer's snapshot: what the payment page offers (R4, R6, R7, R18),
-//! the merchant token list (§7), the personal-account view and order status. No I/O: unit tests
-//! call these directly.
+//! the merchant token list (§7), which payment to make ([`payment`]: the [`Plan`]), what a card
+//! removal or a status change may do, the personal-account view and order status. No I/O, no
+//! actors, no clock: the caller passes `today` (in the merchant's zone). The customer actor
+//! (`crate::customer`) calls these between loading its snapshot and persisting; unit tests call
+//! them directly, by rule name.
+
+pub mod payment;
+
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 
-use super::replies::*;
-use super::EngineResult;
-use crate::domain::{status, CardState, CustomerStatus};
+use crate::domain::{status, CardState, CustomerStatus, Token};
 use crate::fault::Fault;
+use crate::reply::*;
 use crate::vault::customers::AccountEntry;
 use crate::vault::records::{CardRecord, CustomerSnapshot, MerchantRecord, OrderRecord};
+
+pub use payment::{
+    new_card_payment, recurring_charge, registration, saved_card_payment, CardSource, Plan,
+    SavedCardChannel, ValidCard, ValidOrder,
+};
+
+/// What a customer command leaves in its actor's cache (the actor applies it before replying).
+#[derive(Debug)]
+pub enum NextState {
+    /// Keep what was there (after a load: the loaded snapshot).
+    Keep,
+    /// The customer as committed by this command's transaction.
+    Replace(Option<Arc<CustomerSnapshot>>),
+    /// Unknown: reload on the next message.
+    Invalidate,
+    /// Something is inconsistent: restart the actor (supervision, empty cache).
+    Restart,
+}
 
 /// R6: the customer's status from its flags and cards.
 pub fn status_of(snapshot: &CustomerSnapshot, today: NaiveDate) -> CustomerStatus {
@@ -50,12 +74,41 @@ pub fn save_offered(merchant: &MerchantRecord, snapshot: Option<&CustomerSnapsho
 
 /// R6: a payment of a customer flagged `fraud` is refused before anything is stored (the vault
 /// checks the flag again under the customer's lock).
-pub fn refuse_fraud(snapshot: Option<&CustomerSnapshot>) -> EngineResult<()> {
+pub fn refuse_fraud(snapshot: Option<&CustomerSnapshot>) -> Result<(), Fault> {
     let (_, fraud) = flags(snapshot);
     if status::refuses_payments(fraud) {
-        return Err(Fault::CustomerFraud.into());
+        return Err(Fault::CustomerFraud);
     }
     Ok(())
+}
+
+/// R10 with R17: the customer whose card `token` is to be deleted. A customer not stored, or
+/// (unless a command id may need replaying, R16) a token this customer does not have, is 4/1
+/// whoever owns the token; the vault checks again in its transaction.
+pub fn card_to_delete(
+    snapshot: Option<&CustomerSnapshot>,
+    token: &Token,
+    replayable: bool,
+) -> Result<i64, Fault> {
+    let snapshot = snapshot.ok_or(Fault::TokenNotFound)?;
+    if !replayable && !snapshot.cards.iter().any(|c| c.token == token.as_str()) {
+        return Err(Fault::TokenNotFound);
+    }
+    Ok(snapshot.id)
+}
+
+/// R6: the reply to a status change, from the customer as committed.
+pub fn status_changed(
+    customer_number: &str,
+    committed: &CustomerSnapshot,
+    cards_deleted: bool,
+    today: NaiveDate,
+) -> StatusChanged {
+    StatusChanged {
+        customer_number: customer_number.to_string(),
+        status: status_of(committed, today),
+        cards_deleted,
+    }
 }
 
 /// R18 with R6: whether this customer can pay with a saved card at this merchant at all.
@@ -245,10 +298,7 @@ mod tests {
             refuse_fraud(Some(&denied)).is_ok(),
             "deny: payments otherwise standard"
         );
-        assert_eq!(
-            refuse_fraud(Some(&fraud)).map_err(|e| e.fault()),
-            Err(Fault::CustomerFraud)
-        );
+        assert_eq!(refuse_fraud(Some(&fraud)), Err(Fault::CustomerFraud));
         assert!(saved_card_payments(&m, Some(&denied)));
         assert!(!saved_card_payments(&m, Some(&fraud)));
         let shown = offer(&m, Some(&fraud), today());
