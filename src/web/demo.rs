@@ -375,6 +375,7 @@ pub fn router(demo: Arc<Demo>, deadline: Duration) -> Router {
         .route("/demo/pay/delete", get(delete_page).post(delete_card))
         .route("/demo/result", get(result_page))
         .route("/demo/static/style.css", get(style))
+        .route("/demo/static/basket.svg", get(basket))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn(
@@ -404,6 +405,14 @@ async fn style() -> Response {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("demo/templates/style.css"),
+    )
+        .into_response()
+}
+
+async fn basket() -> Response {
+    (
+        [(header::CONTENT_TYPE, "image/svg+xml")],
+        include_str!("demo/templates/basket.svg"),
     )
         .into_response()
 }
