@@ -47,22 +47,34 @@ async fn on_the_demo_page_the_first_payment_saves_the_card_the_second_needs_the_
     checkout(&browser, &base, "alice").await;
     assert_eq!(browser.text("#status").await, "new");
     assert!(browser.has("#card-form").await && !browser.has("#saved-cards").await);
-    assert!(browser.is_checked("#save").await, "the offer is preselected");
+    assert!(
+        browser.is_checked("#save").await,
+        "the offer is preselected"
+    );
     assert!(browser.text("#demo-banner").await.contains("DEMONSTRATION"));
     browser.screenshot("demo-new-customer").await;
     type_card(&browser, "4111 1111 1111 1111").await;
     browser.click("#pay-card").await;
     browser.wait_for("#result").await;
     assert_eq!(browser.text("#result").await, "Approved");
-    assert!(browser.has("#card-saved").await, "the first payment saves the card");
+    assert!(
+        browser.has("#card-saved").await,
+        "the first payment saves the card"
+    );
     browser.screenshot("demo-card-saved").await;
 
     // Next payment: the saved card, masked, and a CVC2 field only.
     browser.click("#pay-again").await;
     browser.wait_for("#saved-cards").await;
     assert_eq!(browser.text("#status").await, "member");
-    assert!(browser.text("#saved-cards").await.contains("411111******1111"));
-    assert!(!browser.has("#card-form").await, "no card form for a member");
+    assert!(browser
+        .text("#saved-cards")
+        .await
+        .contains("411111******1111"));
+    assert!(
+        !browser.has("#card-form").await,
+        "no card form for a member"
+    );
     assert!(browser.has("#saved-cvc").await && browser.has("#add-card").await);
     browser.screenshot("demo-member").await;
     browser.fill("saved-cvc", "123").await;
@@ -70,7 +82,10 @@ async fn on_the_demo_page_the_first_payment_saves_the_card_the_second_needs_the_
     browser.wait_for("#result").await;
     assert_eq!(browser.text("#result").await, "Approved");
     assert!(!browser.has("#card-saved").await);
-    assert!(browser.text("#paid-card").await.contains("411111******1111"));
+    assert!(browser
+        .text("#paid-card")
+        .await
+        .contains("411111******1111"));
 
     // "+": a new card beside the saved ones.
     browser.click("#pay-again").await;
@@ -85,7 +100,10 @@ async fn on_the_demo_page_the_first_payment_saves_the_card_the_second_needs_the_
     browser.wait_for("#delete-1").await;
     browser.click("#delete-1").await;
     browser.wait_for("#confirm-delete").await;
-    assert!(browser.text("#delete-card").await.contains("411111******1111"));
+    assert!(browser
+        .text("#delete-card")
+        .await
+        .contains("411111******1111"));
     browser.screenshot("demo-delete-confirm").await;
     browser.click("#confirm-delete").await;
     browser.wait_for("#card-form").await;
@@ -93,7 +111,9 @@ async fn on_the_demo_page_the_first_payment_saves_the_card_the_second_needs_the_
     assert!(browser.text("#notice").await.contains("is removed"));
     assert!(!browser.has("#saved-cards").await && browser.is_checked("#save").await);
     browser.screenshot("demo-after-delete").await;
-    let tokens = stack.merchant("token.list", json!({"customernumber": "alice"})).await;
+    let tokens = stack
+        .merchant("token.list", json!({"customernumber": "alice"}))
+        .await;
     assert_eq!(tokens, json!([]), "the engine holds no card of alice");
 
     // Declining the offer: paid as standard, nothing saved, the offer comes back next time.
@@ -109,7 +129,9 @@ async fn on_the_demo_page_the_first_payment_saves_the_card_the_second_needs_the_
     browser.wait_for("#card-form").await;
     assert_eq!(browser.text("#status").await, "new");
     assert!(browser.is_checked("#save").await, "the offer comes back");
-    let tokens = stack.merchant("token.list", json!({"customernumber": "bob"})).await;
+    let tokens = stack
+        .merchant("token.list", json!({"customernumber": "bob"}))
+        .await;
     assert_eq!(tokens, json!([]));
     browser.close().await;
 }
@@ -164,7 +186,9 @@ async fn a_merchant_user_sets_deny_in_the_browser_and_the_save_offer_disappears(
     // The demo payment page (a gateway over NATS) shows the same: no offer to save a new card.
     let page = DemoPage::start(stack, &web.certs, &[]).await;
     checkout(&browser, &page.base(), "alice").await;
-    browser.goto(&format!("{}/demo/pay?new=1", page.base())).await;
+    browser
+        .goto(&format!("{}/demo/pay?new=1", page.base()))
+        .await;
     browser.wait_for("#card-form").await;
     assert_eq!(browser.text("#status").await, "deny");
     assert!(!browser.has("#save").await, "Deny hides the save offer");

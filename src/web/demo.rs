@@ -152,7 +152,10 @@ impl DemoSettings {
             return Err(("demo.tls_key_file", "required when demo.listen is set"));
         }
         if self.signature_key_file.is_none() {
-            return Err(("demo.signature_key_file", "required when demo.listen is set"));
+            return Err((
+                "demo.signature_key_file",
+                "required when demo.listen is set",
+            ));
         }
         Ok(())
     }
@@ -305,7 +308,11 @@ fn test_cards() -> Vec<(String, &'static str, String)> {
                 .map(|g| String::from_utf8_lossy(g).into_owned())
                 .collect::<Vec<_>>()
                 .join(" ");
-            (spaced, c.brand, format!("{:?} {}", c.state, c.response_code))
+            (
+                spaced,
+                c.brand,
+                format!("{:?} {}", c.state, c.response_code),
+            )
         })
         .collect()
 }
@@ -329,17 +336,19 @@ pub async fn run(
         demo.tls_key_file.as_deref(),
     )?;
     let gateway = Gateway::connect(&settings).await?;
-    let router = router(Arc::new(Demo {
-        gateway,
-        checkouts: Checkouts {
-            map: Mutex::new(HashMap::new()),
-            idle: Duration::from_secs(demo.session_idle_secs),
-            max: demo.max_sessions,
-        },
-        templates: templates()?,
-        test_cards_only: demo.test_cards_only,
-    }),
-    Duration::from_millis(demo.body_timeout_ms + settings.service.request_timeout_ms));
+    let router = router(
+        Arc::new(Demo {
+            gateway,
+            checkouts: Checkouts {
+                map: Mutex::new(HashMap::new()),
+                idle: Duration::from_secs(demo.session_idle_secs),
+                max: demo.max_sessions,
+            },
+            templates: templates()?,
+            test_cards_only: demo.test_cards_only,
+        }),
+        Duration::from_millis(demo.body_timeout_ms + settings.service.request_timeout_ms),
+    );
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let bounds = super::listener::Bounds {
@@ -348,10 +357,11 @@ pub async fn run(
         max_connections: demo.max_connections,
         head_deadline: Duration::from_millis(demo.header_timeout_ms),
     };
-    let addr = super::listener::serve_with(bounds, tracker.clone(), tls, router, stop.clone(), || {
-        tracing::warn!("demo page: connection refused, all slots taken")
-    })
-    .await?;
+    let addr =
+        super::listener::serve_with(bounds, tracker.clone(), tls, router, stop.clone(), || {
+            tracing::warn!("demo page: connection refused, all slots taken")
+        })
+        .await?;
     tracing::warn!(%addr, merchant_id = demo.merchant_id, "DEMONSTRATION payment page listening (HTTPS); simulator test cards only");
     shutdown.await;
     stop.cancel();
@@ -477,15 +487,31 @@ impl Demo {
 
     /// Stores a payment's outcome, starts the next order and sends the browser to the result
     /// (post/redirect/get: a reload shows the result and pays nothing).
-    fn finish(&self, id: &str, route: &str, outcome: Result<PaymentReply, GatewayError>) -> Response {
+    fn finish(
+        &self,
+        id: &str,
+        route: &str,
+        outcome: Result<PaymentReply, GatewayError>,
+    ) -> Response {
         let logged = match &outcome {
             Ok(p) => format!("{:?}", p.order_state),
             Err(e) => e.outcome(),
         };
-        tracing::info!(route, merchant_id = self.gateway.merchant_id(), outcome = logged.as_str(), "demo payment");
+        tracing::info!(
+            route,
+            merchant_id = self.gateway.merchant_id(),
+            outcome = logged.as_str(),
+            "demo payment"
+        );
         let last = match outcome {
-            Ok(p) => Outcome { payment: Some(p), error: None },
-            Err(e) => Outcome { payment: None, error: Some(error_text(&e)) },
+            Ok(p) => Outcome {
+                payment: Some(p),
+                error: None,
+            },
+            Err(e) => Outcome {
+                payment: None,
+                error: Some(error_text(&e)),
+            },
         };
         self.checkouts.update(id, |c| {
             c.last = Some(last);
@@ -634,7 +660,11 @@ async fn pay_card(
     };
     let number = card_digits(&form.number);
     if demo.test_cards_only && !is_test_card(&number) {
-        tracing::info!(route = "/demo/pay/card", outcome = "refused_not_a_test_card", "demo payment");
+        tracing::info!(
+            route = "/demo/pay/card",
+            outcome = "refused_not_a_test_card",
+            "demo payment"
+        );
         demo.checkouts.update(&id, |c| {
             c.notice = Some(
                 "This demonstration takes only the simulator's test cards listed below.".into(),
@@ -743,7 +773,12 @@ async fn delete_card(
         Ok(_) => "removed".to_string(),
         Err(e) => e.outcome(),
     };
-    tracing::info!(route = "/demo/pay/delete", merchant_id = demo.gateway.merchant_id(), outcome = outcome.as_str(), "demo card deletion");
+    tracing::info!(
+        route = "/demo/pay/delete",
+        merchant_id = demo.gateway.merchant_id(),
+        outcome = outcome.as_str(),
+        "demo card deletion"
+    );
     demo.checkouts.update(&id, |c| {
         c.notice = Some(match &done {
             Ok(r) => r.message.clone(),
@@ -777,9 +812,15 @@ mod tests {
 
     #[test]
     fn card_numbers_typed_with_spaces_are_test_cards_and_others_are_not() {
-        assert!(is_test_card(&card_digits(&SecretString::new("4111 1111 1111 1111"))));
-        assert!(is_test_card(&card_digits(&SecretString::new("5555-5555-5555-4444"))));
-        assert!(!is_test_card(&card_digits(&SecretString::new("4111111111111112"))));
+        assert!(is_test_card(&card_digits(&SecretString::new(
+            "4111 1111 1111 1111"
+        ))));
+        assert!(is_test_card(&card_digits(&SecretString::new(
+            "5555-5555-5555-4444"
+        ))));
+        assert!(!is_test_card(&card_digits(&SecretString::new(
+            "4111111111111112"
+        ))));
         assert!(!is_test_card(&SecretString::new("")));
     }
 

@@ -39,7 +39,11 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// The rustls server configuration from the PEM files of `[web]`.
 pub fn tls_config(web: &WebSettings) -> anyhow::Result<Arc<ServerConfig>> {
-    tls_from_files("web", web.tls_cert_file.as_deref(), web.tls_key_file.as_deref())
+    tls_from_files(
+        "web",
+        web.tls_cert_file.as_deref(),
+        web.tls_key_file.as_deref(),
+    )
 }
 
 /// The rustls server configuration from the PEM files `<section>.tls_cert_file` and
@@ -49,10 +53,10 @@ pub fn tls_from_files(
     cert_file: Option<&std::path::Path>,
     key_file: Option<&std::path::Path>,
 ) -> anyhow::Result<Arc<ServerConfig>> {
-    let cert_file =
-        cert_file.with_context(|| format!("{section}.tls_cert_file is required with {section}.listen"))?;
-    let key_file =
-        key_file.with_context(|| format!("{section}.tls_key_file is required with {section}.listen"))?;
+    let cert_file = cert_file
+        .with_context(|| format!("{section}.tls_cert_file is required with {section}.listen"))?;
+    let key_file = key_file
+        .with_context(|| format!("{section}.tls_key_file is required with {section}.listen"))?;
     let cert_pem = std::fs::read(cert_file)
         .with_context(|| format!("{section}.tls_cert_file: reading {}", cert_file.display()))?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)

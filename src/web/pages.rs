@@ -63,7 +63,12 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> (header::Hea
 }
 
 /// Appends the `Set-Cookie` of [`set_cookie`] to `response`.
-pub fn with_cookie(mut response: Response, name: &str, value: &str, max_age: Option<u64>) -> Response {
+pub fn with_cookie(
+    mut response: Response,
+    name: &str,
+    value: &str,
+    max_age: Option<u64>,
+) -> Response {
     let (header_name, value) = set_cookie(name, value, max_age);
     if let Ok(v) = HeaderValue::from_str(&value) {
         response.headers_mut().append(header_name, v);

@@ -37,13 +37,25 @@ impl DemoPage {
             ("ONECLICK__NATS__URL".into(), stack.nats.url()),
             ("ONECLICK__NATS__PREFIX".into(), stack.app.prefix.clone()),
             ("ONECLICK__DEMO__LISTEN".into(), format!("127.0.0.1:{port}")),
-            ("ONECLICK__DEMO__TLS_CERT_FILE".into(), certs.cert.display().to_string()),
-            ("ONECLICK__DEMO__TLS_KEY_FILE".into(), certs.key.display().to_string()),
-            ("ONECLICK__DEMO__SIGNATURE_KEY_FILE".into(), key_file.display().to_string()),
+            (
+                "ONECLICK__DEMO__TLS_CERT_FILE".into(),
+                certs.cert.display().to_string(),
+            ),
+            (
+                "ONECLICK__DEMO__TLS_KEY_FILE".into(),
+                certs.key.display().to_string(),
+            ),
+            (
+                "ONECLICK__DEMO__SIGNATURE_KEY_FILE".into(),
+                key_file.display().to_string(),
+            ),
             // Debug on purpose: the card-data scans read this log.
             ("ONECLICK__LOG__LEVEL".into(), "debug".into()),
             // A database it must never open: a path that cannot exist.
-            ("ONECLICK__DATABASE__URL".into(), "sqlite:///nonexistent/demo-must-not-open.db".into()),
+            (
+                "ONECLICK__DATABASE__URL".into(),
+                "sqlite:///nonexistent/demo-must-not-open.db".into(),
+            ),
         ];
         for (k, v) in env {
             vars.retain(|(key, _)| key != k);
@@ -66,11 +78,18 @@ impl DemoPage {
             _dir: dir,
         };
         let until = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             if let Ok(Some(status)) = page.child.try_wait() {
                 panic!("demo-page exited ({status}); log:\n{}", page.log_text());
             }
-            assert!(Instant::now() < until, "demo-page did not listen; log:\n{}", page.log_text());
+            assert!(
+                Instant::now() < until,
+                "demo-page did not listen; log:\n{}",
+                page.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         page
