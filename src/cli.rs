@@ -33,4 +33,7 @@ pub enum Command {
     Admin(admin::AdminCommand),
     /// Call oneclick over NATS as a gateway or merchant would, printing the JSON reply.
     Client(client::ClientArgs),
+    /// Run the DEMONSTRATION payment page (`[demo]`, off by default; docs/demo-page.md): a
+    /// gateway's page over NATS for the simulator's test cards.
+    DemoPage,
 }

@@ -94,6 +94,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub login: LoginSection,
     pub web: WebSettings,
+    /// The demonstration payment page (`oneclick demo-page`; src/web/demo.rs).
+    pub demo: crate::web::demo::DemoSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -603,7 +605,10 @@ impl Settings {
         self.validate_login()?;
         self.validate_acquirer()?;
         self.validate_log_and_http()?;
-        self.validate_web()
+        self.validate_web()?;
+        self.demo
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))
     }
 
     fn validate_web(&self) -> Result<(), ConfigError> {

@@ -33,7 +33,7 @@ fn main() -> std::process::ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     let mut log = settings.log.clone();
-    if !matches!(command, Command::Serve) {
+    if !matches!(command, Command::Serve | Command::DemoPage) {
         // Tools print their result on stdout; only warnings belong on stderr.
         log.level = "warn".into();
     }
@@ -50,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve => serve(settings),
         Command::Admin(cmd) => oneclick::cli::admin::run(&settings, cmd),
         Command::Client(args) => oneclick::cli::client::run(&settings, args),
+        Command::DemoPage => demo_page(settings),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -71,4 +72,16 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         let app = oneclick::app::Application::build(settings).await?;
         app.run_until_stopped(oneclick::shutdown_signal()).await
     })
+}
+
+/// `oneclick demo-page`: the demonstration payment page, a gateway over NATS (no actors, no
+/// database, no keys: a plain tokio runtime).
+fn demo_page(settings: Settings) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(oneclick::web::demo::run(
+            settings,
+            oneclick::shutdown_signal(),
+        ))
 }

@@ -1,6 +1,8 @@
 //! The web faces of oneclick (issue 15): the original HTTP web services
 //! (`POST /pay/oneclick/v1/token.cfm`, `…/rem_token.cfm`, `/pay/tokenpay.cfm`) on their own
-//! HTTPS listener inside `oneclick serve` (`[web]` settings; docs/http.md).
+//! HTTPS listener inside `oneclick serve` (`[web]` settings; docs/http.md), the merchant's
+//! personal account ([`account`]), and the demonstration payment page ([`demo`]), which is a
+//! process of its own (`oneclick demo-page`) talking to oneclick over NATS as a gateway.
 //!
 //! **In-process, not a separate process over NATS** (docs/http.md, "Why in-process"): the
 //! lockout of a merchant login counts failures per *source*, and over HTTP the source is the
@@ -24,7 +26,9 @@
 //!   listed in `web.trusted_proxies`.
 
 pub mod account;
+pub mod demo;
 pub mod listener;
+pub mod pages;
 pub mod services;
 
 use std::sync::Arc;

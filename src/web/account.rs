@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -55,6 +55,7 @@ use oneclick_actors::fault::{Fault, Language};
 use serde::{Deserialize, Serialize};
 
 use super::listener::Peer;
+use super::pages::{cookie, html, with_cookie};
 use super::services::client_address;
 use crate::surfaces::Context;
 use session::{random_token, same_token, Session, Sessions};
@@ -65,10 +66,6 @@ pub const PAGE_SIZE: i64 = 50;
 const MAX_FORM_BYTES: usize = 16 * 1024;
 /// The sign-in form's own CSRF cookie (double submit).
 const LOGIN_COOKIE: &str = "__Host-oneclick_signin";
-
-/// Every page's security headers. No script may run: the pages need none.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
 
 /// The personal account's state: the service context, sessions, templates.
 pub struct Account {
@@ -129,29 +126,9 @@ pub fn router(ctx: Arc<Context>) -> anyhow::Result<Router> {
         .route("/account/static/style.css", get(style))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| guarded(req, next, deadline),
+            move |req: Request, next: Next| super::pages::guarded(req, next, deadline),
         ))
         .with_state(account))
-}
-
-/// Bounds a request's time and puts the security headers on every answer.
-async fn guarded(req: Request, next: Next, deadline: Duration) -> Response {
-    let mut response = match tokio::time::timeout(deadline, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
-    };
-    let h = response.headers_mut();
-    for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, CSP),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::CACHE_CONTROL, "no-store"),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
-    ] {
-        h.insert(name, HeaderValue::from_static(value));
-    }
-    response
 }
 
 async fn style() -> Response {
@@ -160,27 +137,6 @@ async fn style() -> Response {
         include_str!("account/templates/style.css"),
     )
         .into_response()
-}
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> (header::HeaderName, String) {
-    let age = max_age
-        .map(|a| format!("; Max-Age={a}"))
-        .unwrap_or_default();
-    (
-        header::SET_COOKIE,
-        format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict{age}"),
-    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,15 +151,6 @@ fn language_of(raw: Option<&str>) -> Option<Language> {
 /// A serde value for the templates.
 fn serde_value<T: Serialize>(value: T) -> Value {
     Value::from(minijinja::value::Serde(value))
-}
-
-fn html(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        body,
-    )
-        .into_response()
 }
 
 impl Account {
@@ -278,17 +225,13 @@ fn login_form(
     error: Option<&str>,
 ) -> Response {
     let token = random_token();
-    let mut page = account.render(
+    let page = account.render(
         "login.html",
         language,
         None,
         context! { csrf => token.clone(), merchant_field => merchant, login_field => login, error },
     );
-    let (name, value) = set_cookie(LOGIN_COOKIE, &token, Some(3600));
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        page.headers_mut().append(name, v);
-    }
-    page
+    with_cookie(page, LOGIN_COOKIE, &token, Some(3600))
 }
 
 #[derive(Deserialize)]
@@ -350,16 +293,9 @@ async fn login(
     }
     let id = account.sessions.start(merchant_id, &form.login, language);
     tracing::info!(merchant_id, login = ?form.login, "personal account: signed in");
-    let mut response = Redirect::to("/account/customers").into_response();
-    for (name, value) in [
-        set_cookie(session::COOKIE, &id, None),
-        set_cookie(LOGIN_COOKIE, "", Some(0)),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            response.headers_mut().append(name, v);
-        }
-    }
-    response
+    let response = Redirect::to("/account/customers").into_response();
+    let response = with_cookie(response, session::COOKIE, &id, None);
+    with_cookie(response, LOGIN_COOKIE, "", Some(0))
 }
 
 #[derive(Deserialize)]
@@ -378,12 +314,12 @@ async fn logout(
     if let Some(id) = cookie(&headers, session::COOKIE) {
         account.sessions.end(id);
     }
-    let mut response = Redirect::to("/account/login").into_response();
-    let (name, value) = set_cookie(session::COOKIE, "", Some(0));
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        response.headers_mut().append(name, v);
-    }
-    response
+    with_cookie(
+        Redirect::to("/account/login").into_response(),
+        session::COOKIE,
+        "",
+        Some(0),
+    )
 }
 
 // ---- the One Click tab -----------------------------------------------------------------------

@@ -39,39 +39,51 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// The rustls server configuration from the PEM files of `[web]`.
 pub fn tls_config(web: &WebSettings) -> anyhow::Result<Arc<ServerConfig>> {
-    let cert_file = web
-        .tls_cert_file
-        .as_ref()
-        .context("web.tls_cert_file is required with web.listen")?;
-    let key_file = web
-        .tls_key_file
-        .as_ref()
-        .context("web.tls_key_file is required with web.listen")?;
+    tls_from_files(
+        "web",
+        web.tls_cert_file.as_deref(),
+        web.tls_key_file.as_deref(),
+    )
+}
+
+/// The rustls server configuration from the PEM files `<section>.tls_cert_file` and
+/// `<section>.tls_key_file` (both required).
+pub fn tls_from_files(
+    section: &str,
+    cert_file: Option<&std::path::Path>,
+    key_file: Option<&std::path::Path>,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let cert_file = cert_file
+        .with_context(|| format!("{section}.tls_cert_file is required with {section}.listen"))?;
+    let key_file = key_file
+        .with_context(|| format!("{section}.tls_key_file is required with {section}.listen"))?;
     let cert_pem = std::fs::read(cert_file)
-        .with_context(|| format!("web.tls_cert_file: reading {}", cert_file.display()))?;
+        .with_context(|| format!("{section}.tls_cert_file: reading {}", cert_file.display()))?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| anyhow::anyhow!("web.tls_cert_file: not a PEM certificate chain"))?;
+        .map_err(|_| anyhow::anyhow!("{section}.tls_cert_file: not a PEM certificate chain"))?;
     if certs.is_empty() {
         anyhow::bail!(
-            "web.tls_cert_file: no certificate in {}",
+            "{section}.tls_cert_file: no certificate in {}",
             cert_file.display()
         );
     }
     let key_pem = zeroize::Zeroizing::new(
         std::fs::read(key_file)
-            .with_context(|| format!("web.tls_key_file: reading {}", key_file.display()))?,
+            .with_context(|| format!("{section}.tls_key_file: reading {}", key_file.display()))?,
     );
     // The parse error is not printed: it could quote key material.
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|_| anyhow::anyhow!("web.tls_key_file: not a PEM private key"))?;
+        .map_err(|_| anyhow::anyhow!("{section}.tls_key_file: not a PEM private key"))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .context("web.tls_cert_file and web.tls_key_file do not form a usable pair")?;
+        .with_context(|| {
+            format!("{section}.tls_cert_file and {section}.tls_key_file do not form a usable pair")
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -84,14 +96,47 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let web = &ctx.settings.web;
-    let listener = TcpListener::bind(&web.listen)
+    let metrics = ctx.metrics.clone();
+    let bounds = Bounds {
+        setting: "web.listen",
+        listen: web.listen.clone(),
+        max_connections: web.max_connections,
+        head_deadline: Duration::from_millis(web.header_timeout_ms),
+    };
+    serve_with(bounds, ctx.tracker.clone(), tls, router, stop, move || {
+        metrics.observe_request("http_connection", "refused_full", Duration::ZERO)
+    })
+    .await
+}
+
+/// Where a listener binds and its bounds (the web services' `[web]`, the demo page's `[demo]`).
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    /// The setting `listen` comes from, for the error message.
+    pub setting: &'static str,
+    pub listen: String,
+    pub max_connections: usize,
+    /// The TLS handshake, then each request head, must arrive within this long.
+    pub head_deadline: Duration,
+}
+
+/// Binds `bounds.listen` and serves `router` over TLS until `stop`, each connection a task of
+/// `tracker`; `refused` is called for a connection closed at accept because all slots are taken.
+pub async fn serve_with(
+    bounds: Bounds,
+    tracker: tokio_util::task::TaskTracker,
+    tls: Arc<ServerConfig>,
+    router: Router,
+    stop: CancellationToken,
+    refused: impl Fn() + Send + Sync + 'static,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(&bounds.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("web.listen {}: {e}", web.listen))?;
+        .map_err(|e| anyhow::anyhow!("{} {}: {e}", bounds.setting, bounds.listen))?;
     let addr = listener.local_addr()?;
     let acceptor = TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(web.max_connections));
-    let head_deadline = Duration::from_millis(web.header_timeout_ms);
-    let tracker = ctx.tracker.clone();
+    let slots = Arc::new(Semaphore::new(bounds.max_connections));
+    let head_deadline = bounds.head_deadline;
     tracker.clone().spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -107,8 +152,7 @@ pub async fn serve(
                 },
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                ctx.metrics
-                    .observe_request("http_connection", "refused_full", Duration::ZERO);
+                refused();
                 drop(tcp);
                 continue;
             };

@@ -282,22 +282,21 @@ mod tests {
         s.parse().unwrap_or_else(|_| unreachable!())
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|_| unreachable!())
+    }
+
     #[test]
     fn forwarded_for_from_an_untrusted_peer_is_ignored() {
         let web = WebSettings::default();
         let source = client_address(&web, addr("10.0.0.9:5000"), &headers(&["1.2.3.4"]));
-        assert_eq!(
-            source,
-            "10.0.0.9"
-                .parse::<IpAddr>()
-                .unwrap_or_else(|_| unreachable!())
-        );
+        assert_eq!(source, ip("10.0.0.9"));
     }
 
     #[test]
     fn a_trusted_proxy_names_the_address_it_appended_last() {
         let web = WebSettings {
-            trusted_proxies: vec!["10.0.0.1".parse().unwrap_or_else(|_| unreachable!())],
+            trusted_proxies: vec![ip("10.0.0.1")],
             ..WebSettings::default()
         };
         // The client wrote "6.6.6.6" itself; the proxy appended the address it saw.
@@ -306,32 +305,17 @@ mod tests {
             addr("10.0.0.1:443"),
             &headers(&["6.6.6.6, 203.0.113.7"]),
         );
-        assert_eq!(
-            source,
-            "203.0.113.7"
-                .parse::<IpAddr>()
-                .unwrap_or_else(|_| unreachable!())
-        );
+        assert_eq!(source, ip("203.0.113.7"));
         // A proxy that sent no (or a broken) header: the proxy itself is the source.
         let source = client_address(&web, addr("10.0.0.1:443"), &headers(&["not an address"]));
-        assert_eq!(
-            source,
-            "10.0.0.1"
-                .parse::<IpAddr>()
-                .unwrap_or_else(|_| unreachable!())
-        );
+        assert_eq!(source, ip("10.0.0.1"));
     }
 
     #[test]
     fn ipv4_mapped_peers_count_as_their_ipv4_address() {
         let web = WebSettings::default();
         let source = client_address(&web, addr("[::ffff:192.0.2.1]:1"), &HeaderMap::new());
-        assert_eq!(
-            source,
-            "192.0.2.1"
-                .parse::<IpAddr>()
-                .unwrap_or_else(|_| unreachable!())
-        );
+        assert_eq!(source, ip("192.0.2.1"));
     }
 
     #[test]

@@ -118,6 +118,22 @@ impl Browser {
             .unwrap_or_else(|e| panic!("text of {css}: {e}"))
     }
 
+    /// Whether a checkbox or radio button `css` is ticked.
+    pub async fn is_checked(&self, css: &str) -> bool {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .is_selected()
+            .await
+            .unwrap_or_else(|e| panic!("is {css} selected: {e}"))
+    }
+
+    /// Whether an element `css` is on the page now (no waiting).
+    pub async fn has(&self, css: &str) -> bool {
+        self.client.find(Locator::Css(css)).await.is_ok()
+    }
+
     pub async fn source(&self) -> String {
         self.client.source().await.expect("page source")
     }

@@ -10,6 +10,7 @@ pub mod attacks;
 pub mod browser;
 pub mod card_scan;
 pub mod chaos;
+pub mod demo;
 pub mod engine;
 pub mod inbox;
 pub mod nats;

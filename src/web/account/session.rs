@@ -23,8 +23,9 @@ pub const COOKIE: &str = "__Host-oneclick_session";
 /// A session ends this long after sign-in, however active.
 const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
 
-/// A signed-in personal-account user.
-#[derive(Debug, Clone)]
+/// A signed-in personal-account user. `Debug` redacts the CSRF token (a log line or panic
+/// message that prints a session must not hand out its token).
+#[derive(Clone)]
 pub struct Session {
     pub merchant_id: i64,
     pub login: String,
@@ -32,6 +33,17 @@ pub struct Session {
     pub language: Language,
     created: Instant,
     seen: Instant,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("merchant_id", &self.merchant_id)
+            .field("login", &self.login)
+            .field("csrf", &"[REDACTED]")
+            .field("language", &self.language)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The sessions of this process (bounded).
@@ -171,6 +183,16 @@ mod tests {
             sessions.get(&first).is_none(),
             "the least recently used is dropped"
         );
+    }
+
+    #[test]
+    fn a_session_debug_shows_no_csrf_token() {
+        let sessions = Sessions::new(Duration::from_secs(60), 10);
+        let id = sessions.start(1, "anna", Language::En);
+        let session = sessions.get(&id).unwrap_or_else(|| unreachable!());
+        let printed = format!("{session:?} {session:#?}");
+        assert!(!printed.contains(&session.csrf), "{printed}");
+        assert!(printed.contains("[REDACTED]") && printed.contains("anna"));
     }
 
     #[test]
