@@ -145,3 +145,30 @@ nats_server_bin() {
     printf '%s
 ' "$bin"
 }
+
+# pgbench_bin — print the path of a pgbench (the benchmark's plain-payment baseline): the newest
+# server's /usr/lib/postgresql/<v>/bin/pgbench (Debian's /usr/bin/pgbench is a wrapper that picks
+# a version by cluster), else pgbench on PATH; installs Debian's package when there is none
+# (PostgreSQL 15 ships it in the server package, 16 and later in the client package).
+pgbench_bin() {
+    local bin
+    find_pgbench() {
+        bin="$(ls -1d /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n1)"
+        if [ -z "$bin" ] && have pgbench; then bin="$(command -v pgbench)"; fi
+        [ -n "$bin" ]
+    }
+    if ! find_pgbench; then
+        apt_install postgresql-client
+        find_pgbench || { apt_install postgresql; find_pgbench; } || die "no pgbench after installing PostgreSQL"
+    fi
+    printf '%s\n' "$bin"
+}
+
+# ensure_peer_deps — what the peer vault's run script needs (psql, curl); its build script
+# installs its own build dependencies (libpq-dev, libssl-dev, pkg-config).
+ensure_peer_deps() {
+    local pkgs=()
+    have psql || pkgs+=(postgresql-client)
+    have curl || pkgs+=(curl)
+    if [ "${#pkgs[@]}" -gt 0 ]; then apt_install "${pkgs[@]}"; fi
+}

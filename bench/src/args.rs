@@ -59,9 +59,34 @@ pub struct Args {
     /// written with the engine's keyring, see bulk_seed.rs).
     #[arg(long, value_enum, default_value = "commands")]
     pub seed: SeedMode,
-    /// Skip the baselines (NATS echo, database transaction loop).
+    /// The demo merchant's turnover limits, comma-separated: off (lifted), on (as seeded: RUB
+    /// 100,000/day, 500,000/week, so every payment reads its turnover). The payment scenarios
+    /// (pay-token, pay-new, register) and their database baselines run under each setting;
+    /// offer, token-list and mixed run under the first only.
+    #[arg(long, value_enum, value_delimiter = ',', action = clap::ArgAction::Set, default_value = "off,on")]
+    pub limits: Vec<Limits>,
+    /// Skip the baselines (NATS echo, database transaction loops, pgbench, the peer vault).
     #[arg(long)]
     pub no_baselines: bool,
+    /// pgbench for the plain one-transaction payment (default: the newest
+    /// /usr/lib/postgresql/<v>/bin/pgbench, else pgbench on PATH); PostgreSQL runs only.
+    #[arg(long, env = "ONECLICK_BENCH_PGBENCH")]
+    pub pgbench: Option<String>,
+    /// The peer vault's `locker` binary (scripts/bench builds it; `--short` never does): its
+    /// add card and retrieve are measured beside oneclick on PostgreSQL. Absent: not measured,
+    /// and the report says so.
+    #[arg(long, env = "ONECLICK_BENCH_PEER_BIN")]
+    pub peer_bin: Option<PathBuf>,
+    /// The peer's folder (its `run` script).
+    #[arg(
+        long,
+        env = "ONECLICK_BENCH_PEER_DIR",
+        default_value = "../shared/peer/hyperswitch-card-vault"
+    )]
+    pub peer_dir: PathBuf,
+    /// Why the peer is not measured (scripts/bench --short says so here).
+    #[arg(long, hide = true)]
+    pub peer_skipped: Option<String>,
     /// Skip the paced pay-token run at half of the peak throughput (interactive p99 target).
     #[arg(long)]
     pub no_half_peak: bool,
@@ -119,6 +144,18 @@ pub struct Args {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Limits {
+    Off,
+    On,
+}
+
+impl Limits {
+    pub fn on(self) -> bool {
+        self == Limits::On
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SeedMode {
     Commands,
     Bulk,
@@ -153,6 +190,10 @@ impl Args {
         self.concurrency.sort_unstable();
         self.concurrency.dedup();
         self.backend.dedup();
+        self.limits.dedup();
+        if self.limits.is_empty() {
+            self.limits = vec![Limits::Off];
+        }
         self.customers = self.customers.max(1);
         self
     }

@@ -2,19 +2,22 @@
 //!
 //! 1. **NATS request-reply** to a trivial echo responder (a tokio subscriber in this process, on
 //!    the same private nats-server), with the request and reply sizes oneclick's scenario had.
-//! 2. **The database doing a payment's writes**, one transaction per payment, driven directly by
+//! 2. **The database doing a payment's writes with the engine's own statements**, one transaction
+//!    per payment, with the same merchant settings as the measured path (the turnover read only
+//!    when the merchant has limits), driven directly by
 //!    `concurrency` clients (one OS thread and one connection each) against a scratch database
 //!    with oneclick's schema (migrated by `oneclick admin migrate`) and the same number of
 //!    customers and cards (bulk seeded). The statements are the engine's own prepared statements
 //!    (`vault/prepared.rs`: prepared once per connection, then only bound and executed), and the
 //!    limit query through the same Diesel query builder:
 //!    `BEGIN; UPDATE customers SET version = version + 1 WHERE id = $1;
-//!     SELECT amount, created_at FROM orders WHERE customer_id = $1 AND currency = 'RUB'
+//!     [limits on:] SELECT amount, created_at FROM orders WHERE customer_id = $1 AND currency = 'RUB'
 //!       AND counts_for_limits AND created_at >= $2;
 //!     INSERT INTO orders (…) VALUES (…) ON CONFLICT DO NOTHING RETURNING id;
 //!     UPDATE orders SET state = 'Approved', response_code = 'AS000', counts_for_limits = counts_for_limits AND true, … WHERE id = $3 AND state = 'In Process';
 //!     UPDATE cards SET success_count = success_count + 1, last_used_at = $4 WHERE id = $5;
 //!     COMMIT`.
+//!    The plain service a user would write instead (no engine statements) is `pgbench.rs`.
 //! 3. **SQLite**: the same loop on a scratch file opened with the engine's own connection
 //!    settings (`DatabaseUrl::connect`: WAL, `synchronous = FULL`, `busy_timeout`). SQLite runs
 //!    inside its client, so its CPU is this process's.
@@ -105,8 +108,9 @@ fn pay_once(
     card_id: i64,
     order_number: &str,
     digest: &[u8; 32],
+    limits: bool,
 ) -> QueryResult<()> {
-    conn.transaction(|c| pay_statements(c, customer_id, card_id, order_number, digest))
+    conn.transaction(|c| pay_statements(c, customer_id, card_id, order_number, digest, limits))
 }
 
 /// A payment's statements, inside the caller's transaction or savepoint.
@@ -116,20 +120,23 @@ fn pay_statements(
     card_id: i64,
     order_number: &str,
     digest: &[u8; 32],
+    limits: bool,
 ) -> QueryResult<()> {
     let now = chrono::Utc::now().timestamp_millis();
     let since = now - 7 * 86_400_000;
     {
         let lock = prepared::BumpCustomerId { id: customer_id };
         oneclick_actors::on_backend!(&mut *c, |b| lock.execute(b))?;
-        let used: Vec<(i64, i64)> = orders::table
-            .filter(orders::customer_id.eq(customer_id))
-            .filter(orders::currency.eq("RUB"))
-            .filter(orders::counts_for_limits.eq(true))
-            .filter(orders::created_at.ge(since))
-            .select((orders::amount, orders::created_at))
-            .load(c)?;
-        std::hint::black_box(used.iter().map(|(a, _)| a).sum::<i64>());
+        if limits {
+            let used: Vec<(i64, i64)> = orders::table
+                .filter(orders::customer_id.eq(customer_id))
+                .filter(orders::currency.eq("RUB"))
+                .filter(orders::counts_for_limits.eq(true))
+                .filter(orders::created_at.ge(since))
+                .select((orders::amount, orders::created_at))
+                .load(c)?;
+            std::hint::black_box(used.iter().map(|(a, _)| a).sum::<i64>());
+        }
         let insert = prepared::InsertOrder {
             merchant_id: MERCHANT_ID,
             order_number,
@@ -174,6 +181,7 @@ pub fn db_worker(
     picker: Arc<KeyPicker>,
     tag: &str,
     worker: usize,
+    limits: bool,
 ) -> anyhow::Result<Box<dyn FnMut() -> Option<String> + Send>> {
     let mut conn = DatabaseUrl::parse(database_url)?.connect()?;
     let mut rng = Rng::new(worker as u64 * 7919 + 17);
@@ -189,6 +197,7 @@ pub fn db_worker(
             card_id,
             &format!("{tag}-{worker}-{seq}"),
             &digest,
+            limits,
         ) {
             Ok(()) => None,
             Err(e) => Some(format!("database: {e}")),
@@ -209,6 +218,7 @@ pub fn db_group_worker(
     group: usize,
     tag: &str,
     worker: usize,
+    limits: bool,
 ) -> anyhow::Result<Box<dyn FnMut() -> Option<String> + Send>> {
     use diesel::connection::SimpleConnection as _;
     let mut conn = DatabaseUrl::parse(database_url)?.connect()?;
@@ -232,6 +242,7 @@ pub fn db_group_worker(
                     card_id,
                     &format!("{tag}-g{worker}-{seq}"),
                     &digest,
+                    limits,
                 )?;
             }
             Ok::<_, diesel::result::Error>(())

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::RequestErrorKind;
+use futures::future::{BoxFuture, FutureExt as _};
 use hdrhistogram::Histogram;
 
 use crate::procfs::{CpuSeconds, Probe};
@@ -171,12 +172,66 @@ pub async fn observe_window(
     probe.between(&a, &b)
 }
 
-/// Runs the closed loop: `makers[i]` builds requester i's requests.
+/// What one request produced: `verdict` is `None` when the reply is right, else its error class.
+pub struct Outcome {
+    pub verdict: Option<String>,
+    pub request_bytes: u64,
+    pub reply_bytes: u64,
+}
+
+/// One requester: each call builds its next request and returns the future that sends it and
+/// judges the reply (NATS to oneclick or the echo, HTTP to the peer vault).
+pub type Call = Box<dyn FnMut() -> BoxFuture<'static, Outcome> + Send>;
+
+/// Runs the closed loop over NATS: `makers[i]` builds requester i's requests.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_nats(
     label: &str,
     clients: &[async_nats::Client],
     makers: Vec<Box<dyn FnMut() -> Request + Send>>,
+    window: Window,
+    rate: Option<f64>,
+    probe: &Probe,
+    profiler: Option<&Profiler>,
+) -> anyhow::Result<Measured> {
+    let calls = makers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut make)| {
+            let client = clients[i % clients.len()].clone();
+            Box::new(move || {
+                let req = make();
+                let client = client.clone();
+                async move {
+                    let request_bytes = req.body.len() as u64;
+                    match client.request(req.subject, req.body).await {
+                        Ok(msg) => Outcome {
+                            verdict: judge(req.kind, &msg.payload),
+                            request_bytes,
+                            reply_bytes: msg.payload.len() as u64,
+                        },
+                        Err(e) => Outcome {
+                            verdict: Some(match e.kind() {
+                                RequestErrorKind::TimedOut => "nats timeout".to_string(),
+                                RequestErrorKind::NoResponders => "nats no responders".to_string(),
+                                _ => "nats error".to_string(),
+                            }),
+                            request_bytes,
+                            reply_bytes: 0,
+                        },
+                    }
+                }
+                .boxed()
+            }) as Call
+        })
+        .collect();
+    run_calls(label, calls, window, rate, probe, profiler).await
+}
+
+/// The closed (or, with `rate`, paced) loop over any requesters.
+pub async fn run_calls(
+    label: &str,
+    calls: Vec<Call>,
     window: Window,
     rate: Option<f64>,
     probe: &Probe,
@@ -188,14 +243,13 @@ pub async fn run_nats(
     let progress = Arc::new(Progress::default());
     let due = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for (i, mut make) in makers.into_iter().enumerate() {
-        let client = clients[i % clients.len()].clone();
+    for mut call in calls {
         let (progress, due) = (progress.clone(), due.clone());
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::new();
             tokio::time::sleep_until(start.into()).await;
             loop {
-                let req = make();
+                let request = call();
                 let sent = match rate {
                     Some(rate) => {
                         let k = due.fetch_add(1, Ordering::Relaxed);
@@ -208,35 +262,23 @@ pub async fn run_nats(
                 if sent >= measure_end {
                     break;
                 }
-                let request_len = req.body.len() as u64;
-                let result = client.request(req.subject, req.body).await;
+                let outcome = request.await;
                 let done = Instant::now();
-                let (verdict, reply_len) = match &result {
-                    Ok(msg) => (judge(req.kind, &msg.payload), msg.payload.len() as u64),
-                    Err(e) => (
-                        Some(match e.kind() {
-                            RequestErrorKind::TimedOut => "nats timeout".to_string(),
-                            RequestErrorKind::NoResponders => "nats no responders".to_string(),
-                            _ => "nats error".to_string(),
-                        }),
-                        0,
-                    ),
-                };
                 progress.done.fetch_add(1, Ordering::Relaxed);
-                if verdict.is_some() {
+                if outcome.verdict.is_some() {
                     progress.errors.fetch_add(1, Ordering::Relaxed);
                 }
                 if sent >= measure_start && done <= measure_end {
                     tally
                         .hist
                         .saturating_record(done.duration_since(sent).as_micros() as u64);
-                    tally.request_bytes += request_len;
-                    tally.reply_bytes += reply_len;
-                    match verdict {
+                    tally.request_bytes += outcome.request_bytes;
+                    tally.reply_bytes += outcome.reply_bytes;
+                    match outcome.verdict {
                         None => tally.ok += 1,
                         Some(v) => *tally.errors.entry(v).or_default() += 1,
                     }
-                } else if let Some(v) = verdict {
+                } else if let Some(v) = outcome.verdict {
                     *tally.errors_outside.entry(v).or_default() += 1;
                 }
             }
@@ -262,6 +304,28 @@ pub async fn run_nats(
         cpu,
         progress.errors.load(Ordering::Relaxed),
     ))
+}
+
+/// A window measured elsewhere (pgbench's own log): its histogram and counts, the CPU read here.
+pub fn measured_from(
+    hist: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    window: Window,
+    cpu: CpuSeconds,
+) -> Measured {
+    let errors_anywhere = errors.values().sum();
+    Measured {
+        hist,
+        ok,
+        errors,
+        errors_anywhere,
+        errors_outside: BTreeMap::new(),
+        window_secs: window.duration.as_secs_f64(),
+        cpu,
+        request_bytes: 0.0,
+        reply_bytes: 0.0,
+    }
 }
 
 fn finish(total: Tally, window: Window, cpu: CpuSeconds, errors_anywhere: u64) -> Measured {

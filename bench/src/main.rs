@@ -1,24 +1,34 @@
-//! `oneclick-bench`: how fast oneclick is, next to the limits of the same machine in the same run.
+//! `oneclick-bench`: how fast oneclick is, next to honest baselines measured in the same run.
 //!
-//! It starts everything it measures (a private nats-server, a fresh PostgreSQL database or SQLite
-//! file, the release `oneclick` binary with the demo merchant), seeds customers with saved cards,
-//! then drives oneclick over NATS exactly as gateways and merchants do (JSON on the subjects of
-//! `docs/protocol.md`) with closed-loop requesters, and measures the baselines: raw NATS
-//! request-reply to an echo responder, and the database doing a payment's writes in one
-//! transaction per payment. Results: a table, `results.json`, `plot.svg` and `report.txt` under
-//! `results/<timestamp>/`; the ratios against issue 5's targets. `docs/performance.md` says how
-//! to run each measurement and what the figures were.
+//! It starts everything it measures (a private nats-server, fresh PostgreSQL databases or SQLite
+//! files, the release `oneclick` binary with the demo merchant, its turnover limits on and off),
+//! seeds customers with saved cards, then drives oneclick over NATS exactly as gateways and
+//! merchants do (JSON on the subjects of `docs/protocol.md`) with closed-loop requesters, and at
+//! the same concurrency, minutes apart at most, the baselines: the engine's own statements one
+//! transaction per payment (same merchant settings), pgbench running the plain one-transaction
+//! payment a user would write instead, raw NATS request-reply to an echo responder, and the
+//! peer vault (hyperswitch-card-vault) adding and retrieving cards on the same PostgreSQL.
+//! Results under `results/<timestamp>/`: `report.txt` (the table and issue 14's targets, each a
+//! ratio of two figures of this run with its verdict), `results.json`, `plot.svg` (throughput and
+//! p99 against concurrency), `latency.svg` (a latency CDF per scenario from the HDR histograms)
+//! and `latency/*.hgrm`. `docs/performance.md` says how to run each measurement and what the
+//! figures were.
 //!
 //! Layout: `args` (options), `stack` (processes and databases), `scenario` (requests, judging
 //! replies), `seed`/`bulk_seed` (customers), `load` (the closed loop), `baseline` (echo and
-//! database loops), `procfs` (CPU and RSS), `profile` (perf), `memory` (RSS per actor, growth),
-//! `report`/`plot` (output), `rng` (key skew).
+//! database loops), `pgbench` (the plain payment), `peer`/`http` (the peer vault), `procfs` (CPU
+//! and RSS), `profile` (perf), `memory` (RSS per actor, growth), `report`/`plot`/`latency`
+//! (output), `rng` (key skew).
 
 mod args;
 mod baseline;
 mod bulk_seed;
+mod http;
+mod latency;
 mod load;
 mod memory;
+mod peer;
+mod pgbench;
 mod plot;
 mod procfs;
 mod profile;
@@ -108,6 +118,7 @@ impl Env {
                 procfs::postmaster_pid(db.data_directory.as_deref())
                     .map(|pid| (pid, name.to_string()))
             }),
+            client: None,
         }
     }
 
@@ -122,8 +133,33 @@ impl Env {
             .flatten()
     }
 
-    /// A fresh database and a prepared (not started) oneclick on it.
+    /// A fresh database and a prepared (not started) oneclick on it, the merchant's limits lifted.
     pub fn prepare(&self, backend: BackendKind, tag: &str) -> anyhow::Result<(Database, OneClick)> {
+        self.prepare_with(backend, tag, false)
+    }
+
+    /// Writes a window's latency distribution to `latency/<label>.hgrm`.
+    pub fn save_histogram(&self, label: &str, m: &load::Measured) {
+        let dir = self.out.join("latency");
+        let written = std::fs::create_dir_all(&dir).and_then(|_| {
+            std::fs::write(
+                dir.join(format!("{}.hgrm", latency::file_stem(label))),
+                latency::hgrm(&m.hist),
+            )
+        });
+        if let Err(e) = written {
+            eprintln!("warning: cannot write the latency histogram of {label}: {e}");
+        }
+    }
+
+    /// A fresh database and a prepared (not started) oneclick on it; `limits`: the demo
+    /// merchant's turnover limits stay on.
+    pub fn prepare_with(
+        &self,
+        backend: BackendKind,
+        tag: &str,
+        limits: bool,
+    ) -> anyhow::Result<(Database, OneClick)> {
         let mut db = Database::create(backend, &self.tools, &self.scratch, tag)?;
         db.keep = self.args.keep;
         let app = OneClick::prepare(
@@ -134,6 +170,7 @@ impl Env {
             &self.nats.url(),
             &db,
             self.args.simulator_latency_ms,
+            limits,
         )?;
         Ok((db, app))
     }
@@ -263,14 +300,19 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ratios.extend(rats);
     }
     if !env.args.memory && env.args.growth.is_empty() && env.args.actor_sweep == 0 {
-        records.extend(sweep(&mut env).await?);
+        let mut notes = SweepNotes::default();
+        records.extend(sweep(&mut env, &mut notes).await?);
         let backends: Vec<String> = env
             .args
             .backend
             .iter()
             .map(|b| b.as_str().to_string())
             .collect();
-        ratios.splice(0..0, report::ratios(&records, &backends));
+        let ctx = report::Context {
+            peer_missing: notes.peer_missing.as_deref(),
+            pgbench_missing: notes.pgbench_missing.as_deref(),
+        };
+        ratios.splice(0..0, report::ratios(&records, &backends, &ctx));
     }
 
     // Report.
@@ -298,7 +340,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         text.push_str(&report::table(&records));
     }
     if !ratios.is_empty() {
-        text.push_str("\nissue 5 targets (ratios measured in this run):\n");
+        text.push_str("\nissue 14 targets and baselines (ratios of figures measured in this run):\n");
         text.push_str(&report::ratio_table(&ratios));
     }
     for v in &memory_results {
@@ -358,12 +400,15 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     ) {
         std::fs::write(out.join("plot.svg"), svg)?;
     }
+    if let Some(svg) = plot::cdf_svg(&records) {
+        std::fs::write(out.join("latency.svg"), svg)?;
+    }
     if !env.args.keep {
         drop(env.nats);
         let _ = std::fs::remove_dir_all(&scratch);
     }
     println!(
-        "results in {}/ (report.txt, results.json, plot.svg)",
+        "results in {}/ (report.txt, results.json, plot.svg, latency.svg, latency/*.hgrm)",
         out.display()
     );
     if errors > 0 {
@@ -399,17 +444,49 @@ fn profile_summaries(dir: &Path) -> String {
     md
 }
 
-/// The main measurement, per backend: oneclick seeded; then for each concurrency, every scenario
-/// and right after them the baselines at the same concurrency (database transaction loop, NATS
-/// echo with the scenarios' payload sizes), so that a change of background load on the shared
-/// machine hits both sides of a ratio alike; then the paced half-peak run. The disk's fsync
-/// latency is measured at the start and the end.
-async fn sweep(env: &mut Env) -> anyhow::Result<Vec<Record>> {
+/// One oneclick under test: the demo merchant with its limits on or off.
+struct Side {
+    limits: bool,
+    _db: Database,
+    app: OneClick,
+    customers: Arc<Vec<Customer>>,
+    probe: Probe,
+    profiler: Option<Profiler>,
+}
+
+/// The baselines' scratch database (oneclick's schema, as many customers, bulk seeded).
+struct Scratch {
+    db: Database,
+    ids: Arc<Vec<(i64, i64)>>,
+    picker: Arc<KeyPicker>,
+    probe: Probe,
+}
+
+/// What the sweep learnt besides its records (for the report).
+#[derive(Default)]
+pub struct SweepNotes {
+    pub peer_missing: Option<String>,
+    pub pgbench_missing: Option<String>,
+}
+
+fn is_payment(s: Scenario) -> bool {
+    matches!(s, Scenario::PayToken | Scenario::PayNew | Scenario::Register)
+}
+
+/// The main measurement, per backend: one oneclick per limits setting (seeded), then for each
+/// concurrency, every scenario (the payment ones under each limits setting) and right after
+/// them the baselines at the same concurrency (the engine's statements one transaction per
+/// payment, and grouped; pgbench's plain payment; NATS echo with the token list's sizes; the
+/// peer vault's add and retrieve), so that a change of background load on the shared machine
+/// hits both sides of a ratio alike; then the paced half-peak runs. The disk's fsync latency is
+/// measured at the start and the end.
+async fn sweep(env: &mut Env, notes: &mut SweepNotes) -> anyhow::Result<Vec<Record>> {
     let mut records = Vec::new();
     let window = env.window();
     let backends = env.args.backend.clone();
     let scenarios = env.args.scenario.clone();
     let conc = env.args.concurrency.clone();
+    let limits: Vec<bool> = env.args.limits.iter().map(|l| l.on()).collect();
     let baselines = !env.args.no_baselines;
     if baselines {
         records.push(fsync_probe(env, "start").await?);
@@ -419,133 +496,179 @@ async fn sweep(env: &mut Env) -> anyhow::Result<Vec<Record>> {
     } else {
         None
     };
+    let pgbench_bin = if baselines && backends.contains(&BackendKind::Postgres) {
+        let found = pgbench::find(env.args.pgbench.as_deref());
+        if found.is_none() {
+            notes.pgbench_missing = Some(
+                "pgbench not found (ONECLICK_BENCH_PGBENCH; Debian: apt-get install postgresql)"
+                    .into(),
+            );
+        }
+        found
+    } else {
+        notes.pgbench_missing = Some(if baselines {
+            "pgbench needs PostgreSQL; this run has none".into()
+        } else {
+            "baselines off (--no-baselines)".into()
+        });
+        None
+    };
+    // The peer vault: on the PostgreSQL server of the run, when scripts/bench built it.
+    let mut peer = None;
+    if !baselines {
+        notes.peer_missing = Some("baselines off (--no-baselines)".into());
+    } else if !backends.contains(&BackendKind::Postgres) {
+        notes.peer_missing = Some("the peer needs PostgreSQL; this run has none".into());
+    } else if let Some(why) = &env.args.peer_skipped {
+        notes.peer_missing = Some(why.clone());
+    } else if let Some(bin) = env.args.peer_bin.clone() {
+        eprintln!("== peer vault: starting {} on the run's PostgreSQL", bin.display());
+        match peer::Peer::start(
+            &env.args.peer_dir,
+            &bin,
+            &env.tools.pg_admin_url,
+            &env.scratch.join("peer"),
+        ) {
+            Ok(p) => match p.seed(env.args.customers, 32).await {
+                Ok(cards) => peer = Some((p, Arc::new(cards))),
+                Err(e) => {
+                    eprintln!("warning: the peer vault did not take its cards: {e:#}");
+                    notes.peer_missing = Some(format!(
+                        "adding its {} cards failed: {e:#} (log: {})",
+                        env.args.customers,
+                        p.log.display()
+                    ));
+                }
+            },
+            Err(e) => {
+                eprintln!("warning: the peer vault did not start: {e:#}");
+                notes.peer_missing = Some(format!("the peer vault did not start: {e:#}"));
+            }
+        }
+    } else {
+        notes.peer_missing =
+            Some("no --peer-bin (scripts/bench builds the peer in its full run)".into());
+    }
+    if let Some(why) = &notes.peer_missing {
+        env.notes.push(format!("peer vault not measured: {why}"));
+    }
+    if let Some(why) = &notes.pgbench_missing {
+        env.notes.push(format!("pgbench baseline not run: {why}"));
+    }
     for backend in backends {
         let b = backend.as_str();
-        eprintln!("== {b}: preparing the database, keys, demo merchant and oneclick");
-        let (db, mut app) = env.prepare(backend, &format!("{b}-main"))?;
-        let customers = match env.args.seed {
-            SeedMode::Bulk => {
-                let seeded = bulk_seed(&db.url, &app.keys_file, env.args.customers).await?;
-                app.start(&env.clients[0]).await?;
-                seeded.customers
+        let mut sides = Vec::new();
+        for &l in &limits {
+            let lim = if l { "on" } else { "off" };
+            eprintln!("== {b}, limits {lim}: preparing the database, keys, demo merchant and oneclick");
+            let (db, mut app) = env.prepare_with(backend, &format!("{b}-lim{lim}"), l)?;
+            let customers = match env.args.seed {
+                SeedMode::Bulk => {
+                    let seeded = bulk_seed(&db.url, &app.keys_file, env.args.customers).await?;
+                    app.start(&env.clients[0]).await?;
+                    seeded.customers
+                }
+                SeedMode::Commands => {
+                    app.start(&env.clients[0]).await?;
+                    seed::by_commands(&env.clients, env.args.customers, 32).await?
+                }
+            };
+            let probe = env.probe(Some(&app), &db);
+            let profiler = env.profiler(&app);
+            if sides.is_empty() {
+                let t = db.transport();
+                env.notes.push(format!(
+                    "{b}: oneclick reaches its database over: {t} (the engine baseline and pgbench use the same URL{})",
+                    if backend == BackendKind::Postgres {
+                        "; the peer vault connects over TCP without TLS, its diesel-async uses NoTls"
+                    } else {
+                        ""
+                    }
+                ));
             }
-            SeedMode::Commands => {
-                app.start(&env.clients[0]).await?;
-                seed::by_commands(&env.clients, env.args.customers, 32).await?
-            }
-        };
-        let customers = Arc::new(customers);
-        let probe = env.probe(Some(&app), &db);
-        let profiler = env.profiler(&app);
-        // The database baseline's scratch database: same schema, same number of customers.
-        let base = if baselines {
-            eprintln!("== {b}: scratch database for the baseline (one transaction per payment)");
+            sides.push(Side {
+                limits: l,
+                _db: db,
+                app,
+                customers: Arc::new(customers),
+                probe,
+                profiler,
+            });
+        }
+        let scratch = if baselines {
+            eprintln!("== {b}: scratch database for the baselines (one transaction per payment)");
             let (sdb, base_app) = env.prepare(backend, &format!("{b}-baseline"))?;
-            let seeded = bulk_seed(&sdb.url, &base_app.keys_file, customers.len()).await?;
+            let seeded = bulk_seed(&sdb.url, &base_app.keys_file, env.args.customers).await?;
             let picker = Arc::new(KeyPicker::new(seeded.ids.len(), env.args.skew));
             let probe = env.probe(None, &sdb);
-            Some((sdb, Arc::new(seeded.ids), picker, probe))
+            Some(Scratch {
+                db: sdb,
+                ids: Arc::new(seeded.ids),
+                picker,
+                probe,
+            })
         } else {
             None
         };
         for &c in &conc {
             let mut sizes: BTreeMap<Scenario, (f64, f64)> = BTreeMap::new();
-            for &scenario in &scenarios {
-                let label = format!("{b} {} c={c}", scenario.as_str());
-                let makers = env.makers(scenario, &customers, c);
-                let before = app.group_commit();
-                let m = load::run_nats(
-                    &label,
-                    env.clients_for(c),
-                    makers,
-                    window,
-                    None,
-                    &probe,
-                    profiler.as_ref(),
-                )
-                .await?;
-                env.notes
-                    .extend(group_commit_note(&label, before, app.group_commit()));
-                sizes.insert(scenario, (m.request_bytes, m.reply_bytes));
-                records.push(Record::new(
-                    "oneclick",
-                    Some(b),
-                    scenario.as_str(),
-                    c,
-                    customers.len(),
-                    &m,
-                ));
-            }
-            if let Some((sdb, ids, picker, probe)) = &base {
-                let tag = env.next_tag();
-                let label = format!("{b} database payment-tx c={c}");
-                let url = sdb.url.clone();
-                let mut m = load::run_threads(&label, c, window, probe, |w| {
-                    baseline::db_worker(&url, ids.clone(), picker.clone(), &tag, w)
-                })
-                .await?;
-                if backend == BackendKind::Sqlite {
-                    // SQLite runs inside the baseline's own threads.
-                    m.cpu.database = m.cpu.bench;
-                }
-                records.push(Record::new(
-                    "db-baseline",
-                    Some(b),
-                    "payment-tx",
-                    c,
-                    ids.len(),
-                    &m,
-                ));
-                if c > 1 {
-                    // The database's own group-commit ceiling with as many payments in flight:
-                    // groups of up to 16 (SQLite: one writer, one group of c).
-                    let workers = if backend == BackendKind::Sqlite {
-                        1
-                    } else {
-                        (c / 16).max(1)
-                    };
-                    let group = (c / workers).max(1);
-                    let tag = env.next_tag();
-                    let label = format!("{b} database {group} per tx ×{workers} c={c}");
-                    let mut m = load::run_threads(&label, workers, window, probe, |w| {
-                        baseline::db_group_worker(&url, ids.clone(), workers, group, &tag, w)
-                    })
-                    .await?;
-                    if backend == BackendKind::Sqlite {
-                        m.cpu.database = m.cpu.bench;
+            for (i, side) in sides.iter().enumerate() {
+                let lim = if side.limits { "on" } else { "off" };
+                for &scenario in &scenarios {
+                    if i > 0 && !is_payment(scenario) {
+                        continue;
                     }
-                    // One call is one transaction of `group` payments.
-                    m.ok *= group as u64;
-                    records.push(Record::new(
-                        "db-grouped",
-                        Some(b),
-                        "payment-tx grouped",
-                        c,
-                        ids.len(),
-                        &m,
-                    ));
+                    let label = format!("{b} {} lim-{lim} c={c}", scenario.as_str());
+                    let makers = env.makers(scenario, &side.customers, c);
+                    let before = side.app.group_commit();
+                    let m = load::run_nats(
+                        &label,
+                        env.clients_for(c),
+                        makers,
+                        window,
+                        None,
+                        &side.probe,
+                        side.profiler.as_ref(),
+                    )
+                    .await?;
+                    env.notes
+                        .extend(group_commit_note(&label, before, side.app.group_commit()));
+                    sizes.insert(scenario, (m.request_bytes, m.reply_bytes));
+                    records.push(
+                        Record::new(
+                            "oneclick",
+                            Some(b),
+                            scenario.as_str(),
+                            c,
+                            side.customers.len(),
+                            &m,
+                        )
+                        .with_limits(side.limits),
+                    );
+                    env.save_histogram(&label, &m);
+                }
+                if let Some(s) = &scratch {
+                    records.extend(
+                        db_baselines(env, backend, s, c, side.limits, pgbench_bin.as_deref())
+                            .await?,
+                    );
                 }
             }
             if let Some(echo) = &echo {
-                let mut kinds: Vec<Scenario> = [Scenario::TokenList, Scenario::PayToken]
-                    .into_iter()
-                    .filter(|s| sizes.contains_key(s))
-                    .collect();
-                if kinds.is_empty() {
-                    kinds.extend(sizes.keys().next().copied());
-                }
-                for kind in kinds {
-                    let Some(&(req_len, reply_len)) = sizes.get(&kind) else {
-                        continue;
-                    };
+                let kind = if sizes.contains_key(&Scenario::TokenList) {
+                    Some(Scenario::TokenList)
+                } else {
+                    sizes.keys().next().copied()
+                };
+                if let Some(&(req_len, reply_len)) = kind.and_then(|k| sizes.get(&k)) {
+                    let kind = kind.map(Scenario::as_str).unwrap_or("");
                     echo.set_reply(baseline::filler(reply_len.round() as usize));
                     let probe = Probe {
-                        oneclick: None,
                         nats: Some(env.nats.pid()),
-                        postgres: None,
+                        ..Probe::default()
                     };
                     let body = baseline::filler(req_len.round() as usize);
-                    let label = format!("nats echo ({} size) c={c}", kind.as_str());
+                    let label = format!("nats echo ({kind} size) c={c}");
                     let makers = (0..c)
                         .map(|_| {
                             let body = body.clone();
@@ -566,60 +689,199 @@ async fn sweep(env: &mut Env) -> anyhow::Result<Vec<Record>> {
                     records.push(Record::new(
                         "nats-echo",
                         Some(b),
-                        &format!("echo {} size", kind.as_str()),
+                        &format!("echo {kind} size"),
                         c,
                         0,
                         &m,
                     ));
+                    env.save_histogram(&label, &m);
+                }
+            }
+            if backend == BackendKind::Postgres {
+                if let Some((p, cards)) = &peer {
+                    let postmaster = sides
+                        .first()
+                        .and_then(|s| s.probe.postgres.as_ref().map(|(pid, _)| *pid));
+                    records.extend(peer_windows(env, p, cards, c, postmaster).await?);
                 }
             }
         }
         if scenarios.contains(&Scenario::PayToken) && !env.args.no_half_peak {
-            let peak = records
-                .iter()
-                .filter(|r| {
-                    r.group == "oneclick"
-                        && r.backend.as_deref() == Some(b)
-                        && r.scenario == "pay-token"
-                })
-                .map(|r| r.throughput)
-                .fold(0.0, f64::max);
-            if peak > 0.0 {
-                let c = env.args.max_concurrency();
-                let rate = peak / 2.0;
-                let label = format!("{b} pay-token paced {:.0}/s", rate);
-                let makers = env.makers(Scenario::PayToken, &customers, c);
-                let before = app.group_commit();
-                let m = load::run_nats(
-                    &label,
-                    env.clients_for(c),
-                    makers,
-                    window,
-                    Some(rate),
-                    &probe,
-                    None,
-                )
-                .await?;
-                env.notes
-                    .extend(group_commit_note(&label, before, app.group_commit()));
-                let mut r = Record::new(
-                    "oneclick-paced",
-                    Some(b),
-                    "pay-token at half peak",
-                    c,
-                    customers.len(),
-                    &m,
-                );
-                r.target_rate = Some(rate);
-                records.push(r);
+            for side in &sides {
+                let paced = half_peak(env, b, side, &records).await?;
+                records.extend(paced);
             }
         }
-        app.stop();
+        for mut side in sides {
+            side.app.stop();
+        }
     }
+    drop(peer);
     if baselines {
         records.push(fsync_probe(env, "end").await?);
     }
     Ok(records)
+}
+
+/// The database baselines at concurrency `c` with the merchant's `limits`: the engine's
+/// statements one transaction per payment, pgbench's plain payment (PostgreSQL), and (limits
+/// on, or the only setting) the engine's statements grouped.
+async fn db_baselines(
+    env: &mut Env,
+    backend: BackendKind,
+    s: &Scratch,
+    c: usize,
+    limits: bool,
+    pgbench_bin: Option<&Path>,
+) -> anyhow::Result<Vec<Record>> {
+    let b = backend.as_str();
+    let lim = if limits { "on" } else { "off" };
+    let window = env.window();
+    let mut out = Vec::new();
+    let url = s.db.url.clone();
+    let tag = env.next_tag();
+    let label = format!("{b} engine one-tx lim-{lim} c={c}");
+    let mut m = load::run_threads(&label, c, window, &s.probe, |w| {
+        baseline::db_worker(&url, s.ids.clone(), s.picker.clone(), &tag, w, limits)
+    })
+    .await?;
+    if backend == BackendKind::Sqlite {
+        // SQLite runs inside the baseline's own threads.
+        m.cpu.database = m.cpu.bench;
+    }
+    out.push(Record::new("db-baseline", Some(b), "payment-tx", c, s.ids.len(), &m).with_limits(limits));
+    env.save_histogram(&label, &m);
+    if let (Some(bin), BackendKind::Postgres) = (pgbench_bin, backend) {
+        let label = format!("{b} pgbench plain payment lim-{lim} c={c}");
+        let range = pgbench::id_range(&s.ids)?;
+        env.points += 1;
+        let run_tag = env.points as u64;
+        match pgbench::run(
+            bin, &url, range, c, limits, run_tag, &env.scratch, window, &s.probe, &label,
+        )
+        .await
+        {
+            Ok(m) => {
+                out.push(
+                    Record::new("pgbench", Some(b), "plain payment", c, s.ids.len(), &m)
+                        .with_limits(limits),
+                );
+                env.save_histogram(&label, &m);
+            }
+            Err(e) => {
+                eprintln!("warning: {label}: {e:#}");
+                env.notes.push(format!("{label} failed: {e:#}"));
+            }
+        }
+    }
+    let grouped_here = limits || !env.args.limits.iter().any(|l| l.on());
+    if c > 1 && grouped_here {
+        // The database's own group-commit ceiling with as many payments in flight:
+        // groups of up to 16 (SQLite: one writer, one group of c).
+        let workers = if backend == BackendKind::Sqlite {
+            1
+        } else {
+            (c / 16).max(1)
+        };
+        let group = (c / workers).max(1);
+        let tag = env.next_tag();
+        let label = format!("{b} engine {group} per tx ×{workers} lim-{lim} c={c}");
+        let mut m = load::run_threads(&label, workers, window, &s.probe, |w| {
+            baseline::db_group_worker(&url, s.ids.clone(), workers, group, &tag, w, limits)
+        })
+        .await?;
+        if backend == BackendKind::Sqlite {
+            m.cpu.database = m.cpu.bench;
+        }
+        // One call is one transaction of `group` payments.
+        m.ok *= group as u64;
+        out.push(
+            Record::new("db-grouped", Some(b), "payment-tx grouped", c, s.ids.len(), &m)
+                .with_limits(limits),
+        );
+    }
+    Ok(out)
+}
+
+/// The peer vault's add card and retrieve card at concurrency `c`.
+async fn peer_windows(
+    env: &mut Env,
+    p: &peer::Peer,
+    cards: &Arc<Vec<(String, String)>>,
+    c: usize,
+    postmaster: Option<u32>,
+) -> anyhow::Result<Vec<Record>> {
+    let window = env.window();
+    let probe = Probe {
+        oneclick: Some(p.pid()),
+        postgres: postmaster.map(|pid| (pid, p.db_name.clone())),
+        ..Probe::default()
+    };
+    let mut out = Vec::new();
+    let tag = env.next_tag();
+    let label = format!("peer add card c={c}");
+    let m = load::run_calls(&label, p.add_calls(c, &tag), window, None, &probe, None).await?;
+    out.push(Record::new("peer", Some("postgres"), "add card", c, cards.len(), &m));
+    env.save_histogram(&label, &m);
+    let picker = Arc::new(KeyPicker::new(cards.len(), env.args.skew));
+    let label = format!("peer retrieve card c={c}");
+    let m = load::run_calls(&label, p.retrieve_calls(c, cards, &picker), window, None, &probe, None)
+        .await?;
+    out.push(Record::new("peer", Some("postgres"), "retrieve card", c, cards.len(), &m));
+    env.save_histogram(&label, &m);
+    Ok(out)
+}
+
+/// pay-token paced at half of this side's best closed-loop throughput.
+async fn half_peak(
+    env: &mut Env,
+    b: &str,
+    side: &Side,
+    records: &[Record],
+) -> anyhow::Result<Option<Record>> {
+    let peak = records
+        .iter()
+        .filter(|r| {
+            r.group == "oneclick"
+                && r.backend.as_deref() == Some(b)
+                && r.scenario == "pay-token"
+                && r.limits == Some(side.limits)
+        })
+        .map(|r| r.throughput)
+        .fold(0.0, f64::max);
+    if peak <= 0.0 {
+        return Ok(None);
+    }
+    let c = env.args.max_concurrency();
+    let rate = peak / 2.0;
+    let lim = if side.limits { "on" } else { "off" };
+    let label = format!("{b} pay-token lim-{lim} paced {rate:.0}/s");
+    let makers = env.makers(Scenario::PayToken, &side.customers, c);
+    let before = side.app.group_commit();
+    let m = load::run_nats(
+        &label,
+        env.clients_for(c),
+        makers,
+        env.window(),
+        Some(rate),
+        &side.probe,
+        None,
+    )
+    .await?;
+    env.notes
+        .extend(group_commit_note(&label, before, side.app.group_commit()));
+    env.save_histogram(&label, &m);
+    let mut r = Record::new(
+        "oneclick-paced",
+        Some(b),
+        "pay-token at half peak",
+        c,
+        side.customers.len(),
+        &m,
+    )
+    .with_limits(side.limits);
+    r.target_rate = Some(rate);
+    Ok(Some(r))
 }
 
 /// How many payment steps shared a transaction during a run (from oneclick's counters before

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::load::{fmt_int, Measured};
 use crate::procfs::rss_kib;
-use crate::report::{Ratio, Record};
+use crate::report::{Bound, Ratio, Record};
 use crate::scenario::{judge, offer, signature_key, token_list, Customer, Scenario};
 use crate::{load, Env};
 
@@ -154,19 +154,18 @@ pub async fn memory(env: &mut Env) -> anyhow::Result<(serde_json::Value, Ratio)>
         "rss_per_cached_actor_kib": per_actor_kib,
         "rss_per_cached_actor_bytes": per_actor_kib * 1024.0,
     });
-    let ratio = Ratio {
-        name: format!("RSS per cached customer actor at {} customers ({})", fmt_int(n as f64), backend.as_str()),
-        value: Some(per_actor_kib),
-        unit: "KiB".into(),
-        target: "≤ 2 KiB".into(),
-        met: Some(per_actor_kib <= 2.0),
-        detail: format!(
+    let ratio = Ratio::judged(
+        format!("RSS per cached customer actor at {} customers ({})", fmt_int(n as f64), backend.as_str()),
+        Some(per_actor_kib),
+        "KiB",
+        Bound::AtMost(2.0),
+        format!(
             "RSS {} → {} KiB, actors {actors0} → {actors1}; first touch (cold, from the vault) {}/s, {errors} errors",
             fmt_int(rss0 as f64),
             fmt_int(rss1 as f64),
             fmt_int(n as f64 / secs.max(1e-9))
         ),
-    };
+    );
     if errors > 0 {
         anyhow::bail!("memory mode: {errors} touch requests failed");
     }
@@ -264,24 +263,23 @@ pub async fn actor_sweep(env: &mut Env) -> anyhow::Result<(serde_json::Value, Ra
         "actors_peak": peak_actors,
         "actors_after": actors1,
     });
-    let ratio = Ratio {
-        name: format!(
+    let ratio = Ratio::judged(
+        format!(
             "peak RSS while {} distinct customers pass through ({})",
             fmt_int(n as f64),
             backend.as_str()
         ),
-        value: Some(peak_mib),
-        unit: "MiB".into(),
-        target: "≤ 512 MiB".into(),
-        met: Some(peak_mib <= 512.0),
-        detail: format!(
+        Some(peak_mib),
+        "MiB",
+        Bound::AtMost(512.0),
+        format!(
             "RSS {} → peak {} → {} KiB; cached actors peak {peak_actors}, after {actors1}; {}/s, {errors} errors",
             fmt_int(rss0 as f64),
             fmt_int(peak_rss as f64),
             fmt_int(rss1 as f64),
             fmt_int(n as f64 / secs.max(1e-9))
         ),
-    };
+    );
     if errors > 0 {
         anyhow::bail!("actor sweep: {errors} offers failed");
     }
@@ -389,20 +387,19 @@ pub async fn growth(env: &mut Env) -> anyhow::Result<(Vec<Record>, Vec<Ratio>)> 
                 };
                 if let (Some(a), Some(z)) = (at(small), at(large)) {
                     let change = (z / a.max(1e-9) - 1.0) * 100.0;
-                    ratios.push(Ratio {
-                        name: format!(
+                    // "Within 20 %" of the small vault: being faster is noise, not a miss.
+                    ratios.push(Ratio::judged(
+                        format!(
                             "{} throughput, {} vs {} customers in the vault ({b}, c={c})",
                             scenario.as_str(),
                             fmt_int(large as f64),
                             fmt_int(small as f64)
                         ),
-                        value: Some(change),
-                        unit: "%".into(),
-                        // "Within 20 %" of the small vault: being faster is noise, not a miss.
-                        target: "≥ −20 %".into(),
-                        met: Some(change >= -20.0),
-                        detail: format!("{} vs {} requests/s", fmt_int(z), fmt_int(a)),
-                    });
+                        Some(change),
+                        "%",
+                        Bound::AtLeast(-20.0),
+                        format!("{} vs {} requests/s", fmt_int(z), fmt_int(a)),
+                    ));
                 }
             }
         }

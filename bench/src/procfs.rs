@@ -137,6 +137,8 @@ pub struct Probe {
     pub nats: Option<u32>,
     /// The PostgreSQL postmaster and the database whose backends are summed.
     pub postgres: Option<(u32, String)>,
+    /// A load-generating child process (pgbench), counted with the bench's own CPU.
+    pub client: Option<u32>,
 }
 
 /// A reading of every source, in ticks.
@@ -146,6 +148,7 @@ pub struct Reading {
     nats: Option<u64>,
     postgres: Option<HashMap<u32, u64>>,
     bench: Option<u64>,
+    client: Option<u64>,
     machine: Option<u64>,
 }
 
@@ -156,7 +159,8 @@ pub struct CpuSeconds {
     pub nats: Option<f64>,
     /// PostgreSQL cluster (best effort; None for SQLite, which runs inside oneclick).
     pub database: Option<f64>,
-    /// This load generator (and, for the NATS baseline, its echo responder).
+    /// This load generator (and, for the NATS baseline, its echo responder; for the pgbench
+    /// baseline, pgbench).
     pub bench: Option<f64>,
     /// The whole machine's busy CPU time.
     pub machine: Option<f64>,
@@ -174,6 +178,7 @@ impl Probe {
                 .as_ref()
                 .map(|(pid, db)| postgres_ticks(*pid, db)),
             bench: cpu_ticks(std::process::id()),
+            client: self.client.and_then(cpu_ticks),
             machine: machine_busy_ticks(),
         }
     }
@@ -198,7 +203,8 @@ impl Probe {
             oneclick: d(a.oneclick, b.oneclick),
             nats: d(a.nats, b.nats),
             database,
-            bench: d(a.bench, b.bench),
+            bench: d(a.bench, b.bench)
+                .map(|own| own + d(a.client, b.client).unwrap_or(0.0)),
             machine: d(a.machine, b.machine),
             other: None,
         };

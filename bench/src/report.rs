@@ -1,6 +1,11 @@
 //! The results: one [`Record`] per measured window (oneclick scenarios, baselines, paced, growth),
-//! printed as a table, written as `results.json`, and turned into the ratios of issue 5's targets
+//! printed as a table, written as `results.json`, and turned into the ratios of issue 14's targets
 //! (each ratio measured in this run; shown, never asserted).
+//!
+//! A verdict agrees with the number printed beside it: [`Ratio::judged`] decides from the exact
+//! value and [`shown`] prints that value with as many decimals as it takes for the printed
+//! number to fall on the same side of the bound (1.498× against "≥ 1.5" prints `1.498×`, never
+//! `1.50×`; see the tests).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,20 +15,13 @@ use serde::Serialize;
 use crate::load::{fmt_int, Measured};
 use crate::procfs::CpuSeconds;
 
-/// The open-source vault peer measured on this machine (docs/stack.md, closed-loop HTTP,
-/// same PostgreSQL, 2 cores): (concurrency, add card/s, retrieve card/s).
-pub const PEER: &[(usize, f64, f64)] = &[
-    (1, 2_200.0, 10_800.0),
-    (8, 5_200.0, 24_900.0),
-    (32, 4_100.0, 25_100.0),
-];
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
     pub p999: f64,
+    pub p9999: f64,
     pub max: f64,
     pub mean: f64,
 }
@@ -36,6 +34,10 @@ pub struct Record {
     pub backend: Option<String>,
     pub scenario: String,
     pub concurrency: usize,
+    /// The demo merchant's turnover limits in this window (on: the demo merchant as seeded,
+    /// RUB 100,000/day and 500,000/week, so every payment reads its turnover; off: lifted);
+    /// `None` where no merchant is involved (echo, peer, disk).
+    pub limits: Option<bool>,
     /// Paced runs: the offered rate.
     pub target_rate: Option<f64>,
     /// Customers in the vault (growth) or seeded.
@@ -47,6 +49,10 @@ pub struct Record {
     /// Errors in the warm-up or answered after the window closed (not in `errors`).
     pub errors_outside_window: BTreeMap<String, u64>,
     pub latency_ms: Latency,
+    /// Latencies measured in the window (the histogram's count).
+    pub samples: u64,
+    /// The latency CDF from the HDR histogram: (quantile, ms) at fixed quantiles up to the max.
+    pub cdf: Vec<(f64, f64)>,
     pub cpu_seconds: CpuSeconds,
     /// CPU microseconds per request: oneclick, nats, database, and their total.
     pub cpu_us_per_request: BTreeMap<String, f64>,
@@ -68,8 +74,10 @@ impl Record {
         let n = m.count().max(1) as f64;
         let mut per = BTreeMap::new();
         let mut total = 0.0;
+        // The service column holds the peer vault's CPU in its own windows.
+        let service = if group == "peer" { "peer" } else { "oneclick" };
         for (name, v) in [
-            ("oneclick", m.cpu.oneclick),
+            (service, m.cpu.oneclick),
             ("nats", m.cpu.nats),
             ("database", m.cpu.database),
         ] {
@@ -84,6 +92,7 @@ impl Record {
             backend: backend.map(str::to_string),
             scenario: scenario.into(),
             concurrency,
+            limits: None,
             target_rate: None,
             customers,
             throughput: m.throughput(),
@@ -96,9 +105,12 @@ impl Record {
                 p90: ms(0.9),
                 p99: ms(0.99),
                 p999: ms(0.999),
+                p9999: ms(0.9999),
                 max: m.hist.max() as f64 / 1000.0,
                 mean: m.hist.mean() / 1000.0,
             },
+            samples: m.hist.len(),
+            cdf: crate::latency::cdf(&m.hist),
             cpu_seconds: m.cpu.clone(),
             cpu_us_per_request: per,
             request_bytes: m.request_bytes,
@@ -107,10 +119,21 @@ impl Record {
         }
     }
 
+    /// With the merchant's limits setting (payment scenarios run both ways).
+    pub fn with_limits(mut self, limits: bool) -> Record {
+        self.limits = Some(limits);
+        self
+    }
+
     pub fn key(&self) -> String {
+        let limits = match self.limits {
+            Some(true) => " limits on",
+            Some(false) => " limits off",
+            None => "",
+        };
         match &self.backend {
-            Some(b) => format!("{} {} {}", self.group, b, self.scenario),
-            None => format!("{} {}", self.group, self.scenario),
+            Some(b) => format!("{} {} {}{limits}", self.group, b, self.scenario),
+            None => format!("{} {}{limits}", self.group, self.scenario),
         }
     }
 }
@@ -119,22 +142,32 @@ fn opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
 }
 
-/// The results table (plain text, fixed columns).
+fn limits_cell(l: Option<bool>) -> &'static str {
+    match l {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "-",
+    }
+}
+
+/// The results table (plain text, fixed columns). `lim` is the merchant's turnover limits;
+/// p99.99 needs at least 10,000 samples in the window to mean more than the maximum.
 pub fn table(records: &[Record]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<15} {:<8} {:<22} {:>4} {:>9} {:>6} {:>7} {:>7} {:>7} {:>8} | {:>8} {:>5} {:>5} {:>5} {:>5} | {:>9}",
-        "group", "backend", "scenario", "conc", "req/s", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "cpu s: 1click", "nats", "db", "bench", "other", "µs cpu/req"
+        "{:<14} {:<8} {:<22} {:>3} {:>4} {:>9} {:>6} {:>7} {:>7} {:>7} {:>8} {:>9} | {:>10} {:>5} {:>5} {:>5} {:>5} | {:>9}",
+        "group", "backend", "scenario", "lim", "conc", "req/s", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "p99.99 ms", "cpu s: svc", "nats", "db", "bench", "other", "µs cpu/req"
     );
     for r in records {
         let errors: u64 = r.errors.values().sum();
         let _ = writeln!(
             s,
-            "{:<15} {:<8} {:<22} {:>4} {:>9} {:>6} {:>7.2} {:>7.2} {:>7.2} {:>8.2} | {:>13} {:>5} {:>5} {:>5} {:>5} | {:>9.0}",
-            r.group,
+            "{:<14} {:<8} {:<22} {:>3} {:>4} {:>9} {:>6} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>9} | {:>10} {:>5} {:>5} {:>5} {:>5} | {:>9.0}",
+            truncate(&r.group, 14),
             r.backend.as_deref().unwrap_or("-"),
             truncate(&r.scenario, 22),
+            limits_cell(r.limits),
             r.concurrency,
             fmt_int(r.throughput),
             errors,
@@ -142,6 +175,11 @@ pub fn table(records: &[Record]) -> String {
             r.latency_ms.p90,
             r.latency_ms.p99,
             r.latency_ms.p999,
+            if r.samples >= 10_000 {
+                format!("{:.2}", r.latency_ms.p9999)
+            } else {
+                "-".to_string()
+            },
             opt(r.cpu_seconds.oneclick),
             opt(r.cpu_seconds.nats),
             opt(r.cpu_seconds.database),
@@ -184,15 +222,145 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-/// A target of issue 5 and what this run measured for it.
+/// The bound of a target: the value must be at least, or at most, this.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Bound {
+    pub fn met(self, v: f64) -> bool {
+        match self {
+            Bound::AtLeast(b) => v >= b,
+            Bound::AtMost(b) => v <= b,
+        }
+    }
+
+    fn text(self, unit: &str) -> String {
+        let (sign, b) = match self {
+            Bound::AtLeast(b) => ("≥", b),
+            Bound::AtMost(b) => ("≤", b),
+        };
+        let num = format!("{b}");
+        match unit {
+            "×" => format!("{sign} {num}×"),
+            "%" => format!("{sign} {num} %"),
+            u => format!("{sign} {num} {u}"),
+        }
+    }
+}
+
+fn with_unit(num: &str, unit: &str) -> String {
+    match unit {
+        "×" => format!("{num}×"),
+        "%" => format!("{num} %"),
+        u => format!("{num} {u}"),
+    }
+}
+
+/// `v` as printed: two decimals (one for %), more when rounding would carry the printed number
+/// across `bound` (so the printed number always gets the verdict the exact one got); at the
+/// last precision it is truncated toward its own side of the bound.
+pub fn shown(v: f64, unit: &str, bound: Option<Bound>) -> String {
+    let first = if unit == "%" { 1 } else { 2 };
+    let Some(bound) = bound else {
+        return with_unit(&format!("{v:.first$}"), unit);
+    };
+    let met = bound.met(v);
+    const LAST: usize = 6;
+    for d in first..LAST {
+        let text = format!("{v:.d$}");
+        if text.parse::<f64>().map(|r| bound.met(r)) == Ok(met) {
+            return with_unit(&text, unit);
+        }
+    }
+    // Directed rounding at the last precision: toward the bound's side the value is on.
+    let scale = 10f64.powi(LAST as i32);
+    let (b, _) = match bound {
+        Bound::AtLeast(b) | Bound::AtMost(b) => (b, ()),
+    };
+    let r = if v < b {
+        (v * scale).floor() / scale
+    } else if v > b {
+        (v * scale).ceil() / scale
+    } else {
+        v
+    };
+    with_unit(&format!("{r:.LAST$}"), unit)
+}
+
+/// A target of issue 14 (or a figure shown beside them) and what this run measured for it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
     pub name: String,
+    /// The exact value (`None`: not measured in this run; `detail` says why).
     pub value: Option<f64>,
     pub unit: String,
+    /// The target as text ("≥ 1.5×"), or what the figure is for when it has no target.
     pub target: String,
+    pub bound: Option<Bound>,
+    /// The verdict, from the exact value; `None` for figures without a target or not measured.
     pub met: Option<bool>,
+    /// The value as printed (see [`shown`]).
+    pub shown: String,
     pub detail: String,
+}
+
+impl Ratio {
+    /// A figure with a target.
+    pub fn judged(
+        name: impl Into<String>,
+        value: Option<f64>,
+        unit: &str,
+        bound: Bound,
+        detail: impl Into<String>,
+    ) -> Ratio {
+        Ratio {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            target: bound.text(unit),
+            bound: Some(bound),
+            met: value.map(|v| bound.met(v)),
+            shown: value
+                .map(|v| shown(v, unit, Some(bound)))
+                .unwrap_or_else(|| "-".into()),
+            detail: detail.into(),
+        }
+    }
+
+    /// A figure shown for comparison, without a target.
+    pub fn info(
+        name: impl Into<String>,
+        value: Option<f64>,
+        unit: &str,
+        note: &str,
+        detail: impl Into<String>,
+    ) -> Ratio {
+        Ratio {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            target: format!("({note})"),
+            bound: None,
+            met: None,
+            shown: value
+                .map(|v| shown(v, unit, None))
+                .unwrap_or_else(|| "-".into()),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn verdict(&self) -> &'static str {
+        match (self.bound, self.met) {
+            (_, Some(true)) => "MET",
+            (_, Some(false)) => "NOT MET",
+            (Some(_), None) => "NOT MEASURED",
+            (None, None) => "",
+        }
+    }
 }
 
 fn find<'a>(
@@ -200,12 +368,14 @@ fn find<'a>(
     group: &str,
     backend: Option<&str>,
     scenario: &str,
+    limits: Option<bool>,
     c: usize,
 ) -> Option<&'a Record> {
     records.iter().find(|r| {
         r.group == group
             && r.backend.as_deref() == backend
             && r.scenario == scenario
+            && (limits.is_none() || r.limits == limits)
             && r.concurrency == c
     })
 }
@@ -224,179 +394,172 @@ fn target_concurrency(records: &[Record]) -> Option<usize> {
     }
 }
 
-fn peer_at(c: usize) -> (usize, f64, f64) {
-    *PEER
-        .iter()
-        .min_by_key(|(pc, _, _)| pc.abs_diff(c))
-        .unwrap_or(&(32, 4_100.0, 25_100.0))
+fn rate_pair(a: &Record, b: &Record, what: &str) -> String {
+    format!(
+        "{} vs {} {what}/s",
+        fmt_int(a.throughput),
+        fmt_int(b.throughput)
+    )
 }
 
-/// The ratios of issue 5 computable from `records` (memory and growth ones come separately).
-pub fn ratios(records: &[Record], backends: &[String]) -> Vec<Ratio> {
+fn ratio_of(a: Option<&Record>, b: Option<&Record>) -> Option<f64> {
+    Some(a?.throughput / b?.throughput.max(1e-9))
+}
+
+fn pair_detail(a: Option<&Record>, b: Option<&Record>, what: &str, missing: &str) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => rate_pair(a, b, what),
+        _ => missing.to_string(),
+    }
+}
+
+/// Why the peer's figures are missing, for the report (set by the sweep).
+pub struct Context<'a> {
+    pub peer_missing: Option<&'a str>,
+    pub pgbench_missing: Option<&'a str>,
+}
+
+/// Issue 14's targets (and the like-for-like baselines beside them) computable from `records`.
+/// The targets are PostgreSQL's (synchronous commit, c=32), plus SQLite's p99.9; the same
+/// ratios on SQLite are shown without a verdict.
+pub fn ratios(records: &[Record], backends: &[String], ctx: &Context) -> Vec<Ratio> {
     let mut out = Vec::new();
     let Some(c) = target_concurrency(records) else {
         return out;
     };
-    let note = if c == 32 {
-        String::new()
+    let at = if c == 32 {
+        format!("c={c}")
     } else {
-        format!(" (32 not measured: at {c})")
+        format!("c={c} (32 not measured)")
     };
+    let peer_missing = ctx.peer_missing.unwrap_or("peer not measured in this run");
+    let pgbench_missing = ctx.pgbench_missing.unwrap_or("pgbench not run");
     for bname in backends {
         let bname = bname.as_str();
         let b = Some(bname);
-        if let (Some(p), Some(db)) = (
-            find(records, "oneclick", b, "pay-token", c),
-            find(records, "db-baseline", b, "payment-tx", c),
-        ) {
-            let v = p.throughput / db.throughput.max(1e-9);
-            let primary = bname == "postgres";
-            out.push(Ratio {
-                name: format!("pay-token / database one-tx-per-payment, {bname}, c={c}{note}"),
-                value: Some(v),
-                unit: "×".into(),
-                target: if primary {
-                    "≥ 1.5".into()
+        let pg = bname == "postgres";
+        for limits in [true, false] {
+            let l = Some(limits);
+            let Some(pay) = find(records, "oneclick", b, "pay-token", l, c) else {
+                continue;
+            };
+            let lim = if limits { "limits on" } else { "limits off" };
+            if pg {
+                let base = find(records, "pgbench", b, "plain payment", l, c);
+                let name =
+                    format!("pay-token / pgbench plain one-tx payment, {lim}, {bname}, {at}");
+                let detail = pair_detail(Some(pay), base, "payments", pgbench_missing);
+                out.push(if limits {
+                    Ratio::judged(name, ratio_of(Some(pay), base), "×", Bound::AtLeast(1.5), detail)
                 } else {
-                    "(no target on SQLite)".into()
-                },
-                met: primary.then_some(v >= 1.5),
-                detail: format!(
-                    "{} vs {} payments/s",
-                    fmt_int(p.throughput),
-                    fmt_int(db.throughput)
-                ),
-            });
-        }
-        // The database's own group-commit ceiling: what grouping alone gains over one
-        // transaction per payment on this machine, and how close oneclick comes to it.
-        if let (Some(g), Some(db)) = (
-            records.iter().find(|r| {
-                r.group == "db-grouped" && r.backend.as_deref() == b && r.concurrency == c
-            }),
-            find(records, "db-baseline", b, "payment-tx", c),
-        ) {
-            let v = g.throughput / db.throughput.max(1e-9);
-            out.push(Ratio {
-                name: format!(
-                    "database grouped (savepoint per payment) / one-tx-per-payment, {bname}, c={c}{note}"
-                ),
-                value: Some(v),
-                unit: "×".into(),
-                target: "(the ceiling of grouping)".into(),
-                met: None,
-                detail: format!(
-                    "{} vs {} payments/s",
-                    fmt_int(g.throughput),
-                    fmt_int(db.throughput)
-                ),
-            });
-            if let Some(p) = find(records, "oneclick", b, "pay-token", c) {
-                let v = p.throughput / g.throughput.max(1e-9);
-                out.push(Ratio {
-                    name: format!("pay-token / database grouped, {bname}, c={c}{note}"),
-                    value: Some(v),
-                    unit: "×".into(),
-                    target: "(informative)".into(),
-                    met: None,
-                    detail: format!(
-                        "{} vs {} payments/s",
-                        fmt_int(p.throughput),
-                        fmt_int(g.throughput)
-                    ),
+                    Ratio::info(name, ratio_of(Some(pay), base), "×", "target is with limits on", detail)
                 });
             }
-        }
-        if let Some(t) = find(records, "oneclick", b, "token-list", c) {
-            if let Some(e) = find(records, "nats-echo", b, "echo token-list size", c) {
-                let v = t.throughput / e.throughput.max(1e-9);
-                out.push(Ratio {
-                    name: format!("token-list / raw NATS request-reply, {bname}, c={c}{note}"),
-                    value: Some(v),
-                    unit: "×".into(),
-                    target: "≥ 0.5".into(),
-                    met: Some(v >= 0.5),
-                    detail: format!(
-                        "{} vs {} requests/s",
-                        fmt_int(t.throughput),
-                        fmt_int(e.throughput)
-                    ),
-                });
+            let eng = find(records, "db-baseline", b, "payment-tx", l, c);
+            if eng.is_some() {
+                out.push(Ratio::info(
+                    format!("pay-token / engine's statements one tx per payment, {lim}, {bname}, {at}"),
+                    ratio_of(Some(pay), eng),
+                    "×",
+                    "like for like, no target",
+                    pair_detail(Some(pay), eng, "payments", ""),
+                ));
             }
-            let (pc, _, retrieve) = peer_at(c);
-            let v = t.throughput / retrieve;
-            out.push(Ratio {
-                name: format!(
-                    "token-list / vault peer retrieve ({}/s at c={pc}), {bname}, c={c}",
-                    fmt_int(retrieve)
-                ),
-                value: Some(v),
-                unit: "×".into(),
-                target: "≥ 3".into(),
-                met: Some(v >= 3.0),
-                detail: format!("{} requests/s", fmt_int(t.throughput)),
-            });
-        }
-        if let Some(r) = find(records, "oneclick", b, "register", c) {
-            let (pc, add, _) = peer_at(c);
-            let v = r.throughput / add;
-            out.push(Ratio {
-                name: format!(
-                    "register (save a card) / vault peer add card ({}/s at c={pc}), {bname}, c={c}",
-                    fmt_int(add)
-                ),
-                value: Some(v),
-                unit: "×".into(),
-                target: "≥ 2".into(),
-                met: Some(v >= 2.0),
-                detail: format!("{} cards saved/s", fmt_int(r.throughput)),
-            });
-        }
-        if let Some(p) = records
-            .iter()
-            .find(|r| r.group == "oneclick-paced" && r.backend.as_deref() == b)
-        {
-            out.push(Ratio {
-                name: format!(
-                    "pay-token p99 at half of peak ({} payments/s offered), {bname}",
+            if let Some(g) = find(records, "db-grouped", b, "payment-tx grouped", l, c) {
+                out.push(Ratio::info(
+                    format!("pay-token / engine's statements grouped (savepoint each), {lim}, {bname}, {at}"),
+                    ratio_of(Some(pay), Some(g)),
+                    "×",
+                    "the database's group-commit ceiling",
+                    rate_pair(pay, g, "payments"),
+                ));
+            }
+            if let Some(p) = records.iter().find(|r| {
+                r.group == "oneclick-paced" && r.backend.as_deref() == b && r.limits == l
+            }) {
+                let name = format!(
+                    "pay-token p99 at half of peak ({} payments/s offered), {lim}, {bname}",
                     fmt_int(p.target_rate.unwrap_or(0.0))
-                ),
-                value: Some(p.latency_ms.p99),
-                unit: "ms".into(),
-                target: "≤ 5 ms".into(),
-                met: Some(p.latency_ms.p99 <= 5.0),
-                detail: format!(
+                );
+                let detail = format!(
                     "achieved {}/s, p50 {:.2} ms, p99.9 {:.2} ms",
                     fmt_int(p.throughput),
                     p.latency_ms.p50,
                     p.latency_ms.p999
-                ),
+                );
+                out.push(if pg {
+                    Ratio::judged(name, Some(p.latency_ms.p99), "ms", Bound::AtMost(5.0), detail)
+                } else {
+                    Ratio::info(name, Some(p.latency_ms.p99), "ms", "target is PostgreSQL's", detail)
+                });
+            }
+            if bname == "sqlite" {
+                out.push(Ratio::judged(
+                    format!("pay-token p99.9 on SQLite, {lim}, {at}"),
+                    Some(pay.latency_ms.p999),
+                    "ms",
+                    Bound::AtMost(20.0),
+                    format!(
+                        "{}/s, p50 {:.2} ms, p99 {:.2} ms",
+                        fmt_int(pay.throughput),
+                        pay.latency_ms.p50,
+                        pay.latency_ms.p99
+                    ),
+                ));
+            }
+        }
+        // Reads run under the first limits setting only (they read no turnover).
+        if let Some(t) = find(records, "oneclick", b, "token-list", None, c) {
+            let echo = find(records, "nats-echo", b, "echo token-list size", None, c);
+            let name = format!("token-list / raw NATS request-reply (same sizes), {bname}, {at}");
+            let detail = pair_detail(Some(t), echo, "requests", "echo not run");
+            out.push(if pg {
+                Ratio::judged(name, ratio_of(Some(t), echo), "×", Bound::AtLeast(0.8), detail)
+            } else {
+                Ratio::info(name, ratio_of(Some(t), echo), "×", "target is PostgreSQL's", detail)
             });
+            let retrieve = find(records, "peer", Some("postgres"), "retrieve card", None, c);
+            let name = format!("token-list / peer vault's retrieve card, {bname}, {at}");
+            let detail = pair_detail(Some(t), retrieve, "requests", peer_missing);
+            out.push(if pg {
+                Ratio::judged(name, ratio_of(Some(t), retrieve), "×", Bound::AtLeast(4.0), detail)
+            } else {
+                Ratio::info(name, ratio_of(Some(t), retrieve), "×", "target is PostgreSQL's", detail)
+            });
+        }
+        for limits in [true, false] {
+            let lim = if limits { "limits on" } else { "limits off" };
+            if let Some(r) = find(records, "oneclick", b, "register", Some(limits), c) {
+                let add = find(records, "peer", Some("postgres"), "add card", None, c);
+                let name =
+                    format!("register (save a card) / peer vault's add card, {lim}, {bname}, {at}");
+                let detail = pair_detail(Some(r), add, "cards saved", peer_missing);
+                out.push(if pg {
+                    Ratio::judged(name, ratio_of(Some(r), add), "×", Bound::AtLeast(2.0), detail)
+                } else {
+                    Ratio::info(name, ratio_of(Some(r), add), "×", "target is PostgreSQL's", detail)
+                });
+            }
         }
     }
     out
 }
 
+pub fn ratio_line(r: &Ratio) -> String {
+    format!(
+        "  {:<92} {:>12}  target {:<26} {:<12}  {}",
+        r.name,
+        r.shown,
+        r.target,
+        r.verdict(),
+        r.detail
+    )
+}
+
 pub fn ratio_table(ratios: &[Ratio]) -> String {
     let mut s = String::new();
     for r in ratios {
-        let value = match (r.value, r.unit.as_str()) {
-            (Some(v), "ms") => format!("{v:.2} ms"),
-            (Some(v), "KiB") => format!("{v:.2} KiB"),
-            (Some(v), "%") => format!("{v:+.1} %"),
-            (Some(v), _) => format!("{v:.2}×"),
-            (None, _) => "-".into(),
-        };
-        let verdict = match r.met {
-            Some(true) => "MET",
-            Some(false) => "NOT MET",
-            None => "",
-        };
-        let _ = writeln!(
-            s,
-            "  {:<96} {:>10}  target {:<22} {:<7}  {}",
-            r.name, value, r.target, verdict, r.detail
-        );
+        let _ = writeln!(s, "{}", ratio_line(r));
     }
     s
 }
@@ -473,4 +636,137 @@ pub fn machine_info(nats_server: &str, oneclick_bin: &std::path::Path) -> BTreeM
             .to_string(),
     );
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The number a report line prints, read back as a reader would.
+    fn printed_number(line: &str, r: &Ratio) -> f64 {
+        assert!(line.contains(&r.shown), "{line}");
+        r.shown
+            .trim_end_matches(['×', '%', ' '])
+            .trim_end_matches("ms")
+            .trim_end_matches("KiB")
+            .trim_end_matches("MiB")
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", r.shown))
+    }
+
+    #[test]
+    fn a_verdict_agrees_with_the_number_printed_beside_it() {
+        let cases = [
+            (Bound::AtLeast(1.5), "×"),
+            (Bound::AtLeast(0.8), "×"),
+            (Bound::AtMost(5.0), "ms"),
+            (Bound::AtMost(20.0), "ms"),
+            (Bound::AtLeast(-20.0), "%"),
+            (Bound::AtMost(2.0), "KiB"),
+        ];
+        for (bound, unit) in cases {
+            let b = match bound {
+                Bound::AtLeast(b) | Bound::AtMost(b) => b,
+            };
+            for delta in [
+                -0.5, -0.01, -0.006, -0.005, -0.004, -0.001, -0.0004, -1e-7, -1e-12, 0.0, 1e-12,
+                1e-7, 0.0004, 0.001, 0.004, 0.005, 0.006, 0.01, 0.5,
+            ] {
+                let v = b + delta;
+                let r = Ratio::judged("x", Some(v), unit, bound, "");
+                let line = ratio_line(&r);
+                let printed = printed_number(&line, &r);
+                assert_eq!(
+                    bound.met(printed),
+                    r.met.unwrap_or(!bound.met(printed)),
+                    "{v} printed as {} with verdict {}",
+                    r.shown,
+                    r.verdict()
+                );
+                assert_eq!(r.met, Some(bound.met(v)));
+                let verdict = if bound.met(v) { "MET" } else { "NOT MET" };
+                assert!(line.contains(&format!(" {verdict} ")), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_just_under_the_bound_is_printed_with_the_digits_that_show_it() {
+        let r = Ratio::judged("x", Some(1.498), "×", Bound::AtLeast(1.5), "");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("1.498×", "NOT MET"));
+        let r = Ratio::judged("x", Some(1.5), "×", Bound::AtLeast(1.5), "");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("1.50×", "MET"));
+        let r = Ratio::judged("x", Some(5.004), "ms", Bound::AtMost(5.0), "");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("5.004 ms", "NOT MET"));
+        let r = Ratio::judged("x", Some(1.4999999), "×", Bound::AtLeast(1.5), "");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("1.499999×", "NOT MET"));
+        let r = Ratio::judged("x", Some(0.63), "×", Bound::AtLeast(0.8), "");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("0.63×", "NOT MET"));
+        let r = Ratio::judged("x", None, "×", Bound::AtLeast(2.0), "peer skipped");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("-", "NOT MEASURED"));
+        let r = Ratio::info("x", Some(1.234), "×", "no target", "");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("1.23×", ""));
+    }
+
+    fn rec(group: &str, backend: &str, scenario: &str, limits: Option<bool>, rate: f64) -> Record {
+        let window = crate::load::Window {
+            warmup: std::time::Duration::from_secs(0),
+            duration: std::time::Duration::from_secs(10),
+        };
+        let mut hist = crate::load::histogram();
+        hist.record(1000).expect("in range");
+        let m = crate::load::measured_from(
+            hist,
+            (rate * 10.0) as u64,
+            BTreeMap::new(),
+            window,
+            CpuSeconds::default(),
+        );
+        let r = Record::new(group, Some(backend), scenario, 32, 1000, &m);
+        match limits {
+            Some(l) => r.with_limits(l),
+            None => r,
+        }
+    }
+
+    #[test]
+    fn the_targets_compare_like_for_like_and_say_what_was_not_measured() {
+        let records = vec![
+            rec("oneclick", "postgres", "pay-token", Some(true), 2996.0),
+            rec("pgbench", "postgres", "plain payment", Some(true), 2000.0),
+            rec("oneclick", "postgres", "pay-token", Some(false), 4000.0),
+            rec("pgbench", "postgres", "plain payment", Some(false), 1000.0),
+            rec("db-baseline", "postgres", "payment-tx", Some(true), 1500.0),
+            rec("oneclick", "postgres", "token-list", Some(false), 40_000.0),
+            rec("nats-echo", "postgres", "echo token-list size", None, 50_000.0),
+            rec("oneclick", "postgres", "register", Some(true), 1000.0),
+        ];
+        let ctx = Context {
+            peer_missing: Some("skipped by --short"),
+            pgbench_missing: None,
+        };
+        let ratios = ratios(&records, &["postgres".to_string()], &ctx);
+        let get = |prefix: &str| {
+            ratios
+                .iter()
+                .find(|r| r.name.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix}: {ratios:#?}"))
+        };
+        // 2,996 / 2,000 = 1.498: not met, and printed so it reads as not met.
+        let r = get("pay-token / pgbench plain one-tx payment, limits on");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("1.498×", "NOT MET"));
+        // Without limits the pgbench ratio is shown, never judged (the target is limits on).
+        let r = get("pay-token / pgbench plain one-tx payment, limits off");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("4.00×", ""));
+        let r = get("pay-token / engine's statements one tx per payment, limits on");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("2.00×", ""));
+        let r = get("token-list / raw NATS");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("0.80×", "MET"));
+        let r = get("token-list / peer vault's retrieve");
+        assert_eq!(r.verdict(), "NOT MEASURED");
+        assert!(r.detail.contains("skipped by --short"), "{}", r.detail);
+        let r = get("register (save a card) / peer vault's add card, limits on");
+        assert_eq!((r.shown.as_str(), r.verdict()), ("-", "NOT MEASURED"));
+    }
 }

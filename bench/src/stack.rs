@@ -1,7 +1,9 @@
 //! The system under test, started for the run and stopped on drop: a private `nats-server -js`
 //! (own port, own store), a fresh database (PostgreSQL: a new database created from the admin URL
 //! and dropped afterwards; SQLite: a file in the run's scratch directory), a key file, the demo
-//! merchant with no limits that could decline a benchmark payment, and the release `oneclick`
+//! merchant with its turnover limits on (as `demo-seed` creates it: RUB 100,000.00 a day,
+//! 500,000.00 a week, far above what a run pays per customer, so every payment reads its
+//! turnover and none is declined) or lifted (no turnover read), and the release `oneclick`
 //! binary as a child process, configured only through `ONECLICK__SECTION__KEY` variables.
 
 use std::net::TcpListener;
@@ -219,6 +221,37 @@ impl Database {
     pub fn connect(&self) -> anyhow::Result<oneclick_actors::vault::AnyConnection> {
         Ok(oneclick_actors::vault::DatabaseUrl::parse(&self.url)?.connect()?)
     }
+
+    /// How a client reaches this database with its URL: "TCP to 127.0.0.1 with TLS
+    /// (TLSv1.3)", "TCP … without TLS", "Unix socket …" (what PostgreSQL says of the session).
+    pub fn transport(&self) -> String {
+        match self.kind {
+            BackendKind::Sqlite => "SQLite file (in process)".into(),
+            BackendKind::Postgres => transport_of(&self.url)
+                .unwrap_or_else(|e| format!("unknown ({e})")),
+        }
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Transport {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    client: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    tls: Option<String>,
+}
+
+fn transport_of(url: &str) -> anyhow::Result<String> {
+    let mut conn = PgConnection::establish(url)?;
+    let t = diesel::sql_query(
+        "SELECT host(inet_client_addr()) AS client,          (SELECT CASE WHEN ssl THEN version END FROM pg_stat_ssl WHERE pid = pg_backend_pid()) AS tls",
+    )
+    .get_result::<Transport>(&mut conn)?;
+    Ok(match (t.client, t.tls) {
+        (None, _) => "Unix socket".into(),
+        (Some(c), Some(v)) => format!("TCP from {c} with TLS ({v})"),
+        (Some(c), None) => format!("TCP from {c} without TLS"),
+    })
 }
 
 impl Drop for Database {
@@ -249,8 +282,9 @@ pub struct OneClick {
 }
 
 impl OneClick {
-    /// Writes a key file (in `dir`), migrates, seeds the demo merchant and lifts its limits.
-    /// The service's log goes to `log_dir`.
+    /// Writes a key file (in `dir`), migrates, seeds the demo merchant and, unless `limits`,
+    /// lifts its turnover limits. The service's log goes to `log_dir`.
+    #[allow(clippy::too_many_arguments)]
     pub fn prepare(
         tools: &Tools,
         dir: &Path,
@@ -259,6 +293,7 @@ impl OneClick {
         nats_url: &str,
         db: &Database,
         simulator_latency_ms: u64,
+        limits: bool,
     ) -> anyhow::Result<OneClick> {
         let keys_file = dir.join(format!("{tag}-keys.txt"));
         let _ = std::fs::remove_file(&keys_file);
@@ -316,16 +351,18 @@ impl OneClick {
         ])?;
         app.admin(&["migrate"])?;
         app.admin(&["demo-seed"])?;
-        // The demo merchant has RUB limits; a benchmark customer would hit them (AS105).
-        app.admin(&[
-            "merchant",
-            "--id",
-            &MERCHANT_ID.to_string(),
-            "--mit-cof",
-            "true",
-            "--limit",
-            "RUB:-:-",
-        ])?;
+        let mut merchant = vec![
+            "merchant".to_string(),
+            "--id".into(),
+            MERCHANT_ID.to_string(),
+            "--mit-cof".into(),
+            "true".into(),
+        ];
+        if !limits {
+            // No turnover limits: the engine's reservation skips the turnover read.
+            merchant.extend(["--limit".to_string(), "RUB:-:-".to_string()]);
+        }
+        app.admin(&merchant.iter().map(String::as_str).collect::<Vec<_>>())?;
         Ok(app)
     }
 
