@@ -247,7 +247,8 @@ mod tests {
     use crate::domain::MerchantMode;
     use crate::vault::records::SignatureKey;
 
-    fn merchant(mode: MerchantMode) -> MerchantRecord {
+    /// A merchant with One Click on, CVC needed, no limits (also the payment decisions' tests').
+    pub(super) fn merchant(mode: MerchantMode) -> MerchantRecord {
         MerchantRecord {
             id: 1,
             name: "shop".into(),

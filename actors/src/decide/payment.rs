@@ -238,28 +238,11 @@ pub fn recurring_charge(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
     use crate::domain::MerchantMode;
-    use crate::vault::records::SignatureKey;
 
     fn merchant(mode: MerchantMode) -> Arc<MerchantRecord> {
-        Arc::new(MerchantRecord {
-            id: 1,
-            name: "shop".into(),
-            union_id: 1,
-            oneclick_enabled: true,
-            mode,
-            need_cvc: true,
-            list_threshold: 1,
-            time_zone: chrono_tz::Europe::Moscow,
-            signature_key: SignatureKey::new(b"key".to_vec()),
-            previous_signature_key: None,
-            mit_cof: false,
-            limits: HashMap::new(),
-            users: HashMap::new(),
-        })
+        Arc::new(crate::decide::tests::merchant(mode))
     }
 
     fn order(customer: Option<&str>) -> ValidOrder {
