@@ -104,6 +104,9 @@ mod tests {
         let text = hgrm(&h);
         assert!(text.contains("Total count    =        10000"), "{text}");
         assert!(cdf(&crate::load::histogram()).is_empty());
-        assert_eq!(file_stem("postgres pay-token c=32"), "postgres_pay-token_c32");
+        assert_eq!(
+            file_stem("postgres pay-token c=32"),
+            "postgres_pay-token_c32"
+        );
     }
 }

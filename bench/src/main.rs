@@ -340,7 +340,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         text.push_str(&report::table(&records));
     }
     if !ratios.is_empty() {
-        text.push_str("\nissue 14 targets and baselines (ratios of figures measured in this run):\n");
+        text.push_str(
+            "\nissue 14 targets and baselines (ratios of figures measured in this run):\n",
+        );
         text.push_str(&report::ratio_table(&ratios));
     }
     for v in &memory_results {
@@ -470,7 +472,10 @@ pub struct SweepNotes {
 }
 
 fn is_payment(s: Scenario) -> bool {
-    matches!(s, Scenario::PayToken | Scenario::PayNew | Scenario::Register)
+    matches!(
+        s,
+        Scenario::PayToken | Scenario::PayNew | Scenario::Register
+    )
 }
 
 /// The main measurement, per backend: one oneclick per limits setting (seeded), then for each
@@ -522,7 +527,10 @@ async fn sweep(env: &mut Env, notes: &mut SweepNotes) -> anyhow::Result<Vec<Reco
     } else if let Some(why) = &env.args.peer_skipped {
         notes.peer_missing = Some(why.clone());
     } else if let Some(bin) = env.args.peer_bin.clone() {
-        eprintln!("== peer vault: starting {} on the run's PostgreSQL", bin.display());
+        eprintln!(
+            "== peer vault: starting {} on the run's PostgreSQL",
+            bin.display()
+        );
         match peer::Peer::start(
             &env.args.peer_dir,
             &bin,
@@ -560,7 +568,9 @@ async fn sweep(env: &mut Env, notes: &mut SweepNotes) -> anyhow::Result<Vec<Reco
         let mut sides = Vec::new();
         for &l in &limits {
             let lim = if l { "on" } else { "off" };
-            eprintln!("== {b}, limits {lim}: preparing the database, keys, demo merchant and oneclick");
+            eprintln!(
+                "== {b}, limits {lim}: preparing the database, keys, demo merchant and oneclick"
+            );
             let (db, mut app) = env.prepare_with(backend, &format!("{b}-lim{lim}"), l)?;
             let customers = match env.args.seed {
                 SeedMode::Bulk => {
@@ -749,7 +759,9 @@ async fn db_baselines(
         // SQLite runs inside the baseline's own threads.
         m.cpu.database = m.cpu.bench;
     }
-    out.push(Record::new("db-baseline", Some(b), "payment-tx", c, s.ids.len(), &m).with_limits(limits));
+    out.push(
+        Record::new("db-baseline", Some(b), "payment-tx", c, s.ids.len(), &m).with_limits(limits),
+    );
     env.save_histogram(&label, &m);
     if let (Some(bin), BackendKind::Postgres) = (pgbench_bin, backend) {
         let label = format!("{b} pgbench plain payment lim-{lim} c={c}");
@@ -757,7 +769,16 @@ async fn db_baselines(
         env.points += 1;
         let run_tag = env.points as u64;
         match pgbench::run(
-            bin, &url, range, c, limits, run_tag, &env.scratch, window, &s.probe, &label,
+            bin,
+            &url,
+            range,
+            c,
+            limits,
+            run_tag,
+            &env.scratch,
+            window,
+            &s.probe,
+            &label,
         )
         .await
         {
@@ -796,8 +817,15 @@ async fn db_baselines(
         // One call is one transaction of `group` payments.
         m.ok *= group as u64;
         out.push(
-            Record::new("db-grouped", Some(b), "payment-tx grouped", c, s.ids.len(), &m)
-                .with_limits(limits),
+            Record::new(
+                "db-grouped",
+                Some(b),
+                "payment-tx grouped",
+                c,
+                s.ids.len(),
+                &m,
+            )
+            .with_limits(limits),
         );
     }
     Ok(out)
@@ -821,13 +849,34 @@ async fn peer_windows(
     let tag = env.next_tag();
     let label = format!("peer add card c={c}");
     let m = load::run_calls(&label, p.add_calls(c, &tag), window, None, &probe, None).await?;
-    out.push(Record::new("peer", Some("postgres"), "add card", c, cards.len(), &m));
+    out.push(Record::new(
+        "peer",
+        Some("postgres"),
+        "add card",
+        c,
+        cards.len(),
+        &m,
+    ));
     env.save_histogram(&label, &m);
     let picker = Arc::new(KeyPicker::new(cards.len(), env.args.skew));
     let label = format!("peer retrieve card c={c}");
-    let m = load::run_calls(&label, p.retrieve_calls(c, cards, &picker), window, None, &probe, None)
-        .await?;
-    out.push(Record::new("peer", Some("postgres"), "retrieve card", c, cards.len(), &m));
+    let m = load::run_calls(
+        &label,
+        p.retrieve_calls(c, cards, &picker),
+        window,
+        None,
+        &probe,
+        None,
+    )
+    .await?;
+    out.push(Record::new(
+        "peer",
+        Some("postgres"),
+        "retrieve card",
+        c,
+        cards.len(),
+        &m,
+    ));
     env.save_histogram(&label, &m);
     Ok(out)
 }

@@ -95,7 +95,11 @@ impl Peer {
 
     /// Adds `n` cards (one new merchant customer each), `concurrency` in flight; returns
     /// (customer, card reference) pairs for the retrieve loop.
-    pub async fn seed(&self, n: usize, concurrency: usize) -> anyhow::Result<Vec<(String, String)>> {
+    pub async fn seed(
+        &self,
+        n: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<Vec<(String, String)>> {
         let started = Instant::now();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -150,7 +154,9 @@ impl Peer {
                     let conn = conn.clone();
                     async move {
                         let mut conn = conn.lock().await;
-                        let r = conn.post_json("/data/add", &[TENANT], body.as_bytes()).await;
+                        let r = conn
+                            .post_json("/data/add", &[TENANT], body.as_bytes())
+                            .await;
                         outcome(r, body.len(), |b| card_reference(b).is_some())
                     }
                     .boxed()

@@ -169,7 +169,10 @@ pub async fn run(
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for tx in txs {
         match tx {
-            Tx::Done { latency_us, end_us: end } => {
+            Tx::Done {
+                latency_us,
+                end_us: end,
+            } => {
                 if end - latency_us as i128 >= start_us && end <= end_us {
                     hist.saturating_record(latency_us);
                     ok += 1;
@@ -177,7 +180,9 @@ pub async fn run(
             }
             Tx::Failed { end_us: end } => {
                 if end >= start_us && end <= end_us {
-                    *errors.entry("pgbench: failed transaction".into()).or_default() += 1;
+                    *errors
+                        .entry("pgbench: failed transaction".into())
+                        .or_default() += 1;
                 }
             }
         }
@@ -254,7 +259,10 @@ pub fn id_range(ids: &[(i64, i64)]) -> anyhow::Result<(i64, i64)> {
     let lo = ids.iter().map(|i| i.0).min().context("no customers")?;
     let hi = ids.iter().map(|i| i.0).max().context("no customers")?;
     if (hi - lo + 1) as usize != ids.len() {
-        bail!("customer ids {lo}..{hi} are not contiguous ({} customers)", ids.len());
+        bail!(
+            "customer ids {lo}..{hi} are not contiguous ({} customers)",
+            ids.len()
+        );
     }
     Ok((lo, hi))
 }
@@ -288,7 +296,10 @@ mod tests {
         let off = script(false);
         assert!(on.contains("sum(amount)") && !off.contains("sum(amount)"));
         for s in [&on, &off] {
-            assert!(!s.contains("::"), "pgbench would read `:name` in a cast as a variable");
+            assert!(
+                !s.contains("::"),
+                "pgbench would read `:name` in a cast as a variable"
+            );
             assert!(s.contains("FOR UPDATE OF c, k \\gset"));
             assert!(s.contains("INSERT INTO orders") && s.contains("UPDATE cards"));
             assert!(s.starts_with("\\set cid random(:lo, :hi)"));

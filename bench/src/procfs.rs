@@ -203,8 +203,7 @@ impl Probe {
             oneclick: d(a.oneclick, b.oneclick),
             nats: d(a.nats, b.nats),
             database,
-            bench: d(a.bench, b.bench)
-                .map(|own| own + d(a.client, b.client).unwrap_or(0.0)),
+            bench: d(a.bench, b.bench).map(|own| own + d(a.client, b.client).unwrap_or(0.0)),
             machine: d(a.machine, b.machine),
             other: None,
         };

@@ -450,15 +450,29 @@ pub fn ratios(records: &[Record], backends: &[String], ctx: &Context) -> Vec<Rat
                     format!("pay-token / pgbench plain one-tx payment, {lim}, {bname}, {at}");
                 let detail = pair_detail(Some(pay), base, "payments", pgbench_missing);
                 out.push(if limits {
-                    Ratio::judged(name, ratio_of(Some(pay), base), "×", Bound::AtLeast(1.5), detail)
+                    Ratio::judged(
+                        name,
+                        ratio_of(Some(pay), base),
+                        "×",
+                        Bound::AtLeast(1.5),
+                        detail,
+                    )
                 } else {
-                    Ratio::info(name, ratio_of(Some(pay), base), "×", "target is with limits on", detail)
+                    Ratio::info(
+                        name,
+                        ratio_of(Some(pay), base),
+                        "×",
+                        "target is with limits on",
+                        detail,
+                    )
                 });
             }
             let eng = find(records, "db-baseline", b, "payment-tx", l, c);
             if eng.is_some() {
                 out.push(Ratio::info(
-                    format!("pay-token / engine's statements one tx per payment, {lim}, {bname}, {at}"),
+                    format!(
+                        "pay-token / engine's statements one tx per payment, {lim}, {bname}, {at}"
+                    ),
                     ratio_of(Some(pay), eng),
                     "×",
                     "like for like, no target",
@@ -474,9 +488,10 @@ pub fn ratios(records: &[Record], backends: &[String], ctx: &Context) -> Vec<Rat
                     rate_pair(pay, g, "payments"),
                 ));
             }
-            if let Some(p) = records.iter().find(|r| {
-                r.group == "oneclick-paced" && r.backend.as_deref() == b && r.limits == l
-            }) {
+            if let Some(p) = records
+                .iter()
+                .find(|r| r.group == "oneclick-paced" && r.backend.as_deref() == b && r.limits == l)
+            {
                 let name = format!(
                     "pay-token p99 at half of peak ({} payments/s offered), {lim}, {bname}",
                     fmt_int(p.target_rate.unwrap_or(0.0))
@@ -488,9 +503,21 @@ pub fn ratios(records: &[Record], backends: &[String], ctx: &Context) -> Vec<Rat
                     p.latency_ms.p999
                 );
                 out.push(if pg {
-                    Ratio::judged(name, Some(p.latency_ms.p99), "ms", Bound::AtMost(5.0), detail)
+                    Ratio::judged(
+                        name,
+                        Some(p.latency_ms.p99),
+                        "ms",
+                        Bound::AtMost(5.0),
+                        detail,
+                    )
                 } else {
-                    Ratio::info(name, Some(p.latency_ms.p99), "ms", "target is PostgreSQL's", detail)
+                    Ratio::info(
+                        name,
+                        Some(p.latency_ms.p99),
+                        "ms",
+                        "target is PostgreSQL's",
+                        detail,
+                    )
                 });
             }
             if bname == "sqlite" {
@@ -514,17 +541,41 @@ pub fn ratios(records: &[Record], backends: &[String], ctx: &Context) -> Vec<Rat
             let name = format!("token-list / raw NATS request-reply (same sizes), {bname}, {at}");
             let detail = pair_detail(Some(t), echo, "requests", "echo not run");
             out.push(if pg {
-                Ratio::judged(name, ratio_of(Some(t), echo), "×", Bound::AtLeast(0.8), detail)
+                Ratio::judged(
+                    name,
+                    ratio_of(Some(t), echo),
+                    "×",
+                    Bound::AtLeast(0.8),
+                    detail,
+                )
             } else {
-                Ratio::info(name, ratio_of(Some(t), echo), "×", "target is PostgreSQL's", detail)
+                Ratio::info(
+                    name,
+                    ratio_of(Some(t), echo),
+                    "×",
+                    "target is PostgreSQL's",
+                    detail,
+                )
             });
             let retrieve = find(records, "peer", Some("postgres"), "retrieve card", None, c);
             let name = format!("token-list / peer vault's retrieve card, {bname}, {at}");
             let detail = pair_detail(Some(t), retrieve, "requests", peer_missing);
             out.push(if pg {
-                Ratio::judged(name, ratio_of(Some(t), retrieve), "×", Bound::AtLeast(4.0), detail)
+                Ratio::judged(
+                    name,
+                    ratio_of(Some(t), retrieve),
+                    "×",
+                    Bound::AtLeast(4.0),
+                    detail,
+                )
             } else {
-                Ratio::info(name, ratio_of(Some(t), retrieve), "×", "target is PostgreSQL's", detail)
+                Ratio::info(
+                    name,
+                    ratio_of(Some(t), retrieve),
+                    "×",
+                    "target is PostgreSQL's",
+                    detail,
+                )
             });
         }
         for limits in [true, false] {
@@ -535,9 +586,21 @@ pub fn ratios(records: &[Record], backends: &[String], ctx: &Context) -> Vec<Rat
                     format!("register (save a card) / peer vault's add card, {lim}, {bname}, {at}");
                 let detail = pair_detail(Some(r), add, "cards saved", peer_missing);
                 out.push(if pg {
-                    Ratio::judged(name, ratio_of(Some(r), add), "×", Bound::AtLeast(2.0), detail)
+                    Ratio::judged(
+                        name,
+                        ratio_of(Some(r), add),
+                        "×",
+                        Bound::AtLeast(2.0),
+                        detail,
+                    )
                 } else {
-                    Ratio::info(name, ratio_of(Some(r), add), "×", "target is PostgreSQL's", detail)
+                    Ratio::info(
+                        name,
+                        ratio_of(Some(r), add),
+                        "×",
+                        "target is PostgreSQL's",
+                        detail,
+                    )
                 });
             }
         }
@@ -739,7 +802,13 @@ mod tests {
             rec("pgbench", "postgres", "plain payment", Some(false), 1000.0),
             rec("db-baseline", "postgres", "payment-tx", Some(true), 1500.0),
             rec("oneclick", "postgres", "token-list", Some(false), 40_000.0),
-            rec("nats-echo", "postgres", "echo token-list size", None, 50_000.0),
+            rec(
+                "nats-echo",
+                "postgres",
+                "echo token-list size",
+                None,
+                50_000.0,
+            ),
             rec("oneclick", "postgres", "register", Some(true), 1000.0),
         ];
         let ctx = Context {

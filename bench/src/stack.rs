@@ -227,8 +227,9 @@ impl Database {
     pub fn transport(&self) -> String {
         match self.kind {
             BackendKind::Sqlite => "SQLite file (in process)".into(),
-            BackendKind::Postgres => transport_of(&self.url)
-                .unwrap_or_else(|e| format!("unknown ({e})")),
+            BackendKind::Postgres => {
+                transport_of(&self.url).unwrap_or_else(|e| format!("unknown ({e})"))
+            }
         }
     }
 }
