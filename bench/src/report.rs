@@ -353,6 +353,23 @@ impl Ratio {
         }
     }
 
+    /// A figure whose target is set for PostgreSQL: judged there, shown for comparison on the
+    /// other backend.
+    pub fn postgres_target(
+        postgres: bool,
+        name: String,
+        value: Option<f64>,
+        unit: &str,
+        bound: Bound,
+        detail: String,
+    ) -> Ratio {
+        if postgres {
+            Ratio::judged(name, value, unit, bound, detail)
+        } else {
+            Ratio::info(name, value, unit, "target is PostgreSQL's", detail)
+        }
+    }
+
     pub fn verdict(&self) -> &'static str {
         match (self.bound, self.met) {
             (_, Some(true)) => "MET",
@@ -502,23 +519,14 @@ pub fn ratios(records: &[Record], backends: &[String], ctx: &Context) -> Vec<Rat
                     p.latency_ms.p50,
                     p.latency_ms.p999
                 );
-                out.push(if pg {
-                    Ratio::judged(
-                        name,
-                        Some(p.latency_ms.p99),
-                        "ms",
-                        Bound::AtMost(5.0),
-                        detail,
-                    )
-                } else {
-                    Ratio::info(
-                        name,
-                        Some(p.latency_ms.p99),
-                        "ms",
-                        "target is PostgreSQL's",
-                        detail,
-                    )
-                });
+                out.push(Ratio::postgres_target(
+                    pg,
+                    name,
+                    Some(p.latency_ms.p99),
+                    "ms",
+                    Bound::AtMost(5.0),
+                    detail,
+                ));
             }
             if bname == "sqlite" {
                 out.push(Ratio::judged(
@@ -540,43 +548,25 @@ pub fn ratios(records: &[Record], backends: &[String], ctx: &Context) -> Vec<Rat
             let echo = find(records, "nats-echo", b, "echo token-list size", None, c);
             let name = format!("token-list / raw NATS request-reply (same sizes), {bname}, {at}");
             let detail = pair_detail(Some(t), echo, "requests", "echo not run");
-            out.push(if pg {
-                Ratio::judged(
-                    name,
-                    ratio_of(Some(t), echo),
-                    "×",
-                    Bound::AtLeast(0.8),
-                    detail,
-                )
-            } else {
-                Ratio::info(
-                    name,
-                    ratio_of(Some(t), echo),
-                    "×",
-                    "target is PostgreSQL's",
-                    detail,
-                )
-            });
+            out.push(Ratio::postgres_target(
+                pg,
+                name,
+                ratio_of(Some(t), echo),
+                "×",
+                Bound::AtLeast(0.8),
+                detail,
+            ));
             let retrieve = find(records, "peer", Some("postgres"), "retrieve card", None, c);
             let name = format!("token-list / peer vault's retrieve card, {bname}, {at}");
             let detail = pair_detail(Some(t), retrieve, "requests", peer_missing);
-            out.push(if pg {
-                Ratio::judged(
-                    name,
-                    ratio_of(Some(t), retrieve),
-                    "×",
-                    Bound::AtLeast(4.0),
-                    detail,
-                )
-            } else {
-                Ratio::info(
-                    name,
-                    ratio_of(Some(t), retrieve),
-                    "×",
-                    "target is PostgreSQL's",
-                    detail,
-                )
-            });
+            out.push(Ratio::postgres_target(
+                pg,
+                name,
+                ratio_of(Some(t), retrieve),
+                "×",
+                Bound::AtLeast(4.0),
+                detail,
+            ));
         }
         for limits in [true, false] {
             let lim = if limits { "limits on" } else { "limits off" };
@@ -585,23 +575,14 @@ pub fn ratios(records: &[Record], backends: &[String], ctx: &Context) -> Vec<Rat
                 let name =
                     format!("register (save a card) / peer vault's add card, {lim}, {bname}, {at}");
                 let detail = pair_detail(Some(r), add, "cards saved", peer_missing);
-                out.push(if pg {
-                    Ratio::judged(
-                        name,
-                        ratio_of(Some(r), add),
-                        "×",
-                        Bound::AtLeast(2.0),
-                        detail,
-                    )
-                } else {
-                    Ratio::info(
-                        name,
-                        ratio_of(Some(r), add),
-                        "×",
-                        "target is PostgreSQL's",
-                        detail,
-                    )
-                });
+                out.push(Ratio::postgres_target(
+                    pg,
+                    name,
+                    ratio_of(Some(r), add),
+                    "×",
+                    Bound::AtLeast(2.0),
+                    detail,
+                ));
             }
         }
     }
