@@ -114,30 +114,7 @@ pub fn svg(records: &[Record], title: &str) -> Option<String> {
             left + pw / 2.0,
             top - 10.0
         );
-        let mut decade = lo;
-        while decade <= hi {
-            for (m, major) in [(1.0, true), (2.0, false), (5.0, false)] {
-                let v = m * 10f64.powf(decade);
-                if v > 10f64.powf(hi) * 1.001 {
-                    continue;
-                }
-                let y = y_at(v);
-                let stroke = if major { "#ccc" } else { "#eee" };
-                let _ = writeln!(
-                    s,
-                    r#"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="{stroke}"/>"#,
-                    left + pw
-                );
-                let _ = writeln!(
-                    s,
-                    r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
-                    left - 6.0,
-                    y + 4.0,
-                    fmt_tick(v)
-                );
-            }
-            decade += 1.0;
-        }
+        log_grid(&mut s, lo, hi, left, pw, &y_at);
         for c in &xs {
             let x = x_at(left, *c);
             let _ = writeln!(
@@ -292,30 +269,7 @@ pub fn cdf_svg(records: &[Record]) -> Option<String> {
             top - 10.0,
             esc(name)
         );
-        let mut decade = lo;
-        while decade <= hi {
-            for (m, major) in [(1.0, true), (2.0, false), (5.0, false)] {
-                let v = m * 10f64.powf(decade);
-                if v > 10f64.powf(hi) * 1.001 {
-                    continue;
-                }
-                let y = y_at(v);
-                let stroke = if major { "#ccc" } else { "#eee" };
-                let _ = writeln!(
-                    s,
-                    r#"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="{stroke}"/>"#,
-                    left + pw
-                );
-                let _ = writeln!(
-                    s,
-                    r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
-                    left - 6.0,
-                    y + 4.0,
-                    fmt_tick(v)
-                );
-            }
-            decade += 1.0;
-        }
+        log_grid(&mut s, lo, hi, left, pw, &y_at);
         for (q, label) in [
             (0.0, "0"),
             (0.9, "90"),
@@ -385,4 +339,33 @@ pub fn cdf_svg(records: &[Record]) -> Option<String> {
     }
     s.push_str("</svg>\n");
     Some(s)
+}
+
+/// The horizontal grid of a log-scale y axis: lines and labels at 1, 2 and 5 of each decade from
+/// `10^lo` to `10^hi` (1 darker).
+fn log_grid(s: &mut String, lo: f64, hi: f64, left: f64, pw: f64, y_at: &dyn Fn(f64) -> f64) {
+    let mut decade = lo;
+    while decade <= hi {
+        for (m, major) in [(1.0, true), (2.0, false), (5.0, false)] {
+            let v = m * 10f64.powf(decade);
+            if v > 10f64.powf(hi) * 1.001 {
+                continue;
+            }
+            let y = y_at(v);
+            let stroke = if major { "#ccc" } else { "#eee" };
+            let _ = writeln!(
+                s,
+                r#"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="{stroke}"/>"#,
+                left + pw
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+                left - 6.0,
+                y + 4.0,
+                fmt_tick(v)
+            );
+        }
+        decade += 1.0;
+    }
 }
