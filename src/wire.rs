@@ -6,6 +6,7 @@
 //! - [`merchant`]: the merchant web services (token list/removal byte-exact with the original,
 //!   Token Pay, order state, customers);
 //! - [`command`]: the durable JetStream command envelope (never card data) and its events;
+//! - [`customer`]: the customer reference those bodies share, with the original's spellings;
 //! - [`fault`]: the original's fault shape.
 //!
 //! Invariants:
@@ -18,6 +19,7 @@
 //! [`SecretString`]: oneclick_actors::engine::requests::SecretString
 
 pub mod command;
+pub mod customer;
 pub mod de;
 pub mod fault;
 pub mod gateway;
@@ -28,6 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use command::{CommandEnvelope, CommandEvent, CommandKind, DeadLetter};
+pub use customer::{CustomerRef, MerchantCustomerRef, OptionalCustomerRef};
 pub use fault::{FaultBody, FaultReply};
 
 /// Parses a request body: oversize → `RequestTooLarge`, a missing mandatory field →

@@ -27,7 +27,7 @@ use oneclick::wire::merchant::{
     MerchantAuth, OrderStateBody, OrderStateReply, PaymentTokenFields, StatusReply, TokenListBody,
     TokenListItem, TokenListReply, TokenPayBody, TokenRemoveBody,
 };
-use oneclick::wire::{FaultBody, FaultReply, HealthReply};
+use oneclick::wire::{FaultBody, FaultReply, HealthReply, OptionalCustomerRef};
 use oneclick_actors::domain::{CustomerStatus, OrderKind, OrderState, ResponseCode};
 use oneclick_actors::engine::requests::SecretString;
 use oneclick_actors::fault::{Fault, Language};
@@ -77,7 +77,7 @@ fn order() -> OrderFields {
         order_number: "A-1".into(),
         order_amount: "10.34".into(),
         order_currency: "RUB".into(),
-        customer_number: Some("1234".into()),
+        customer: OptionalCustomerRef::some("1234"),
         signature: Some("c2ln".into()),
     }
 }
@@ -143,7 +143,7 @@ fn commands() -> [Command; 4] {
             order_number: "A-1".into(),
             order_amount: "10.34".into(),
             order_currency: "RUB".into(),
-            customer_number: "1234".into(),
+            customer: "1234".into(),
             token: "T".into(),
             signature: Some("c2ln".into()),
         }),
@@ -154,11 +154,11 @@ fn commands() -> [Command; 4] {
             order_currency: "RUB".into(),
         }),
         Command::DeleteCard(DeleteCardCommand {
-            customer_number: "1234".into(),
+            customer: "1234".into(),
             token: "T".into(),
         }),
         Command::SetStatus(SetStatusCommand {
-            customer_number: "1234".into(),
+            customer: "1234".into(),
             status: "deny".into(),
         }),
     ]
@@ -215,7 +215,7 @@ fn cases() -> Vec<Case> {
             message: "DeleteCardRequest",
             full: to_json(&DeleteCardBody {
                 merchant_id: 452739,
-                customer_number: "1234".into(),
+                customer: "1234".into(),
                 token: "T".into(),
                 command_id: Some("k".into()),
                 language: Some("EN".into()),
@@ -255,7 +255,7 @@ fn cases() -> Vec<Case> {
             message: "TokenListRequest",
             full: to_json(&TokenListBody {
                 merchant: merchant(),
-                customer_number: "1234".into(),
+                customer: "1234".into(),
                 language: Some("RU".into()),
             }),
             parse: round_trip::<TokenListBody>,
@@ -279,7 +279,7 @@ fn cases() -> Vec<Case> {
             message: "TokenRemoveRequest",
             full: to_json(&TokenRemoveBody {
                 merchant: merchant(),
-                customer_number: "1234".into(),
+                customer: "1234".into(),
                 token: "T".into(),
                 command_id: Some("k".into()),
                 language: Some("RU".into()),
@@ -296,7 +296,7 @@ fn cases() -> Vec<Case> {
                 token_type: 5,
                 payment_token: PaymentTokenFields {
                     token: "T".into(),
-                    customer_number: "1234".into(),
+                    customer: "1234".into(),
                 },
                 signature: Some("c2ln".into()),
                 language: Some("EN".into()),
@@ -368,7 +368,7 @@ fn cases() -> Vec<Case> {
             message: "CustomerStatusRequest",
             full: to_json(&CustomerStatusBody {
                 merchant: merchant(),
-                customer_number: "1234".into(),
+                customer: "1234".into(),
                 status: "deny".into(),
                 command_id: Some("k".into()),
                 language: Some("EN".into()),

@@ -555,7 +555,7 @@ impl SignArgs {
             order_number,
             order_amount: order.amount.clone(),
             order_currency: order.currency.clone(),
-            customer_number: customer.map(str::to_owned),
+            customer: customer.map(str::to_owned).into(),
             signature,
         })
     }
@@ -699,7 +699,7 @@ pub fn plan(args: &ClientArgs, subjects: &Subjects, partitions: u32) -> anyhow::
         } => {
             let body = DeleteCardBody {
                 merchant_id: merchant.merchant,
-                customer_number: customer.clone(),
+                customer: customer.as_str().into(),
                 token: token.clone(),
                 command_id: command_id.clone(),
                 language,
@@ -713,7 +713,7 @@ pub fn plan(args: &ClientArgs, subjects: &Subjects, partitions: u32) -> anyhow::
         } => {
             let body = TokenListBody {
                 merchant: auth.merchant_auth(merchant.merchant)?,
-                customer_number: customer.clone(),
+                customer: customer.as_str().into(),
                 language,
             };
             request(mc(merchant, MerchantEndpoint::TokenList), &body)
@@ -727,7 +727,7 @@ pub fn plan(args: &ClientArgs, subjects: &Subjects, partitions: u32) -> anyhow::
         } => {
             let body = TokenRemoveBody {
                 merchant: auth.merchant_auth(merchant.merchant)?,
-                customer_number: customer.clone(),
+                customer: customer.as_str().into(),
                 token: token.clone(),
                 command_id: command_id.clone(),
                 language,
@@ -751,7 +751,7 @@ pub fn plan(args: &ClientArgs, subjects: &Subjects, partitions: u32) -> anyhow::
                 token_type: 5,
                 payment_token: PaymentTokenFields {
                     token: token.clone(),
-                    customer_number: customer.clone(),
+                    customer: customer.as_str().into(),
                 },
                 signature: fields.signature,
                 language,
@@ -795,7 +795,7 @@ pub fn plan(args: &ClientArgs, subjects: &Subjects, partitions: u32) -> anyhow::
         } => {
             let body = CustomerStatusBody {
                 merchant: auth.merchant_auth(merchant.merchant)?,
-                customer_number: customer.clone(),
+                customer: customer.as_str().into(),
                 status: status.clone(),
                 command_id: command_id.clone(),
                 language,
@@ -852,7 +852,7 @@ impl CommandArgs {
                     order_number: fields.order_number,
                     order_amount: fields.order_amount,
                     order_currency: fields.order_currency,
-                    customer_number: customer,
+                    customer: customer.into(),
                     token: need(&self.token, "--token")?,
                     signature: fields.signature,
                 })
@@ -864,11 +864,11 @@ impl CommandArgs {
                 order_currency: self.order.currency.clone(),
             }),
             CommandKind::DeleteCard => Command::DeleteCard(DeleteCardCommand {
-                customer_number: need(&self.customer, "--customer")?,
+                customer: need(&self.customer, "--customer")?.into(),
                 token: need(&self.token, "--token")?,
             }),
             CommandKind::SetStatus => Command::SetStatus(SetStatusCommand {
-                customer_number: need(&self.customer, "--customer")?,
+                customer: need(&self.customer, "--customer")?.into(),
                 status: need(&self.status, "--status")?,
             }),
         };

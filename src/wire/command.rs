@@ -17,6 +17,7 @@ use oneclick_actors::engine::requests::{
 use oneclick_actors::fault::{Fault, Language};
 use serde::{Deserialize, Serialize};
 
+use super::customer::CustomerRef;
 use super::fault::FaultBody;
 use super::{check_merchant_id, de};
 use crate::subjects::{self, Subjects};
@@ -62,12 +63,8 @@ pub struct TokenPayCommand {
     pub order_amount: String,
     #[serde(alias = "currency", alias = "orderCurrency")]
     pub order_currency: String,
-    #[serde(
-        alias = "customerNumber",
-        alias = "customernumber",
-        deserialize_with = "de::text"
-    )]
-    pub customer_number: String,
+    #[serde(flatten)]
+    pub customer: CustomerRef,
     pub token: String,
     /// R2 signature over the order, when the publisher has one.
     #[serde(default)]
@@ -90,24 +87,16 @@ pub struct RecurringChargeCommand {
 /// Deletes a saved card (R10).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteCardCommand {
-    #[serde(
-        alias = "customerNumber",
-        alias = "customernumber",
-        deserialize_with = "de::text"
-    )]
-    pub customer_number: String,
+    #[serde(flatten)]
+    pub customer: CustomerRef,
     pub token: String,
 }
 
 /// Sets or clears a customer's flags (R6).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetStatusCommand {
-    #[serde(
-        alias = "customerNumber",
-        alias = "customernumber",
-        deserialize_with = "de::text"
-    )]
-    pub customer_number: String,
+    #[serde(flatten)]
+    pub customer: CustomerRef,
     /// `deny`, `fraud`, `active`, `clear_deny`, `clear_fraud`, `leave`.
     pub status: String,
 }
@@ -156,9 +145,9 @@ impl CommandEnvelope {
     /// What decides the partition: the customer, or the agreement of a recurring charge.
     pub fn partition_key(&self) -> String {
         match &self.command {
-            Command::TokenPay(c) => subjects::customer_partition_key(&c.customer_number),
-            Command::DeleteCard(c) => subjects::customer_partition_key(&c.customer_number),
-            Command::SetStatus(c) => subjects::customer_partition_key(&c.customer_number),
+            Command::TokenPay(c) => subjects::customer_partition_key(c.customer.as_str()),
+            Command::DeleteCard(c) => subjects::customer_partition_key(c.customer.as_str()),
+            Command::SetStatus(c) => subjects::customer_partition_key(c.customer.as_str()),
             Command::RecurringCharge(c) => {
                 subjects::agreement_partition_key(self.merchant_id, &c.initial_order_number)
             }
@@ -201,7 +190,7 @@ impl CommandEnvelope {
                     order_number: c.order_number,
                     amount: c.order_amount,
                     currency: c.order_currency,
-                    customer_number: Some(c.customer_number),
+                    customer_number: Some(c.customer.into_string()),
                     signature: c.signature,
                 },
                 token_type: 5,
@@ -218,14 +207,14 @@ impl CommandEnvelope {
             }
             Command::DeleteCard(c) => CommandRequest::DeleteCard(DeleteCardRequest {
                 merchant_id,
-                customer_number: c.customer_number,
+                customer_number: c.customer.into_string(),
                 token: c.token,
                 command_id: Some(command_id),
                 actor: AuditActor::gateway(),
             }),
             Command::SetStatus(c) => CommandRequest::SetStatus(SetStatusRequest {
                 merchant_id,
-                customer_number: c.customer_number,
+                customer_number: c.customer.into_string(),
                 status: c.status,
                 command_id: Some(command_id),
                 actor: AuditActor::gateway(),
@@ -312,7 +301,7 @@ mod tests {
                 order_number: "o-9".into(),
                 order_amount: "1.00".into(),
                 order_currency: "RUB".into(),
-                customer_number: customer.into(),
+                customer: customer.into(),
                 token: "T".into(),
                 signature: None,
             }),
@@ -354,7 +343,7 @@ mod tests {
             command_id: "c-1".into(),
             merchant_id: 452739,
             command: Command::SetStatus(SetStatusCommand {
-                customer_number: "1234".into(),
+                customer: "1234".into(),
                 status: "deny".into(),
             }),
         };
@@ -429,7 +418,7 @@ mod tests {
             command_id: "a".into(),
             merchant_id: 1,
             command: Command::SetStatus(SetStatusCommand {
-                customer_number: "12<3".into(),
+                customer: "12<3".into(),
                 status: "deny".into(),
             }),
         };
@@ -437,7 +426,7 @@ mod tests {
             command_id: "b".into(),
             merchant_id: 2,
             command: Command::DeleteCard(DeleteCardCommand {
-                customer_number: "123".into(),
+                customer: "123".into(),
                 token: "T".into(),
             }),
         };

@@ -33,6 +33,19 @@ pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     d.deserialize_any(TextVisitor)
 }
 
+/// [`text`] as a type, for a field whose absence its type decides: a missing `Text` is a missing
+/// field, a missing `Option<Text>` is `None` (inside a flattened struct, where `#[serde(default)]`
+/// cannot tell the two apart). Serializes as a JSON string.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Text(pub String);
+
+impl<'de> serde::Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        text(d).map(Text)
+    }
+}
+
 /// Optional [`text`]; `null` is absent.
 pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     d.deserialize_option(OptionOf(TextVisitor))

@@ -17,6 +17,7 @@ use oneclick_actors::engine::requests::{
 use oneclick_actors::fault::{Fault, Language};
 use serde::{Deserialize, Serialize};
 
+use super::customer::{CustomerRef, OptionalCustomerRef};
 use super::{check_merchant_id, de, parse_language, Localized};
 
 /// The order part of every gateway payment request.
@@ -40,13 +41,8 @@ pub struct OrderFields {
     #[serde(alias = "currency", alias = "orderCurrency")]
     pub order_currency: String,
     /// Present for One Click (R1); absent for a plain or recurring payment.
-    #[serde(
-        default,
-        alias = "customerNumber",
-        alias = "customernumber",
-        deserialize_with = "de::opt_text"
-    )]
-    pub customer_number: Option<String>,
+    #[serde(flatten)]
+    pub customer: OptionalCustomerRef,
     /// Base64 HMAC-SHA256 over `merchant_id;order_number;order_amount;order_currency;customer_number` (R2).
     #[serde(default)]
     pub signature: Option<String>,
@@ -59,7 +55,7 @@ impl OrderFields {
             order_number: self.order_number,
             amount: self.order_amount,
             currency: self.order_currency,
-            customer_number: self.customer_number,
+            customer_number: self.customer.into_option(),
             signature: self.signature,
         })
     }
@@ -171,7 +167,7 @@ impl OfferBody {
     /// `customer_number` is mandatory here: without it there is nothing to offer.
     pub fn into_request(self) -> Result<OfferRequest, Fault> {
         parse_language(self.language.as_deref())?;
-        if self.order.customer_number.is_none() {
+        if self.order.customer.as_deref().is_none() {
             return Err(Fault::MissingField);
         }
         Ok(OfferRequest {
@@ -259,12 +255,8 @@ pub struct DeleteCardBody {
         deserialize_with = "de::merchant_id"
     )]
     pub merchant_id: i64,
-    #[serde(
-        alias = "customerNumber",
-        alias = "customernumber",
-        deserialize_with = "de::text"
-    )]
-    pub customer_number: String,
+    #[serde(flatten)]
+    pub customer: CustomerRef,
     pub token: String,
     /// R16: a repeat with the same id returns the first result.
     #[serde(default, alias = "commandId")]
@@ -278,7 +270,7 @@ impl DeleteCardBody {
         parse_language(self.language.as_deref())?;
         Ok(DeleteCardRequest {
             merchant_id: check_merchant_id(self.merchant_id)?,
-            customer_number: self.customer_number,
+            customer_number: self.customer.into_string(),
             token: self.token,
             command_id: self.command_id,
             actor: AuditActor::gateway(),

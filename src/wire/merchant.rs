@@ -21,6 +21,7 @@ use oneclick_actors::engine::requests::{
 use oneclick_actors::fault::{Fault, Language};
 use serde::{Deserialize, Serialize};
 
+use super::customer::{CustomerRef, MerchantCustomerRef};
 use super::gateway::CardView;
 use super::{check_merchant_id, de, parse_language, Localized};
 
@@ -91,13 +92,8 @@ pub struct MerchantCall<R> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenListBody {
     pub merchant: MerchantAuth,
-    #[serde(
-        rename = "customernumber",
-        alias = "customer_number",
-        alias = "customerNumber",
-        deserialize_with = "de::text"
-    )]
-    pub customer_number: String,
+    #[serde(flatten)]
+    pub customer: MerchantCustomerRef,
     #[serde(default)]
     pub language: Option<String>,
 }
@@ -112,7 +108,7 @@ impl TokenListBody {
             subject_merchant_id,
             |credentials| TokenListRequest {
                 merchant_id: credentials.merchant_id,
-                customer_number: self.customer_number,
+                customer_number: self.customer.into_string(),
             },
         )
     }
@@ -122,13 +118,8 @@ impl TokenListBody {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRemoveBody {
     pub merchant: MerchantAuth,
-    #[serde(
-        rename = "customernumber",
-        alias = "customer_number",
-        alias = "customerNumber",
-        deserialize_with = "de::text"
-    )]
-    pub customer_number: String,
+    #[serde(flatten)]
+    pub customer: MerchantCustomerRef,
     pub token: String,
     /// Our addition (R16): a repeat with the same id returns the first result.
     #[serde(default, alias = "commandId")]
@@ -147,7 +138,7 @@ impl TokenRemoveBody {
             subject_merchant_id,
             |credentials| DeleteCardRequest {
                 merchant_id: credentials.merchant_id,
-                customer_number: self.customer_number,
+                customer_number: self.customer.into_string(),
                 token: self.token,
                 command_id: self.command_id,
                 actor: AuditActor::merchant(credentials.merchant_id, &credentials.login),
@@ -160,12 +151,8 @@ impl TokenRemoveBody {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentTokenFields {
     pub token: String,
-    #[serde(
-        alias = "customerNumber",
-        alias = "customernumber",
-        deserialize_with = "de::text"
-    )]
-    pub customer_number: String,
+    #[serde(flatten)]
+    pub customer: CustomerRef,
 }
 
 /// `<p>.v1.merchant.<id>.token.pay`: Token Pay (R14), customer-initiated, no CVC.
@@ -208,7 +195,7 @@ impl TokenPayBody {
                     order_number: self.order_number,
                     amount: self.order_amount,
                     currency: self.order_currency,
-                    customer_number: Some(self.payment_token.customer_number),
+                    customer_number: Some(self.payment_token.customer.into_string()),
                     signature: self.signature,
                 },
                 token_type: self.token_type,
@@ -288,13 +275,8 @@ impl CustomersListBody {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerStatusBody {
     pub merchant: MerchantAuth,
-    #[serde(
-        rename = "customernumber",
-        alias = "customer_number",
-        alias = "customerNumber",
-        deserialize_with = "de::text"
-    )]
-    pub customer_number: String,
+    #[serde(flatten)]
+    pub customer: MerchantCustomerRef,
     /// `deny`, `fraud`, `active` (clears both), `clear_deny`, `clear_fraud`, `leave`.
     pub status: String,
     #[serde(default, alias = "commandId")]
@@ -313,7 +295,7 @@ impl CustomerStatusBody {
             subject_merchant_id,
             |credentials| SetStatusRequest {
                 merchant_id: credentials.merchant_id,
-                customer_number: self.customer_number,
+                customer_number: self.customer.into_string(),
                 status: self.status,
                 command_id: self.command_id,
                 actor: AuditActor::merchant(credentials.merchant_id, &credentials.login),

@@ -29,7 +29,7 @@ use crate::wire::gateway::{
     CardFields, DeleteCardBody, OfferBody, OfferReply, OrderFields, PayBody, PaySavedBody,
     PaymentReply, RecurringFields, TokenRemovedReply,
 };
-use crate::wire::{FaultBody, FaultReply};
+use crate::wire::{FaultBody, FaultReply, OptionalCustomerRef};
 
 /// Why a gateway call has no normal reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,7 +152,7 @@ impl Gateway {
             order_number: order.order_number.clone(),
             order_amount: order.amount.clone(),
             order_currency: self.currency.clone(),
-            customer_number: Some(order.customer_number.clone()),
+            customer: OptionalCustomerRef::some(order.customer_number.clone()),
             signature: Some(signature::sign(&self.key, &message)),
         }
     }
@@ -242,7 +242,7 @@ impl Gateway {
     ) -> Result<TokenRemovedReply, GatewayError> {
         let body = DeleteCardBody {
             merchant_id: self.merchant_id,
-            customer_number: customer_number.to_string(),
+            customer: customer_number.into(),
             token: token.to_string(),
             command_id: Some(command_id.to_string()),
             language: Some("EN".into()),
