@@ -41,6 +41,7 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
         active_customers: ctx.engine.active_customers(),
         pool: ctx.engine.pool_state(),
         batches: ctx.engine.batch_stats(),
+        round_trips: oneclick_actors::vault::connection::round_trips(),
         login: ctx.engine.login_counters(),
     })
 }

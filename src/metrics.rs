@@ -26,6 +26,7 @@ pub struct Metrics {
     pool_idle: IntGauge,
     batches: IntGauge,
     batch_steps: IntGauge,
+    round_trips: IntGauge,
     login: LoginMetrics,
 }
 
@@ -99,6 +100,8 @@ pub struct EngineGauges {
     pub pool: (u32, u32),
     /// (transactions, payment steps, failed batches)
     pub batches: (u64, u64, u64),
+    /// Database round trips of the vault's pooled connections (`vault::connection::round_trips`).
+    pub round_trips: u64,
     pub login: LoginCounters,
 }
 
@@ -188,7 +191,17 @@ impl Metrics {
             "group_commit_steps",
             "Payment steps written by group commit since start",
         );
-        for g in [&pool_connections, &pool_idle, &batches, &batch_steps] {
+        let round_trips = gauge(
+            "vault_round_trips",
+            "Database round trips of the vault's pooled connections since start (statements and preparations)",
+        );
+        for g in [
+            &pool_connections,
+            &pool_idle,
+            &batches,
+            &batch_steps,
+            &round_trips,
+        ] {
             let _ = registry.register(Box::new(g.clone()));
         }
         for c in [
@@ -219,6 +232,7 @@ impl Metrics {
             pool_idle,
             batches,
             batch_steps,
+            round_trips,
         }
     }
 
@@ -265,6 +279,7 @@ impl Metrics {
         self.pool_idle.set(i64::from(engine.pool.1));
         self.batches.set(engine.batches.0 as i64);
         self.batch_steps.set(engine.batches.1 as i64);
+        self.round_trips.set(engine.round_trips as i64);
         self.login.set(&engine.login);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

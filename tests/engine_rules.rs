@@ -985,6 +985,14 @@ async fn r12_a_payment_over_the_day_limit_is_declined_with_as105_without_asking_
         .await
         .unwrap()
         .is_approved());
+    // A customer's first payment (the customer is created by it: no turnover to sum) is
+    // checked against the limit on its own.
+    let first = h.pay_new(A, "c3", "1000.01", VISA_OK, None).await.unwrap();
+    assert_eq!(
+        (first.order_state, first.response_code),
+        (OrderState::Declined, ResponseCode::AS105)
+    );
+    assert_eq!(h.acquirer.calls(), calls + 2, "the acquirer was not asked");
 }
 
 async fn r12_declined_amounts_are_released_and_timed_out_amounts_kept(h: Harness) {

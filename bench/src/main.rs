@@ -54,7 +54,7 @@ use profile::Profiler;
 use report::Record;
 use rng::KeyPicker;
 use scenario::{Builder, Customer, Request, Scenario};
-use stack::{BackendKind, Database, NatsServer, OneClick, Tools};
+use stack::{BackendKind, Database, NatsServer, OneClick, Tools, VaultCounters};
 
 fn main() -> ExitCode {
     let args = Args::parse().normalized();
@@ -630,7 +630,7 @@ async fn sweep(env: &mut Env, notes: &mut SweepNotes) -> anyhow::Result<Vec<Reco
                     }
                     let label = format!("{b} {} lim-{lim} c={c}", scenario.as_str());
                     let makers = env.makers(scenario, &side.customers, c);
-                    let before = side.app.group_commit();
+                    let before = side.app.vault_counters();
                     let m = load::run_nats(
                         &label,
                         env.clients_for(c),
@@ -641,8 +641,8 @@ async fn sweep(env: &mut Env, notes: &mut SweepNotes) -> anyhow::Result<Vec<Reco
                         side.profiler.as_ref(),
                     )
                     .await?;
-                    env.notes
-                        .extend(group_commit_note(&label, before, side.app.group_commit()));
+                    let after = side.app.vault_counters();
+                    env.notes.extend(group_commit_note(&label, before, after));
                     sizes.insert(scenario, (m.request_bytes, m.reply_bytes));
                     records.push(
                         Record::new(
@@ -653,7 +653,8 @@ async fn sweep(env: &mut Env, notes: &mut SweepNotes) -> anyhow::Result<Vec<Reco
                             side.customers.len(),
                             &m,
                         )
-                        .with_limits(side.limits),
+                        .with_limits(side.limits)
+                        .with_round_trips(round_trips(before, after)),
                     );
                     env.save_histogram(&label, &m);
                 }
@@ -906,7 +907,7 @@ async fn half_peak(
     let lim = if side.limits { "on" } else { "off" };
     let label = format!("{b} pay-token lim-{lim} paced {rate:.0}/s");
     let makers = env.makers(Scenario::PayToken, &side.customers, c);
-    let before = side.app.group_commit();
+    let before = side.app.vault_counters();
     let m = load::run_nats(
         &label,
         env.clients_for(c),
@@ -917,8 +918,8 @@ async fn half_peak(
         None,
     )
     .await?;
-    env.notes
-        .extend(group_commit_note(&label, before, side.app.group_commit()));
+    let after = side.app.vault_counters();
+    env.notes.extend(group_commit_note(&label, before, after));
     env.save_histogram(&label, &m);
     let mut r = Record::new(
         "oneclick-paced",
@@ -928,24 +929,30 @@ async fn half_peak(
         side.customers.len(),
         &m,
     )
-    .with_limits(side.limits);
+    .with_limits(side.limits)
+    .with_round_trips(round_trips(before, after));
     r.target_rate = Some(rate);
     Ok(Some(r))
 }
 
 /// How many payment steps shared a transaction during a run (from oneclick's counters before
 /// and after it, warm-up included: a ratio, not a rate). `None` for runs that wrote nothing.
+/// Database round trips per request between two readings of the service's counters.
+fn round_trips(before: Option<VaultCounters>, after: Option<VaultCounters>) -> Option<f64> {
+    before?.round_trips_per_request(&after?)
+}
+
 fn group_commit_note(
     label: &str,
-    before: Option<(f64, f64)>,
-    after: Option<(f64, f64)>,
+    before: Option<VaultCounters>,
+    after: Option<VaultCounters>,
 ) -> Option<String> {
-    let ((t0, s0), (t1, s1)) = (before?, after?);
-    (t1 > t0).then(|| {
+    let (a, b) = (before?, after?);
+    (b.transactions > a.transactions).then(|| {
         format!(
             "group commit, {label}: {:.1} payment steps per transaction ({:.0} transactions)",
-            (s1 - s0) / (t1 - t0),
-            t1 - t0
+            (b.steps - a.steps) / (b.transactions - a.transactions),
+            b.transactions - a.transactions
         )
     })
 }

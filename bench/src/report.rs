@@ -59,6 +59,10 @@ pub struct Record {
     pub request_bytes: f64,
     pub reply_bytes: f64,
     pub window_secs: f64,
+    /// oneclick's database round trips per request (`oneclick_vault_round_trips` over
+    /// `oneclick_requests_total`, both read before and after the run, warm-up included);
+    /// `None` for the baselines.
+    pub db_round_trips_per_request: Option<f64>,
 }
 
 impl Record {
@@ -116,7 +120,14 @@ impl Record {
             request_bytes: m.request_bytes,
             reply_bytes: m.reply_bytes,
             window_secs: m.window_secs,
+            db_round_trips_per_request: None,
         }
+    }
+
+    /// With oneclick's database round trips per request in this run.
+    pub fn with_round_trips(mut self, per_request: Option<f64>) -> Record {
+        self.db_round_trips_per_request = per_request;
+        self
     }
 
     /// With the merchant's limits setting (payment scenarios run both ways).
@@ -156,14 +167,14 @@ pub fn table(records: &[Record]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<14} {:<8} {:<22} {:>3} {:>4} {:>9} {:>6} {:>7} {:>7} {:>7} {:>8} {:>9} | {:>10} {:>5} {:>5} {:>5} {:>5} | {:>9}",
-        "group", "backend", "scenario", "lim", "conc", "req/s", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "p99.99 ms", "cpu s: svc", "nats", "db", "bench", "other", "µs cpu/req"
+        "{:<14} {:<8} {:<22} {:>3} {:>4} {:>9} {:>6} {:>7} {:>7} {:>7} {:>8} {:>9} | {:>10} {:>5} {:>5} {:>5} {:>5} | {:>9} {:>9}",
+        "group", "backend", "scenario", "lim", "conc", "req/s", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "p99.99 ms", "cpu s: svc", "nats", "db", "bench", "other", "µs cpu/req", "db rt/req"
     );
     for r in records {
         let errors: u64 = r.errors.values().sum();
         let _ = writeln!(
             s,
-            "{:<14} {:<8} {:<22} {:>3} {:>4} {:>9} {:>6} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>9} | {:>10} {:>5} {:>5} {:>5} {:>5} | {:>9.0}",
+            "{:<14} {:<8} {:<22} {:>3} {:>4} {:>9} {:>6} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>9} | {:>10} {:>5} {:>5} {:>5} {:>5} | {:>9.0} {:>9}",
             truncate(&r.group, 14),
             r.backend.as_deref().unwrap_or("-"),
             truncate(&r.scenario, 22),
@@ -186,6 +197,8 @@ pub fn table(records: &[Record]) -> String {
             opt(r.cpu_seconds.bench),
             opt(r.cpu_seconds.other),
             r.cpu_us_per_request.get("total").copied().unwrap_or(0.0),
+            r.db_round_trips_per_request
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.2}")),
         );
     }
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();

@@ -451,9 +451,9 @@ impl OneClick {
         Ok(serde_json::from_slice(&reply.payload)?)
     }
 
-    /// The group-commit counters of the service's `/metrics`: (transactions, payment steps)
-    /// since it started. `None` if they cannot be read.
-    pub fn group_commit(&self) -> Option<(f64, f64)> {
+    /// The vault counters of the service's `/metrics` since it started. `None` if they cannot
+    /// be read.
+    pub fn vault_counters(&self) -> Option<VaultCounters> {
         use std::io::{Read as _, Write as _};
         let addr = &self
             .env
@@ -469,10 +469,17 @@ impl OneClick {
             text.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         };
-        Some((
-            value("oneclick_group_commit_transactions")?,
-            value("oneclick_group_commit_steps")?,
-        ))
+        Some(VaultCounters {
+            transactions: value("oneclick_group_commit_transactions")?,
+            steps: value("oneclick_group_commit_steps")?,
+            round_trips: value("oneclick_vault_round_trips")?,
+            // Summed over its labels (endpoint, outcome).
+            requests: text
+                .lines()
+                .filter_map(|l| l.strip_prefix("oneclick_requests_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -483,6 +490,27 @@ impl OneClick {
         if let Some(mut child) = self.child.take() {
             terminate(&mut child, Duration::from_secs(30));
         }
+    }
+}
+
+/// Counters of the service read at one instant (`OneClick::vault_counters`).
+#[derive(Debug, Clone, Copy)]
+pub struct VaultCounters {
+    /// Group-commit transactions and the payment steps in them.
+    pub transactions: f64,
+    pub steps: f64,
+    /// Database round trips of the vault's connections (`oneclick_vault_round_trips`).
+    pub round_trips: f64,
+    /// Requests answered (`oneclick_requests_total`, every endpoint and outcome).
+    pub requests: f64,
+}
+
+impl VaultCounters {
+    /// Database round trips per request answered between `self` and `later`, warm-up included
+    /// (both counters are read at the same two instants).
+    pub fn round_trips_per_request(&self, later: &VaultCounters) -> Option<f64> {
+        let requests = later.requests - self.requests;
+        (requests > 0.0).then(|| (later.round_trips - self.round_trips) / requests)
     }
 }
 

@@ -1,11 +1,12 @@
 //! Connections to the vault database: one [`AnyConnection`] type over PostgreSQL and SQLite, an
 //! r2d2 pool whose manager picks the backend from the URL scheme (never by trial: a PostgreSQL URL
 //! whose server is down must fail, not silently create an SQLite file), per-connection SQLite
-//! pragmas, and the embedded migrations of both flavours.
+//! pragmas, the embedded migrations of both flavours, and the count of database round trips.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -157,6 +158,44 @@ pub(crate) fn lock_for_writing(conn: &mut AnyConnection) -> Result<(), VaultErro
     Ok(())
 }
 
+/// Database round trips of every pooled connection since the process started.
+static ROUND_TRIPS: AtomicU64 = AtomicU64::new(0);
+
+/// How many round trips the vault's pooled connections have made to the database since start:
+/// every statement (`BEGIN`, `COMMIT` and savepoints included; a simple query of several
+/// statements is one) and every preparation of a statement for the cache (PostgreSQL sends it
+/// before the statement's first run). On SQLite each is a library call, not a network round
+/// trip, but counted the same. Exported as `oneclick_vault_round_trips`; the benchmark divides
+/// it by the operations of each window (docs/performance.md).
+pub fn round_trips() -> u64 {
+    ROUND_TRIPS.load(Ordering::Relaxed)
+}
+
+/// A pooled connection that answered a statement this recently is not checked on checkout.
+pub const VALIDATION_BYPASS: Duration = Duration::from_millis(500);
+
+/// Diesel instrumentation of every pooled connection: counts its round trips ([`round_trips`])
+/// and remembers when it last answered a statement without error (for [`Manager::is_valid`]).
+/// It never looks at a query's text or binds: they can hold card data.
+#[derive(Default)]
+struct Watch {
+    last_ok: Option<Instant>,
+}
+
+impl Instrumentation for Watch {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        match event {
+            InstrumentationEvent::StartQuery { .. } | InstrumentationEvent::CacheQuery { .. } => {
+                ROUND_TRIPS.fetch_add(1, Ordering::Relaxed);
+            }
+            InstrumentationEvent::FinishQuery { error: None, .. } => {
+                self.last_ok = Some(Instant::now());
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Removes anything that looks like `user:password@` from an error text.
 fn redact_url(text: &str) -> String {
     match (text.find("://"), text.find('@')) {
@@ -179,15 +218,31 @@ impl r2d2::ManageConnection for Manager {
     type Error = VaultError;
 
     fn connect(&self) -> Result<AnyConnection, VaultError> {
-        self.url.connect()
+        let mut conn = self.url.connect()?;
+        conn.set_instrumentation(Watch::default());
+        Ok(conn)
     }
 
+    /// On checkout. A connection that answered a statement within [`VALIDATION_BYPASS`] is
+    /// handed out as is; an older one is asked `SELECT 1` first (HikariCP's "alive bypass
+    /// window": the check is one round trip, and a connection that just answered is as alive as
+    /// a check would show a moment later).
     fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), VaultError> {
+        let recently_ok = conn
+            .instrumentation()
+            .downcast_ref::<Watch>()
+            .and_then(|w| w.last_ok)
+            .is_some_and(|t| t.elapsed() < VALIDATION_BYPASS);
+        if recently_ok {
+            return Ok(());
+        }
         conn.batch_execute("SELECT 1").map_err(VaultError::from)
     }
 
-    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
-        false
+    /// On return to the pool: a connection whose transaction state diesel could not restore
+    /// (a failed `ROLLBACK`) is dropped instead of handed out again.
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        diesel::r2d2::R2D2Connection::is_broken(conn)
     }
 }
 

@@ -79,6 +79,8 @@ pub(crate) fn record_command(
 pub(crate) struct LockedCustomer {
     pub id: i64,
     pub fraud: bool,
+    /// Inserted by this transaction: it has no orders and no cards yet.
+    pub created: bool,
 }
 
 /// Takes the customer's write lock by bumping its version (see the vault header); creates the
@@ -107,7 +109,11 @@ fn bump_customer(
         customer_number,
     };
     let row: Option<(i64, bool)> = on_backend!(&mut *conn, |c| update.get_result(c).optional())?;
-    Ok(row.map(|(id, fraud)| LockedCustomer { id, fraud }))
+    Ok(row.map(|(id, fraud)| LockedCustomer {
+        id,
+        fraud,
+        created: false,
+    }))
 }
 
 /// Creates the customer a lock found missing and returns it locked.
@@ -126,23 +132,39 @@ pub(crate) fn create_customer(
         on_backend!(&mut *conn, |c| insert.get_result(c).optional())?;
     match created {
         // Ours, uncommitted: nobody else can see it, let alone hold it.
-        Some((id, fraud)) => Ok(LockedCustomer { id, fraud }),
+        Some((id, fraud)) => Ok(LockedCustomer {
+            id,
+            fraud,
+            created: true,
+        }),
         // A concurrent creator's, whose commit we waited for.
         None => bump_customer(conn, union_id, customer_number)?
             .ok_or_else(|| VaultError::Corrupt("customer neither inserted nor found".into())),
     }
 }
 
-/// Same lock by id. Returns the customer's `(deny, fraud)` flags as committed, or `None` if
+/// A customer locked by id: its flags as committed (R6) and its number, read under the lock.
+#[derive(Debug, Clone)]
+pub(crate) struct LockedById {
+    pub deny: bool,
+    pub fraud: bool,
+    pub customer_number: String,
+}
+
+/// Same lock by id, in the same statement reading what a save under the lock needs; `None` if
 /// there is no such customer.
 pub(crate) fn lock_customer_id(
     conn: &mut AnyConnection,
     customer_id: i64,
-) -> Result<Option<(bool, bool)>, VaultError> {
+) -> Result<Option<LockedById>, VaultError> {
     let update = super::prepared::BumpCustomerId { id: customer_id };
-    Ok(on_backend!(&mut *conn, |c| update
-        .get_result(c)
-        .optional())?)
+    let row: Option<(bool, bool, String)> =
+        on_backend!(&mut *conn, |c| update.get_result(c).optional())?;
+    Ok(row.map(|(deny, fraud, customer_number)| LockedById {
+        deny,
+        fraud,
+        customer_number,
+    }))
 }
 
 /// Reads a customer's snapshot (cards not deleted).

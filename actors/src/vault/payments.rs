@@ -258,6 +258,8 @@ fn reserve_in(
         return Ok(Reservation::CustomerFraud);
     }
     let customer_id = locked.map(|l| l.id);
+    // A customer this transaction created has no orders to sum for its limits.
+    let created_now = locked.is_some_and(|l| l.created);
     let mut card = None;
     if let (Some(_), Some(customer_id), Some((_, number))) =
         (&msg.token, customer_id, &msg.customer)
@@ -345,13 +347,19 @@ fn reserve_in(
     let mut stored: Option<String> = None;
     if let (Some(window), Some(cid)) = (msg.limits, customer_id) {
         let since = window.week_start_ms.min(window.day_start_ms);
-        let rows: Vec<(i64, i64)> = orders::table
-            .filter(orders::customer_id.eq(cid))
-            .filter(orders::currency.eq(&msg.currency))
-            .filter(orders::counts_for_limits.eq(true))
-            .filter(orders::created_at.ge(since))
-            .select((orders::amount, orders::created_at))
-            .load(conn)?;
+        // The request alone is checked for a customer created just now (no query: it has no
+        // orders yet).
+        let rows: Vec<(i64, i64)> = if created_now {
+            Vec::new()
+        } else {
+            orders::table
+                .filter(orders::customer_id.eq(cid))
+                .filter(orders::currency.eq(&msg.currency))
+                .filter(orders::counts_for_limits.eq(true))
+                .filter(orders::created_at.ge(since))
+                .select((orders::amount, orders::created_at))
+                .load(conn)?
+        };
         let used_since = |start: i64| {
             rows.iter()
                 .filter(|(_, t)| *t >= start)
@@ -566,7 +574,11 @@ fn lock_reading_card(
         let row: Option<Row> = both.get_result(c).optional()?;
         return Ok(row.map(|(id, fraud, meta, blob, version, aad_version)| {
             (
-                LockedCustomer { id, fraud },
+                LockedCustomer {
+                    id,
+                    fraud,
+                    created: false,
+                },
                 // The card's columns are all NULL together; an unknown AAD version fails to open.
                 meta.map(|meta| (meta, blob, version, aad_version.unwrap_or(0))),
             )
@@ -747,8 +759,9 @@ pub(crate) fn complete_step(
     // Saving a card takes the customer's lock (R11: same number → same card, across
     // processes). Locks are always taken customer first, then order, as in `reserve`:
     // the other order would deadlock with a concurrent twin of this order.
-    // The lock also reads the flags as committed (R6): the caller's snapshot may predate them.
-    let flags_under_lock = match (approved, &msg.save, msg.customer_id) {
+    // The lock also reads the flags as committed (R6): the caller's snapshot may predate them;
+    // and the customer's number, which the saved card is bound to.
+    let locked = match (approved, &msg.save, msg.customer_id) {
         (true, Some(_), Some(cid)) => super::customers::lock_customer_id(conn, cid)?,
         _ => None,
     };
@@ -797,12 +810,13 @@ pub(crate) fn complete_step(
             // Savepoint: a failed save is logged and the approved payment stands (R5).
             // The flags as read by the lock above (R6), not from the caller's snapshot.
             let saved = conn.transaction(|conn| {
-                match flags_under_lock {
-                    Some((deny, fraud)) if status::accepts_save_offers(deny, fraud) => {}
+                let owner = match &locked {
+                    Some(l) if status::accepts_save_offers(l.deny, l.fraud) => l,
                     Some(_) => return Ok(None),
                     None => return Err(VaultError::Corrupt(format!("customer {cid} missing"))),
-                }
-                save_card(conn, keyring, cid, msg.merchant_id, save, msg.now_ms).map(Some)
+                };
+                let customer = (cid, owner.customer_number.as_str());
+                save_card(conn, keyring, customer, msg.merchant_id, save, msg.now_ms).map(Some)
             });
             match saved {
                 Ok(None) => {}
@@ -863,12 +877,13 @@ pub(crate) fn complete_step(
     Ok(Completed { result, snapshot })
 }
 
-/// Saves the card, or updates the same number already saved (R11), in one statement
-/// ([`super::prepared::UpsertCard`]). Returns (card id, token).
+/// Saves the card of `customer` (id, number as read under its lock), or updates the same number
+/// already saved (R11), in one statement ([`super::prepared::UpsertCard`]). Returns (card id,
+/// token).
 fn save_card(
     conn: &mut AnyConnection,
     keyring: &Keyring,
-    customer_id: i64,
+    (customer_id, customer_number): (i64, &str),
     merchant_id: i64,
     save: &SaveCard,
     now_ms: i64,
@@ -876,15 +891,11 @@ fn save_card(
     let fingerprint = keyring.fingerprint(save.pan.expose().as_bytes());
     // Sealed under the new token even when the number turns out saved already: that card
     // keeps its own token and ciphertext, and this one is dropped. Bound to its owner
-    // (finding 7): the customer is locked, its number is read under the lock.
+    // (finding 7): the customer is locked, its number was read by the lock's statement.
     let token = Token::generate();
-    let customer_number: String = super::schema::customers::table
-        .find(customer_id)
-        .select(super::schema::customers::customer_number)
-        .first(conn)?;
     let sealed = keyring.seal(
         save.pan.expose().as_bytes(),
-        &card_owner_aad(customer_id, &customer_number, token.as_str()),
+        &card_owner_aad(customer_id, customer_number, token.as_str()),
     )?;
     let upsert = super::prepared::UpsertCard {
         token: token.as_str(),

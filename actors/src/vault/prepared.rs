@@ -224,11 +224,13 @@ prepared! {
 }
 
 prepared! {
-    /// The same lock by id; returns the customer's `deny` and `fraud` flags as committed (R6).
-    pub struct BumpCustomerId -> (Bool, Bool) {
+    /// The same lock by id; returns the customer's `deny` and `fraud` flags as committed (R6)
+    /// and its number (what a card saved under the lock is bound to).
+    pub struct BumpCustomerId -> (Bool, Bool, Text) {
         id: i64,
     }
-    sql: "UPDATE customers SET version = version + 1 WHERE id = " {id: BigInt} " RETURNING deny, fraud"
+    sql: "UPDATE customers SET version = version + 1 WHERE id = " {id: BigInt}
+          " RETURNING deny, fraud, customer_number"
 }
 
 prepared! {
