@@ -241,7 +241,8 @@ impl Engine {
                     login: credentials.login.clone(),
                 })
                 .await,
-        )?;
+        )?
+        .map(|user| user.password_hash);
         self.merchants
             .check_password(&self.deps.keyring, credentials, stored, source)
             .await?;
