@@ -125,7 +125,75 @@ on_both_backends!(
     creating_needs_a_name_and_an_existing_merchant_refuses_a_new_signature_key,
     rotate_signing_key_prints_what_changed_and_keeps_the_old_key_for_the_overlap,
     every_admin_change_is_in_admin_audit_with_the_os_user,
+    account_user_totp_enrols_prints_the_uri_once_removes_and_audits_without_the_secret,
 );
+
+fn account_user_totp_enrols_prints_the_uri_once_removes_and_audits_without_the_secret(
+    backend: Backend,
+) {
+    let v = Vault::new(backend);
+    let anna = ["account-user", "--merchant", "452739", "--login", "anna"];
+    let with =
+        |extra: &[&'static str]| -> Vec<&str> { anna.iter().chain(extra).copied().collect() };
+    // Nothing to do, both at once, or a second factor for a user who does not exist: refused.
+    assert!(v.refused(&anna).contains("required"));
+    assert!(v
+        .refused(&with(&["--totp", "--no-totp"]))
+        .contains("cannot be used with"));
+    assert!(v.refused(&with(&["--totp"])).contains("--password"));
+    // Created and enrolled in one command: the URI printed once, with the app defaults.
+    let out = v.ok(&with(&["--password", "anna-pass-1", "--totp"]));
+    let uri = out
+        .lines()
+        .find(|l| l.starts_with("otpauth://totp/oneclick:anna%40452739?"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let secret = uri
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .unwrap();
+    assert_eq!(secret.len(), 32, "160 bits in base32: {uri}");
+    assert!(
+        uri.contains("issuer=oneclick") && !uri.contains("digits=") && !uri.contains("period=")
+    );
+    // A new password keeps the second factor; --no-totp removes it, once.
+    v.ok(&with(&["--password", "anna-pass-2"]));
+    let sealed = || {
+        support::engine::RawConn::open(&v.db).numbers(
+            "SELECT COUNT(*) AS n FROM account_users WHERE login = 'anna' AND totp_secret IS NOT NULL",
+        )
+    };
+    assert_eq!(sealed(), vec![1]);
+    assert!(v.ok(&with(&["--no-totp"])).contains("TOTP removed"));
+    assert_eq!(sealed(), vec![0]);
+    assert!(v.ok(&with(&["--no-totp"])).contains("nothing changed"));
+    let rows = v.audit(&["--merchant", "452739"]);
+    let actions: Vec<&str> = rows
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .filter(|a| a.starts_with("account."))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "account.user_set",
+            "account.totp_enrolled",
+            "account.user_set",
+            "account.totp_removed"
+        ]
+    );
+    let enrolled = rows
+        .iter()
+        .find(|r| r["action"] == "account.totp_enrolled")
+        .unwrap();
+    assert_eq!(enrolled["actor"], "admin-cli:auditor");
+    assert_eq!(enrolled["detail"]["totp"], "set");
+    assert_eq!(enrolled["detail"]["key_version"], 1);
+    let text = v.ok(&["audit"]);
+    assert!(
+        !text.contains(secret) && !text.contains("anna-pass"),
+        "{text}"
+    );
+}
 
 fn updating_one_merchant_field_prints_it_and_leaves_every_other_setting_and_the_signing_key(
     backend: Backend,

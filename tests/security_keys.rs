@@ -4,7 +4,8 @@
 //! databases): a card moved to another customer by SQL, a ciphertext copied into another
 //! customer's row, and a customer row renamed to another number all fail to pay and charge
 //! nothing (the attacks of `testkit/src/attacks/vault.rs`); a row sealed as before the owner
-//! binding (AAD version 1) still pays; the re-seal moves every row to AAD version 2, resumably.
+//! binding (AAD version 1) still pays; the re-seal moves every row to AAD version 2, resumably;
+//! it re-seals personal-account TOTP secrets to the new key too, bound to their user.
 //!
 //! Finding 6 against the real binary: `serve` runs with core dumps off (`/proc/<pid>/limits`,
 //! and the start log reading the dumpable flag back); a wrapped key file without its KEK, a
@@ -19,6 +20,7 @@ use std::process::Command;
 use oneclick_testkit as support;
 use oneclick_testkit::both_backends;
 
+use oneclick_actors::crypto::totp::TotpSecret;
 use oneclick_actors::crypto::{card_aad, Keyring, LocalKek};
 use oneclick_actors::engine::requests::{PaySavedCardRequest, SecretString};
 use oneclick_actors::vault::keys::{key_status, rotate_batch, GetKeyStatus, RotateBatch};
@@ -213,7 +215,66 @@ async fn reseal_resumes_after_being_stopped_halfway(h: Harness) {
     }
 }
 
+async fn reseal_moves_totp_secrets_to_the_new_key_and_their_codes_still_work(h: Harness) {
+    use oneclick_actors::vault::accounts::*;
+    use oneclick_actors::vault::audit::AuditActor;
+    let secret = TotpSecret::generate().unwrap();
+    {
+        let mut conn = h.pool.get().unwrap();
+        set_account_user_audited(&mut conn, A, "anna", "$argon2id$x", AuditActor::system())
+            .unwrap();
+        set_account_user_totp_audited(
+            &mut conn,
+            &h.keyring,
+            A,
+            "anna",
+            Some(&secret),
+            AuditActor::system(),
+        )
+        .unwrap();
+    }
+    let rotated = std::sync::Arc::new(h.rotated_keyring());
+    let status = key_status(&mut h.pool.get().unwrap(), &rotated, GetKeyStatus).unwrap();
+    assert_eq!(status.totp_secrets, vec![(1, 1)]);
+    let mut total = 0;
+    loop {
+        let n = rotate_batch(
+            &mut h.pool.get().unwrap(),
+            &rotated,
+            RotateBatch { batch: 10 },
+        )
+        .unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, 1);
+    let status = key_status(&mut h.pool.get().unwrap(), &rotated, GetKeyStatus).unwrap();
+    assert_eq!(status.totp_secrets, vec![(2, 1)]);
+    // Under version 2 now: the old keyring no longer opens it, the rotated one accepts its code.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let check = |keyring: &Keyring| {
+        accept_totp_code(
+            &mut h.pool.get().unwrap(),
+            keyring,
+            AcceptTotpCode {
+                merchant_id: A,
+                login: "anna".into(),
+                code: SecretString::new(secret.code_at(now).unwrap().as_str()),
+                unix_secs: now,
+            },
+        )
+    };
+    assert!(check(&h.keyring).is_err(), "no longer under version 1");
+    assert_eq!(check(&rotated).unwrap(), CodeCheck::Accepted);
+}
+
 both_backends!(
+    reseal_moves_totp_secrets_to_the_new_key_and_their_codes_still_work,
     a_card_moved_to_another_customer_by_sql_charges_nothing,
     an_operator_copying_a_ciphertext_into_another_customers_row_charges_nothing,
     a_customer_row_renamed_to_another_number_cannot_pay_with_its_cards,

@@ -7,7 +7,10 @@
 //! - a lockout from one source does not lock another; an unknown login is locked the same way;
 //! - the throttle refuses attempts beyond its burst without argon2;
 //! - however many failures arrive at once, argon2 never runs more than `argon2_concurrency` at a
-//!   time (observed through the engine's own counter that `/metrics` exports).
+//!   time (observed through the engine's own counter that `/metrics` exports);
+//! - a personal-account user with TOTP (issue 15): one code sent from many sources at once is
+//!   accepted once (the vault's compare-and-set); a wrong or missing code is a failure of the
+//!   same lockout as a wrong password; a cached credential does not spare the code.
 
 use oneclick_testkit as support;
 
@@ -15,8 +18,11 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use oneclick_actors::engine::merchants::{LoginSettings, LoginSource};
+use oneclick_actors::crypto::totp::TotpSecret;
+use oneclick_actors::engine::merchants::{hash_password, LoginSettings, LoginSource};
 use oneclick_actors::engine::requests::{Credentials, SecretString};
+use oneclick_actors::vault::accounts::{set_account_user_audited, set_account_user_totp_audited};
+use oneclick_actors::vault::audit::AuditActor;
 use oneclick_actors::vault::merchants::{unlock_login, UnlockLogin};
 use oneclick_actors::vault::now_ms;
 use oneclick_actors::{EngineSettings, Fault};
@@ -303,7 +309,169 @@ async fn concurrent_failures_never_run_more_argon2_than_the_bound(h: Harness) {
     assert_eq!(counters.argon2_peak, 2, "{counters:?}");
 }
 
+/// Personal-account user `login` of merchant A (password [`PASSWORD`]) enrolled in TOTP.
+fn enrol_totp(h: &Harness, login: &str) -> TotpSecret {
+    let mut conn = h.pool.get().expect("a connection");
+    let hash = hash_password(PASSWORD).expect("hash");
+    set_account_user_audited(&mut conn, A, login, &hash, AuditActor::system()).expect("user");
+    let secret = TotpSecret::generate().expect("secret");
+    set_account_user_totp_audited(
+        &mut conn,
+        &h.keyring,
+        A,
+        login,
+        Some(&secret),
+        AuditActor::system(),
+    )
+    .expect("enrol");
+    secret
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// A personal-account sign-in of `login` with `code`: its fault, or `None` when accepted.
+async fn sign_in(
+    h: &Harness,
+    login: &str,
+    password: &str,
+    code: Option<&str>,
+    source: &LoginSource,
+) -> Option<Fault> {
+    let code = code.map(SecretString::new);
+    h.engine
+        .authenticate_account(&credentials(login, password), code.as_ref(), source)
+        .await
+        .err()
+        .map(|e| e.fault())
+}
+
+fn account_source(last: u8) -> LoginSource {
+    LoginSource::Account(IpAddr::V4(Ipv4Addr::new(203, 0, 113, last)))
+}
+
+async fn one_code_sent_from_many_sources_at_once_is_accepted_once(h: Harness) {
+    let secret = enrol_totp(&h, "anna");
+    let code = secret.code_at(unix_now()).expect("code");
+    // Different sources: no per-source turn serializes them, only the vault's compare-and-set.
+    let sources: Vec<LoginSource> = (1..=8).map(account_source).collect();
+    let results = futures::future::join_all(
+        sources
+            .iter()
+            .map(|source| sign_in(&h, "anna", PASSWORD, Some(code.as_str()), source)),
+    )
+    .await;
+    let accepted = results.iter().filter(|r| r.is_none()).count();
+    assert_eq!(accepted, 1, "{results:?}");
+    assert!(results
+        .iter()
+        .flatten()
+        .all(|f| *f == Fault::AuthenticationFailed));
+    // Replayed later, from a source that has not used it: refused too.
+    assert_eq!(
+        sign_in(
+            &h,
+            "anna",
+            PASSWORD,
+            Some(code.as_str()),
+            &account_source(9)
+        )
+        .await,
+        Some(Fault::AuthenticationFailed)
+    );
+    // The next step's code (within the ±1 window) is fresh: accepted once.
+    let next = secret.code_at(unix_now() + 30).expect("code");
+    assert_eq!(
+        sign_in(
+            &h,
+            "anna",
+            PASSWORD,
+            Some(next.as_str()),
+            &account_source(9)
+        )
+        .await,
+        None
+    );
+}
+
+async fn a_wrong_code_counts_in_the_lockout_of_a_wrong_password_and_the_cache_does_not_spare_it(
+    h: Harness,
+) {
+    let secret = enrol_totp(&h, "anna");
+    let source = account_source(20);
+    let code = secret.code_at(unix_now()).expect("code");
+    assert_eq!(
+        sign_in(&h, "anna", PASSWORD, Some(code.as_str()), &source).await,
+        None
+    );
+    let runs = h.engine.login_counters().argon2_runs;
+    // The right password is cached now; without a code, or with a wrong one, it is refused
+    // all the same (and without argon2: the cache spares only that).
+    assert_eq!(
+        sign_in(&h, "anna", PASSWORD, None, &source).await,
+        Some(Fault::AuthenticationFailed)
+    );
+    let wrong = ["000000", "111111", "222222"]
+        .into_iter()
+        .find(|c| {
+            (0..=2).all(|i| secret.code_at(unix_now() + i * 30).expect("code").as_str() != *c)
+        })
+        .expect("a wrong code");
+    let mut faults = Vec::new();
+    for i in 0..9 {
+        // Wrong codes and wrong passwords alternate: one streak, one lock.
+        faults.push(if i % 2 == 0 {
+            sign_in(&h, "anna", PASSWORD, Some(wrong), &source).await
+        } else {
+            sign_in(&h, "anna", &format!("wrong-{i}"), Some(wrong), &source).await
+        });
+    }
+    assert_eq!(
+        std::iter::once(Some(Fault::AuthenticationFailed))
+            .chain(faults)
+            .collect::<Vec<_>>(),
+        ten_failures()
+    );
+    assert_eq!(h.engine.login_counters().lockouts, 1);
+    assert!(
+        h.engine.login_counters().argon2_runs > runs,
+        "wrong passwords ran argon2"
+    );
+    // Locked: the right password with a fresh code is refused as well.
+    let fresh = secret.code_at(unix_now() + 30).expect("code");
+    assert_eq!(
+        sign_in(&h, "anna", PASSWORD, Some(fresh.as_str()), &source).await,
+        Some(Fault::LoginLocked)
+    );
+    // A change needs a code too, refused while locked; another source is not locked.
+    let change = h
+        .engine
+        .confirm_account_change(A, "anna", Some(&SecretString::new(fresh.as_str())), &source)
+        .await;
+    assert_eq!(change.err().map(|e| e.fault()), Some(Fault::LoginLocked));
+    let other = account_source(21);
+    let missing = h
+        .engine
+        .confirm_account_change(A, "anna", None, &other)
+        .await;
+    assert_eq!(
+        missing.err().map(|e| e.fault()),
+        Some(Fault::AuthenticationFailed)
+    );
+    let confirmed = h
+        .engine
+        .confirm_account_change(A, "anna", Some(&SecretString::new(fresh.as_str())), &other)
+        .await;
+    assert!(confirmed.is_ok(), "{confirmed:?}");
+}
+
 both_backends_with!(lockout_policy =>
+    one_code_sent_from_many_sources_at_once_is_accepted_once,
+    a_wrong_code_counts_in_the_lockout_of_a_wrong_password_and_the_cache_does_not_spare_it,
     ten_failures_lock_the_login_and_the_right_password_is_refused_while_locked,
     operator_unlock_restores_the_right_password,
     a_lockout_from_one_source_does_not_lock_another_source,

@@ -2,7 +2,8 @@
 //!
 //! Owns: [`MasterKey`] (a 32-byte secret), [`Keyring`] (the versioned AES-256-GCM keys plus the
 //! fingerprint key), the key file formats (plaintext and wrapped by a key-encryption key,
-//! [`envelope`]) and the byte formats that reach the database ([`Sealed`], associated data).
+//! [`envelope`]) and the byte formats that reach the database ([`Sealed`], associated data);
+//! the personal account's TOTP secrets, sealed by this keyring ([`totp`]).
 //!
 //! Invariants kept:
 //! - Key material never comes from the database: a keyring is built from configuration, an
@@ -59,6 +60,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 mod envelope;
+pub mod totp;
 pub use envelope::{check_private_file, KeyEncryptionKey, LocalKek, WRAPPED_LEN};
 
 /// Length of a master key in bytes (AES-256).
@@ -103,6 +105,9 @@ pub enum CryptoError {
     /// A wrapped key file was given without a key-encryption key.
     #[error("the key file is wrapped: a key-encryption key is needed (keys.kek_file / ONECLICK__KEYS__KEK_FILE or ONECLICK__KEYS__KEK)")]
     KekMissing,
+    /// A one-time-code generator could not be built (`totp-rs`'s reason; never the secret).
+    #[error("one-time code: {0}")]
+    OneTimeCode(String),
 }
 
 /// A 32-byte secret key. Zeroized on drop; `Debug` prints `MasterKey([REDACTED])`.

@@ -53,6 +53,14 @@ fn audit_detail(command_id: &Option<String>, status: Option<&str>) -> serde_json
     serde_json::Value::Object(detail)
 }
 
+/// A personal-account user signed in ([`Engine::authenticate_account`]).
+#[derive(Debug, Clone)]
+pub struct AccountSignIn {
+    pub merchant: Arc<MerchantRecord>,
+    /// The user is enrolled in TOTP: changes need a fresh code.
+    pub totp: bool,
+}
+
 /// The One Click engine. Cheap to clone. Must be started inside an actix `System`.
 #[derive(Clone)]
 pub struct Engine {
@@ -225,15 +233,18 @@ impl Engine {
 
     /// Signs in a personal-account user (issue 15): the user's own argon2 hash
     /// (`account_users`), checked exactly as a web-service login is (throttle, lockout, argon2
-    /// bound, no enumeration); `source` is [`merchants::LoginSource::Account`].
+    /// bound, no enumeration); `source` is [`merchants::LoginSource::Account`]. A user enrolled in
+    /// TOTP also needs `code`, the current one-time code (±1 step), accepted once; a wrong or
+    /// missing code is a failed login in the same lockout as a wrong password.
     pub async fn authenticate_account(
         &self,
         credentials: &Credentials,
+        code: Option<&SecretString>,
         source: &merchants::LoginSource,
-    ) -> EngineResult<Arc<MerchantRecord>> {
+    ) -> EngineResult<AccountSignIn> {
         merchants::check_lengths(credentials)?;
         let merchant = self.merchant(credentials.merchant_id).await?;
-        let stored = flatten(
+        let user = flatten(
             self.deps
                 .vault
                 .send(crate::vault::accounts::LoadAccountUser {
@@ -242,10 +253,69 @@ impl Engine {
                 })
                 .await,
         )?;
+        let totp = user.as_ref().is_some_and(|u| u.totp);
+        let check = totp.then(|| {
+            Self::code_check(
+                merchant.id,
+                &credentials.login,
+                code.cloned().unwrap_or_default(),
+            )
+        });
         self.merchants
-            .check_password(&self.deps.keyring, credentials, stored, source)
+            .check_sign_in(
+                &self.deps.keyring,
+                credentials,
+                user.map(|u| u.password_hash.clone()),
+                check,
+                source,
+            )
             .await?;
-        Ok(merchant)
+        Ok(AccountSignIn { merchant, totp })
+    }
+
+    /// A signed-in personal-account user's confirmation of a change (Deny, card deletion): when
+    /// the user is enrolled in TOTP, `code` must be a fresh one-time code (accepted once); a
+    /// wrong or missing one refuses the change and counts as a failed login of (merchant, login,
+    /// `source`). A user without a second factor passes as before.
+    pub async fn confirm_account_change(
+        &self,
+        merchant_id: i64,
+        login: &str,
+        code: Option<&SecretString>,
+        source: &merchants::LoginSource,
+    ) -> EngineResult<()> {
+        // Users without a second factor change as before: no code, no throttle token spent.
+        let user = flatten(
+            self.deps
+                .vault
+                .send(crate::vault::accounts::LoadAccountUser {
+                    merchant_id,
+                    login: login.to_string(),
+                })
+                .await,
+        )?;
+        if !user.is_some_and(|u| u.totp) {
+            return Ok(());
+        }
+        let check = Self::code_check(merchant_id, login, code.cloned().unwrap_or_default());
+        self.merchants.confirm_code(check, source).await
+    }
+
+    fn code_check(
+        merchant_id: i64,
+        login: &str,
+        code: SecretString,
+    ) -> crate::vault::accounts::AcceptTotpCode {
+        let unix_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        crate::vault::accounts::AcceptTotpCode {
+            merchant_id,
+            login: login.to_string(),
+            code,
+            unix_secs,
+        }
     }
 
     /// Counters of the login defences (argon2 in flight and peak, lockouts, throttled).

@@ -52,7 +52,9 @@ pub enum AdminCommand {
     User(UserArgs),
     /// Set a personal-account user's password (argon2): a person who signs in to the
     /// merchant's web pages (docs/account.md); separate from the web-service users of `user`.
-    AccountUser(UserArgs),
+    /// `--totp` enrols the user in the TOTP second factor (prints the otpauth:// URI once),
+    /// `--no-totp` removes it.
+    AccountUser(AccountUserArgs),
     /// Unions of merchants sharing customers.
     #[command(subcommand)]
     Union(UnionCommand),
@@ -80,6 +82,28 @@ pub struct UserArgs {
     /// The password (or set ONECLICK_ADMIN_PASSWORD).
     #[arg(long, env = "ONECLICK_ADMIN_PASSWORD")]
     pub password: String,
+}
+
+/// `admin account-user`: a personal-account user's password and its TOTP second factor. A new
+/// user needs `--password`; an existing one may change its password, its second factor, or both.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").args(["password", "totp", "no_totp"]).multiple(true).required(true)))]
+pub struct AccountUserArgs {
+    #[arg(long)]
+    pub merchant: i64,
+    #[arg(long)]
+    pub login: String,
+    /// The password (or set ONECLICK_ADMIN_PASSWORD).
+    #[arg(long, env = "ONECLICK_ADMIN_PASSWORD")]
+    pub password: Option<String>,
+    /// Enrol the user in TOTP (RFC 6238: SHA-1, 6 digits, 30 s): a new secret, sealed by the
+    /// keyring; its otpauth:// URI is printed once, for the user's authenticator app. Replaces
+    /// a secret the user had.
+    #[arg(long, conflicts_with = "no_totp")]
+    pub totp: bool,
+    /// Remove the user's TOTP second factor.
+    #[arg(long)]
+    pub no_totp: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -766,25 +790,7 @@ fn run_command(
             println!("user saved");
             print_changes(&changes);
         }
-        AdminCommand::AccountUser(UserArgs {
-            merchant,
-            login,
-            password,
-        }) => {
-            let hash = hashed(&login, &password)?;
-            let (_, pool) = open(settings)?;
-            let existed = oneclick_actors::vault::accounts::set_account_user_audited(
-                &mut *pool.get()?,
-                merchant,
-                &login,
-                &hash,
-                actor.clone(),
-            )?;
-            println!(
-                "personal-account user {} (merchant {merchant}, login {login:?})",
-                if existed { "updated" } else { "created" }
-            );
-        }
+        AdminCommand::AccountUser(args) => account_user(settings, args, actor)?,
         AdminCommand::Union(UnionCommand::Create { kind, name }) => {
             if !["legal_entity", "legal_entity_group", "merchant_group"].contains(&kind.as_str()) {
                 bail!("--kind: expected legal_entity, legal_entity_group or merchant_group");
@@ -854,6 +860,85 @@ fn signature_key_or_generated(given: Option<String>) -> anyhow::Result<(String, 
 }
 
 /// The argon2 hash of a new password, after the original's length limits (login ≤ 20, password ≤ 30).
+/// `admin account-user`: the password first (so a new user can be enrolled in one command),
+/// then the second factor.
+fn account_user(
+    settings: &Settings,
+    args: AccountUserArgs,
+    actor: &AuditActor,
+) -> anyhow::Result<()> {
+    use oneclick_actors::crypto::totp::TotpSecret;
+    use oneclick_actors::vault::accounts::{
+        set_account_user_audited, set_account_user_totp_audited, TotpChange,
+    };
+    let AccountUserArgs {
+        merchant,
+        login,
+        password,
+        totp,
+        no_totp,
+    } = args;
+    let hash = password.map(|p| hashed(&login, &p)).transpose()?;
+    // The secret is sealed by the service's keyring: no dummy keys here.
+    let keyring = if totp {
+        Some(crate::keys::load(&settings.keys).context("--totp seals the secret with the keys")?)
+    } else {
+        None
+    };
+    let (_, pool) = open(settings)?;
+    let mut conn = pool.get()?;
+    if let Some(hash) = hash {
+        let existed = set_account_user_audited(&mut conn, merchant, &login, &hash, actor.clone())?;
+        println!(
+            "personal-account user {} (merchant {merchant}, login {login:?})",
+            if existed { "updated" } else { "created" }
+        );
+    }
+    if let Some(keyring) = keyring {
+        let secret = TotpSecret::generate()?;
+        let uri = secret.otpauth_uri(merchant, &login)?;
+        match set_account_user_totp_audited(
+            &mut conn,
+            &keyring,
+            merchant,
+            &login,
+            Some(&secret),
+            actor.clone(),
+        )? {
+            TotpChange::UnknownUser => bail!(
+                "no personal-account user {login:?} of merchant {merchant}: create it with --password"
+            ),
+            change => {
+                let replaced = matches!(change, TotpChange::Enrolled { replaced: true });
+                println!(
+                    "TOTP enrolled{} (merchant {merchant}, login {login:?}); hand this URI to the user once, for an authenticator app (it is the secret, shown only now):",
+                    if replaced { ", the previous secret no longer works" } else { "" }
+                );
+                println!("{}", uri.as_str());
+            }
+        }
+    } else if no_totp {
+        let keyring = keyring_or_dummy(settings);
+        match set_account_user_totp_audited(
+            &mut conn,
+            &keyring,
+            merchant,
+            &login,
+            None,
+            actor.clone(),
+        )? {
+            TotpChange::UnknownUser => {
+                bail!("no personal-account user {login:?} of merchant {merchant}")
+            }
+            TotpChange::NothingToRemove => {
+                println!("personal-account user {login:?} of merchant {merchant} had no TOTP: nothing changed")
+            }
+            _ => println!("TOTP removed (merchant {merchant}, login {login:?})"),
+        }
+    }
+    Ok(())
+}
+
 fn hashed(login: &str, password: &str) -> anyhow::Result<String> {
     if login.is_empty() || login.chars().count() > 20 || password.chars().count() > 30 {
         bail!("login is 1 to 20 characters and password at most 30 (the original's limits)");

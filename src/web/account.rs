@@ -170,6 +170,7 @@ impl Account {
             merchant_id => session.map(|s| s.merchant_id),
             login => session.map(|s| s.login.clone()),
             csrf => session.map(|s| s.csrf.clone()),
+            totp => session.is_some_and(|s| s.totp),
         };
         let rendered = self
             .templates
@@ -208,6 +209,45 @@ impl Account {
         }
         Ok(session)
     }
+
+    /// The second factor of a change ([`Engine::confirm_account_change`]): for a user enrolled
+    /// in TOTP, a fresh code; else the customer's page again saying the change was refused
+    /// (nothing changed; the failure counted by the sign-in lockout of this address).
+    ///
+    /// [`Engine::confirm_account_change`]: oneclick_actors::Engine::confirm_account_change
+    async fn confirm_change(
+        &self,
+        session: &Session,
+        code: &SecretString,
+        peer: Peer,
+        headers: &HeaderMap,
+        number: &str,
+    ) -> Result<(), Box<Response>> {
+        let source = LoginSource::Account(client_address(&self.ctx.settings.web, peer.0, headers));
+        let confirmed = self
+            .ctx
+            .engine
+            .confirm_account_change(session.merchant_id, &session.login, Some(code), &source)
+            .await;
+        let Err(e) = confirmed else {
+            return Ok(());
+        };
+        let fault = crate::surfaces::to_fault("account_code", session.merchant_id, e);
+        tracing::info!(
+            merchant_id = session.merchant_id,
+            login = ?session.login,
+            fault = fault.name(),
+            "personal account: change refused for its one-time code"
+        );
+        let t = texts::texts(session.language);
+        let message = match fault {
+            Fault::AuthenticationFailed => t["code_refused"],
+            other => other.detail(session.language),
+        };
+        Err(Box::new(
+            customer_page_with(self, session, number, Some(message)).await,
+        ))
+    }
 }
 
 // ---- sign-in ---------------------------------------------------------------------------------
@@ -239,6 +279,9 @@ struct LoginForm {
     merchant_id: String,
     login: String,
     password: SecretString,
+    /// The one-time code (TOTP), needed when the user is enrolled; ignored otherwise.
+    #[serde(default)]
+    code: SecretString,
     csrf: String,
     #[serde(default)]
     lang: Option<String>,
@@ -281,18 +324,27 @@ async fn login(
     };
     let ctx = &account.ctx;
     let source = LoginSource::Account(client_address(&ctx.settings.web, peer.0, &headers));
-    if let Err(e) = ctx.engine.authenticate_account(&credentials, &source).await {
-        let fault = crate::surfaces::to_fault("account_login", merchant_id, e);
-        // An unknown merchant answers as a wrong password: the page tells nothing more.
-        let fault = if fault == Fault::UnknownMerchant {
-            Fault::AuthenticationFailed
-        } else {
-            fault
-        };
-        return fail(fault);
-    }
-    let id = account.sessions.start(merchant_id, &form.login, language);
-    tracing::info!(merchant_id, login = ?form.login, "personal account: signed in");
+    let signed_in = ctx
+        .engine
+        .authenticate_account(&credentials, Some(&form.code), &source)
+        .await;
+    let totp = match signed_in {
+        Ok(signed_in) => signed_in.totp,
+        Err(e) => {
+            let fault = crate::surfaces::to_fault("account_login", merchant_id, e);
+            // An unknown merchant answers as a wrong password: the page tells nothing more.
+            let fault = if fault == Fault::UnknownMerchant {
+                Fault::AuthenticationFailed
+            } else {
+                fault
+            };
+            return fail(fault);
+        }
+    };
+    let id = account
+        .sessions
+        .start(merchant_id, &form.login, language, totp);
+    tracing::info!(merchant_id, login = ?form.login, totp, "personal account: signed in");
     let response = Redirect::to("/account/customers").into_response();
     let response = with_cookie(response, session::COOKIE, &id, None);
     with_cookie(response, LOGIN_COOKIE, "", Some(0))
@@ -460,9 +512,20 @@ async fn customer_page(
     number: &str,
     error: Option<Fault>,
 ) -> Response {
+    let message = error.map(|f| f.detail(session.language));
+    customer_page_with(account, session, number, message).await
+}
+
+/// The customer's page with an error message of the page's language, if any.
+async fn customer_page_with(
+    account: &Account,
+    session: &Session,
+    number: &str,
+    error: Option<&str>,
+) -> Response {
     let (customer, error) = match find_customer(account, session, number).await {
         Ok(c) => (c, error),
-        Err(f) => (None, Some(f)),
+        Err(f) => (None, Some(f.detail(session.language))),
     };
     account.render(
         "customer.html",
@@ -473,7 +536,7 @@ async fn customer_page(
             // One id per rendered form (≤ 64 characters with its card suffix): a double submit
             // of the form is one change (R16).
             command_id => uuid::Uuid::new_v4().simple().to_string(),
-            error => error.map(|f| f.detail(session.language)),
+            error,
         },
     )
 }
@@ -484,10 +547,14 @@ struct StatusForm {
     command_id: String,
     number: String,
     status: String,
+    /// A fresh one-time code, when the user is enrolled in TOTP.
+    #[serde(default)]
+    code: SecretString,
 }
 
 async fn set_status(
     State(account): State<Arc<Account>>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     Form(form): Form<StatusForm>,
 ) -> Response {
@@ -495,6 +562,12 @@ async fn set_status(
         Ok(s) => s,
         Err(refused) => return *refused,
     };
+    if let Err(refused) = account
+        .confirm_change(&session, &form.code, peer, &headers, &form.number)
+        .await
+    {
+        return *refused;
+    }
     // Only Deny is the personal account's to set or clear (the reference's "Deny" status).
     if form.status != "deny" && form.status != "clear_deny" {
         return customer_page(&account, &session, &form.number, Some(Fault::InvalidStatus)).await;
@@ -519,10 +592,14 @@ struct DeleteForm {
     command_id: String,
     number: String,
     token: String,
+    /// A fresh one-time code, when the user is enrolled in TOTP.
+    #[serde(default)]
+    code: SecretString,
 }
 
 async fn delete_card(
     State(account): State<Arc<Account>>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     Form(form): Form<DeleteForm>,
 ) -> Response {
@@ -530,6 +607,12 @@ async fn delete_card(
         Ok(s) => s,
         Err(refused) => return *refused,
     };
+    if let Err(refused) = account
+        .confirm_change(&session, &form.code, peer, &headers, &form.number)
+        .await
+    {
+        return *refused;
+    }
     let done = account
         .ctx
         .engine

@@ -21,8 +21,13 @@
 //! - A login that does not exist is verified against a fixed dummy hash of the same parameters
 //!   and counted and locked the same way, so neither the answer, its timing nor the lockout tell
 //!   whether a login exists.
-//! - Invariant: no password, digest or hash is logged; the lockout warning names merchant, login
-//!   and source only.
+//! - A personal-account user with a TOTP second factor (issue 15) signs in with password and
+//!   code ([`MerchantCache::check_sign_in`]) and confirms changes with a code
+//!   ([`MerchantCache::confirm_code`]): the code is checked on every attempt, cached credential or
+//!   not, after the throttle and the lockout, and a wrong or missing code is recorded by the same
+//!   [`MerchantCache::record_failure`] as a wrong password, in the same lockout row.
+//! - Invariant: no password, code, digest or hash is logged; the lockout warning names merchant,
+//!   login and source only.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -40,8 +45,10 @@ use super::requests::{Credentials, SecretString};
 use super::{flatten, EngineError, EngineResult};
 use crate::crypto::Keyring;
 use crate::fault::Fault;
+use crate::vault::accounts::{AcceptTotpCode, CodeCheck};
 use crate::vault::merchants::{
-    ClearLoginFailures, LoadLoginFailures, LoadMerchant, LoginKey, RecordLoginFailure,
+    ClearLoginFailures, LoadLoginFailures, LoadMerchant, LoginFailures, LoginKey,
+    RecordLoginFailure,
 };
 use crate::vault::records::MerchantRecord;
 use crate::vault::{now_ms, Vault};
@@ -315,6 +322,24 @@ impl MerchantCache {
         stored: Option<String>,
         source: &LoginSource,
     ) -> EngineResult<()> {
+        self.check_sign_in(keyring, credentials, stored, None, source)
+            .await
+    }
+
+    /// [`Self::check_password`] with a second factor: `code` is the user's one-time code to
+    /// check after a right password (`None`: the user has no second factor). For a user with
+    /// one, the credential cache only spares argon2: every attempt passes the throttle and the
+    /// lockout and has its code checked (accepted once, by the vault), and a wrong or missing
+    /// code is a failed login of the same (merchant, login, source) as a wrong password. A wrong
+    /// password never reaches the code (no time step is spent on it).
+    pub async fn check_sign_in(
+        &self,
+        keyring: &Keyring,
+        credentials: &Credentials,
+        stored: Option<String>,
+        code: Option<AcceptTotpCode>,
+        source: &LoginSource,
+    ) -> EngineResult<()> {
         let merchant_id = credentials.merchant_id;
         let hash = stored.clone().unwrap_or_else(|| DUMMY_HASH.clone());
         let digest = keyring.request_digest(&[
@@ -332,20 +357,75 @@ impl MerchantCache {
                 at.elapsed() < self.credential_ttl && *known == digest && stored.is_some()
             })
         };
-        if cached() {
+        if code.is_none() && cached() {
             return Ok(());
         }
         let _turn = self.turn(cache_key.clone()).await;
-        if cached() {
+        if code.is_none() && cached() {
             return Ok(());
         }
+        let (key, row) = self
+            .admit(merchant_id, &credentials.login, source_key)
+            .await?;
+        let password_ok = (code.is_some() && cached())
+            || self
+                .verify_bounded(credentials.password.clone(), hash)
+                .await?;
+        let mut signed_in = password_ok && stored.is_some();
+        if let (true, Some(code)) = (signed_in, code) {
+            signed_in = self.second_factor(code).await?;
+        }
+        if signed_in {
+            if row.is_some() {
+                flatten(self.vault.send(ClearLoginFailures { key }).await)?;
+            }
+            self.credentials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(cache_key, (Instant::now(), digest));
+            return Ok(());
+        }
+        Err(self.record_failure(key, &cache_key).await?.into())
+    }
+
+    /// A fresh one-time code for a change by a signed-in personal-account user (issue 15): the
+    /// same throttle and lockout as sign-in, and a wrong or missing code counted as a failed
+    /// login of (merchant, login, source). A user without a second factor passes.
+    pub async fn confirm_code(
+        &self,
+        code: AcceptTotpCode,
+        source: &LoginSource,
+    ) -> EngineResult<()> {
+        let source_key = source.key();
+        let cache_key = (code.merchant_id, code.login.clone(), source_key.clone());
+        let _turn = self.turn(cache_key.clone()).await;
+        let (key, row) = self
+            .admit(code.merchant_id, &code.login, source_key)
+            .await?;
+        if self.second_factor(code).await? {
+            if row.is_some() {
+                flatten(self.vault.send(ClearLoginFailures { key }).await)?;
+            }
+            return Ok(());
+        }
+        Err(self.record_failure(key, &cache_key).await?.into())
+    }
+
+    /// The gates before a check of (merchant, login, source): its throttle bucket, then its
+    /// lockout row (a locked key is refused before any check). Returns the key and its row.
+    async fn admit(
+        &self,
+        merchant_id: i64,
+        login: &str,
+        source_key: String,
+    ) -> EngineResult<(LoginKey, Option<LoginFailures>)> {
         if !self.throttle.admit((merchant_id, source_key.clone())) {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
             return Err(Fault::LoginThrottled.into());
         }
         let key = LoginKey {
             merchant_id,
-            login: credentials.login.clone(),
+            login: login.to_string(),
             source: source_key,
         };
         let row = flatten(
@@ -357,19 +437,35 @@ impl MerchantCache {
             self.stats.locked_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(Fault::LoginLocked.into());
         }
-        let verified = self
-            .verify_bounded(credentials.password.clone(), hash)
-            .await?;
-        if verified && stored.is_some() {
-            if row.is_some() {
-                flatten(self.vault.send(ClearLoginFailures { key }).await)?;
+        Ok((key, row))
+    }
+
+    /// Checks a one-time code in the vault (which takes its time step once): true when accepted
+    /// or when the user has no second factor.
+    async fn second_factor(&self, code: AcceptTotpCode) -> EngineResult<bool> {
+        let (merchant_id, login) = (code.merchant_id, code.login.clone());
+        match flatten(self.vault.send(code).await)? {
+            CodeCheck::Accepted | CodeCheck::NoTotp => Ok(true),
+            CodeCheck::Wrong => Ok(false),
+            CodeCheck::Replayed => {
+                tracing::warn!(
+                    merchant_id,
+                    login = ?login,
+                    "personal account: a one-time code already used was refused"
+                );
+                Ok(false)
             }
-            self.credentials
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(cache_key, (Instant::now(), digest));
-            return Ok(());
         }
+    }
+
+    /// Counts one failed login of `key` — a wrong password or a wrong one-time code alike — and
+    /// locks it at `max_failures` (the warning, the metric and the audit row once); a lock also
+    /// forgets the cached credential. Returns the fault to answer.
+    async fn record_failure(
+        &self,
+        key: LoginKey,
+        cache_key: &(i64, String, String),
+    ) -> EngineResult<Fault> {
         let now = now_ms();
         let recorded = flatten(
             self.vault
@@ -394,12 +490,12 @@ impl MerchantCache {
             self.credentials
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&cache_key);
+                .remove(cache_key);
         }
         if recorded.failures.is_locked(now) {
-            return Err(Fault::LoginLocked.into());
+            return Ok(Fault::LoginLocked);
         }
-        Err(Fault::AuthenticationFailed.into())
+        Ok(Fault::AuthenticationFailed)
     }
 
     async fn turn(&self, key: (i64, String, String)) -> Turn {

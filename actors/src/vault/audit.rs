@@ -88,6 +88,11 @@ audit_actions! {
     LoginUnlocked => "login.unlocked",
     /// `admin account-user`: a personal-account user's password was set (issue 15).
     AccountUserSet => "account.user_set",
+    /// `admin account-user --totp`: a personal-account user was enrolled in the TOTP second
+    /// factor (a new secret, sealed; the detail says whether it replaced one).
+    AccountTotpEnrolled => "account.totp_enrolled",
+    /// `admin account-user --no-totp`: a personal-account user's second factor was removed.
+    AccountTotpRemoved => "account.totp_removed",
     /// `admin merchant nats-identity create`: a merchant's NATS user was created or its password
     /// replaced in the generated users file (issue 16).
     NatsIdentitySet => "merchant.nats_identity_set",

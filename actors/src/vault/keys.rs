@@ -3,15 +3,17 @@
 //! their owner's associated data (version 2, `crypto::card_owner_aad`) — in small batches while
 //! the service runs. Resumable by construction: a batch picks the rows still stale, so a stopped
 //! run continues where it stopped. Agreements need no AAD version: their associated data
-//! (merchant, order number) has named their owner from the start. Each row is rewritten with a
+//! (merchant, order number) has named their owner from the start. The personal account's TOTP
+//! secrets (`account_users.totp_secret`, bound to their user) are re-sealed the same way. Each row is rewritten with a
 //! conditional update (`WHERE key_version = <old>`), so a row deleted or rotated concurrently is
 //! left alone; readers can decrypt both versions meanwhile because old keys stay in the keyring
 //! until `status` shows no row uses them.
 
 use diesel::prelude::*;
 
-use super::schema::{cards, customers, recurring_agreements};
+use super::schema::{account_users, cards, customers, recurring_agreements};
 use super::{vault_message, AnyConnection, VaultError};
+use crate::crypto::totp::TotpSecret;
 use crate::crypto::{agreement_aad, card_aad_for, card_owner_aad, Keyring, CARD_AAD_OWNER};
 
 /// How many ciphertexts use each key version.
@@ -22,6 +24,8 @@ pub struct KeyStatus {
     pub versions: Vec<(i32, i64, i64)>,
     /// (card AAD version, cards): version 1 rows are left to re-seal.
     pub card_aad_versions: Vec<(i32, i64)>,
+    /// (version, personal-account users): the TOTP secrets sealed under each key version.
+    pub totp_secrets: Vec<(i32, i64)>,
 }
 
 pub struct GetKeyStatus;
@@ -56,10 +60,20 @@ pub fn key_status(
         .select((cards::aad_version, diesel::dsl::count_star()))
         .order(cards::aad_version)
         .load(conn)?;
+    let totp_secrets: Vec<(Option<i32>, i64)> = account_users::table
+        .filter(account_users::totp_secret.is_not_null())
+        .group_by(account_users::totp_key_version)
+        .select((account_users::totp_key_version, diesel::dsl::count_star()))
+        .order(account_users::totp_key_version)
+        .load(conn)?;
     Ok(KeyStatus {
         current_version: keyring.current_version(),
         versions: versions.into_iter().map(|(v, (c, a))| (v, c, a)).collect(),
         card_aad_versions,
+        totp_secrets: totp_secrets
+            .into_iter()
+            .filter_map(|(v, n)| v.map(|v| (v, n)))
+            .collect(),
     })
 }
 
@@ -86,7 +100,54 @@ pub fn rotate_batch(
     let cards = conn.transaction(|conn| rotate_cards(conn, keyring, current, msg.batch))?;
     let agreements =
         conn.transaction(|conn| rotate_agreements(conn, keyring, current, msg.batch))?;
-    Ok(cards + agreements)
+    let totp = conn.transaction(|conn| rotate_totp_secrets(conn, keyring, current, msg.batch))?;
+    Ok(cards + agreements + totp)
+}
+
+/// Re-seals up to `batch` TOTP secrets under the current key, bound to their user as before.
+/// Each row is rewritten only if its secret is still the one read (a user re-enrolled or
+/// removed meanwhile is left alone; its new secret is already current).
+fn rotate_totp_secrets(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    current: i32,
+    batch: i64,
+) -> Result<usize, VaultError> {
+    let stale: Vec<(i64, String, Option<Vec<u8>>, Option<i32>)> = account_users::table
+        .filter(account_users::totp_secret.is_not_null())
+        .filter(account_users::totp_key_version.ne(current))
+        .select((
+            account_users::merchant_id,
+            account_users::login,
+            account_users::totp_secret,
+            account_users::totp_key_version,
+        ))
+        .order((account_users::merchant_id, account_users::login))
+        .limit(batch)
+        .load(conn)?;
+    let mut done = 0;
+    for (merchant_id, login, blob, version) in stale {
+        let (Some(blob), Some(version)) = (blob, version) else {
+            continue;
+        };
+        let secret = TotpSecret::open(keyring, version as u32, &blob, merchant_id, &login)
+            .map_err(|e| {
+                VaultError::Corrupt(format!(
+                    "the TOTP secret of {merchant_id}/{login:?} does not open with its own \
+                     associated data (moved, altered, or its key is missing): {e}"
+                ))
+            })?;
+        let sealed = secret.seal(keyring, merchant_id, &login)?;
+        done += diesel::update(account_users::table.find((merchant_id, &login)))
+            .filter(account_users::totp_key_version.eq(version))
+            .filter(account_users::totp_secret.eq(blob.as_slice()))
+            .set((
+                account_users::totp_secret.eq(Some(sealed.blob.as_slice())),
+                account_users::totp_key_version.eq(Some(sealed.key_version as i32)),
+            ))
+            .execute(conn)?;
+    }
+    Ok(done)
 }
 
 /// Runs `$query(limit)` (a select of stale rows) locking its rows as [`rotate_batch`] explains.

@@ -194,5 +194,8 @@ diesel::table! {
         login -> Text,
         password_hash -> Text,
         created_at -> BigInt,
+        totp_secret -> Nullable<Binary>,
+        totp_key_version -> Nullable<Integer>,
+        totp_last_step -> Nullable<BigInt>,
     }
 }

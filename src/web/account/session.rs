@@ -31,6 +31,9 @@ pub struct Session {
     pub login: String,
     pub csrf: String,
     pub language: Language,
+    /// The user signed in with a TOTP code: the pages ask a fresh code for every change (the
+    /// engine checks whether one is needed whatever this says).
+    pub totp: bool,
     created: Instant,
     seen: Instant,
 }
@@ -42,6 +45,7 @@ impl std::fmt::Debug for Session {
             .field("login", &self.login)
             .field("csrf", &"[REDACTED]")
             .field("language", &self.language)
+            .field("totp", &self.totp)
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +90,7 @@ impl Sessions {
     }
 
     /// Starts a session; returns its id (for the cookie only).
-    pub fn start(&self, merchant_id: i64, login: &str, language: Language) -> String {
+    pub fn start(&self, merchant_id: i64, login: &str, language: Language, totp: bool) -> String {
         let id = random_token();
         let now = Instant::now();
         let session = Session {
@@ -94,6 +98,7 @@ impl Sessions {
             login: login.to_string(),
             csrf: random_token(),
             language,
+            totp,
             created: now,
             seen: now,
         };
@@ -159,7 +164,7 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_id_only_and_ends_on_sign_out() {
         let sessions = Sessions::new(Duration::from_secs(60), 10);
-        let id = sessions.start(1, "anna", Language::En);
+        let id = sessions.start(1, "anna", Language::En, false);
         assert_eq!(id.len(), 64);
         assert_eq!(sessions.get(&id).map(|s| s.merchant_id), Some(1));
         assert!(sessions.get(&random_token()).is_none());
@@ -170,14 +175,14 @@ mod tests {
     #[test]
     fn idle_sessions_expire_and_the_store_is_bounded() {
         let sessions = Sessions::new(Duration::from_millis(1), 10);
-        let id = sessions.start(1, "anna", Language::En);
+        let id = sessions.start(1, "anna", Language::En, false);
         std::thread::sleep(Duration::from_millis(5));
         assert!(sessions.get(&id).is_none(), "idle session must expire");
         let sessions = Sessions::new(Duration::from_secs(60), 2);
-        let first = sessions.start(1, "a", Language::En);
+        let first = sessions.start(1, "a", Language::En, false);
         std::thread::sleep(Duration::from_millis(2));
-        let _second = sessions.start(1, "b", Language::En);
-        let _third = sessions.start(1, "c", Language::En);
+        let _second = sessions.start(1, "b", Language::En, false);
+        let _third = sessions.start(1, "c", Language::En, false);
         assert_eq!(sessions.len(), 2);
         assert!(
             sessions.get(&first).is_none(),
@@ -188,7 +193,7 @@ mod tests {
     #[test]
     fn a_session_debug_shows_no_csrf_token() {
         let sessions = Sessions::new(Duration::from_secs(60), 10);
-        let id = sessions.start(1, "anna", Language::En);
+        let id = sessions.start(1, "anna", Language::En, false);
         let session = sessions.get(&id).unwrap_or_else(|| unreachable!());
         let printed = format!("{session:?} {session:#?}");
         assert!(!printed.contains(&session.csrf), "{printed}");

@@ -15,6 +15,9 @@ sign_out | Sign out | Выйти
 merchant_id | Merchant ID | Идентификатор предприятия
 login | Login | Логин
 password | Password | Пароль
+code | One-time code (if enabled) | Одноразовый код (если включён)
+code_for_change | One-time code | Одноразовый код
+code_refused | Wrong or missing one-time code: nothing was changed. Enter a new code from your app. | Неверный или не указан одноразовый код: ничего не изменено. Введите новый код из приложения.
 members | One Click members | Участники программы One Click
 customer_number | CustomerNumber | CustomerNumber
 status | Status | Статус
