@@ -583,8 +583,8 @@ async fn sweep(env: &mut Env, notes: &mut SweepNotes) -> anyhow::Result<Vec<Reco
                     seed::by_commands(&env.clients, env.args.customers, 32).await?
                 }
             };
-            let probe = env.probe(Some(&app), &db);
-            let profiler = env.profiler(&app);
+            // Started again when measured: only one side runs at a time ([`only_running`]).
+            app.stop();
             if sides.is_empty() {
                 let t = db.transport();
                 env.notes.push(format!(
@@ -601,8 +601,8 @@ async fn sweep(env: &mut Env, notes: &mut SweepNotes) -> anyhow::Result<Vec<Reco
                 _db: db,
                 app,
                 customers: Arc::new(customers),
-                probe,
-                profiler,
+                probe: Probe::default(),
+                profiler: None,
             });
         }
         let scratch = if baselines {
@@ -622,7 +622,9 @@ async fn sweep(env: &mut Env, notes: &mut SweepNotes) -> anyhow::Result<Vec<Reco
         };
         for &c in &conc {
             let mut sizes: BTreeMap<Scenario, (f64, f64)> = BTreeMap::new();
-            for (i, side) in sides.iter().enumerate() {
+            for i in 0..sides.len() {
+                only_running(env, &mut sides, i).await?;
+                let side = &sides[i];
                 let lim = if side.limits { "on" } else { "off" };
                 for &scenario in &scenarios {
                     if i > 0 && !is_payment(scenario) {
@@ -718,8 +720,9 @@ async fn sweep(env: &mut Env, notes: &mut SweepNotes) -> anyhow::Result<Vec<Reco
             }
         }
         if scenarios.contains(&Scenario::PayToken) && !env.args.no_half_peak {
-            for side in &sides {
-                let paced = half_peak(env, b, side, &records).await?;
+            for i in 0..sides.len() {
+                only_running(env, &mut sides, i).await?;
+                let paced = half_peak(env, b, &sides[i], &records).await?;
                 records.extend(paced);
             }
         }
@@ -732,6 +735,26 @@ async fn sweep(env: &mut Env, notes: &mut SweepNotes) -> anyhow::Result<Vec<Reco
         records.push(fsync_probe(env, "end").await?);
     }
     Ok(records)
+}
+
+/// Makes `sides[i]` the only running oneclick, starting it (and pointing its CPU probe and
+/// profiler at the new process) if it is not running. Every side answers the same subjects on the
+/// bench's one NATS server: two running at once would share the requests between their
+/// databases (a saved card of one is "4/1 not found" in the other), and each side's figures
+/// would be half another's.
+async fn only_running(env: &Env, sides: &mut [Side], i: usize) -> anyhow::Result<()> {
+    for (j, other) in sides.iter_mut().enumerate() {
+        if j != i {
+            other.app.stop();
+        }
+    }
+    let side = &mut sides[i];
+    if side.app.pid().is_none() {
+        side.app.start(&env.clients[0]).await?;
+        side.probe = env.probe(Some(&side.app), &side._db);
+        side.profiler = env.profiler(&side.app);
+    }
+    Ok(())
 }
 
 /// The database baselines at concurrency `c` with the merchant's `limits`: the engine's
