@@ -423,9 +423,9 @@ async fn a_card_blocked_by_another_process_while_a_payment_waits_is_not_charged(
     blocked_while_waiting(&h, "c2").await;
 }
 
-async fn blocked_while_waiting(h: &Harness, customer: &str) {
-    let token = h.save_card(A, customer, VISA_OK).await;
-    let (before, calls) = (h.counts(), h.acquirer.calls());
+/// Another process's connection holding `customer`'s lock (its version bumped in an open
+/// transaction), as a reservation there would.
+fn hold_lock(h: &Harness, customer: &str) -> RawConn {
     let mut other = RawConn::open(&h.db);
     other.exec(if h.backend == Backend::Postgres {
         "BEGIN"
@@ -438,6 +438,34 @@ async fn blocked_while_waiting(h: &Harness, customer: &str) {
         )),
         1
     );
+    other
+}
+
+/// Commits `other`'s transaction once a payment waits for it (PostgreSQL: a session waits for a
+/// lock; SQLite: the payment's writer sits in its busy handler meanwhile).
+async fn commit_once_waiting(h: &Harness, mut other: RawConn) {
+    if h.backend == Backend::Postgres {
+        let mut watch = RawConn::open(&h.db);
+        let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while watch.numbers(waiting)[0] == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the payment never waited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    } else {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    other.exec("COMMIT");
+}
+
+async fn blocked_while_waiting(h: &Harness, customer: &str) {
+    let token = h.save_card(A, customer, VISA_OK).await;
+    let (before, calls) = (h.counts(), h.acquirer.calls());
+    let mut other = hold_lock(h, customer);
     assert_eq!(
         other.exec(&format!(
             "UPDATE cards SET state = 'blocked' WHERE token = '{token}'"
@@ -445,27 +473,7 @@ async fn blocked_while_waiting(h: &Harness, customer: &str) {
         1
     );
     let payment = h.pay_saved(A, customer, "1.00", &token, Some(CVC));
-    let commit = async {
-        if h.backend == Backend::Postgres {
-            // Commit only once the payment waits for the customer's row lock.
-            let mut watch = RawConn::open(&h.db);
-            let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
-                           WHERE datname = current_database() AND wait_event_type = 'Lock'";
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while watch.numbers(waiting)[0] == 0 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the payment never waited"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-        } else {
-            // SQLite: the payment's writer waits in its busy handler meanwhile.
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        }
-        other.exec("COMMIT");
-    };
-    let (paid, ()) = tokio::join!(payment, commit);
+    let (paid, ()) = tokio::join!(payment, commit_once_waiting(h, other));
     assert_eq!(fault_of(paid), oneclick_actors::Fault::CardExpired);
     assert_eq!(
         h.acquirer.calls(),
@@ -477,9 +485,112 @@ async fn blocked_while_waiting(h: &Harness, customer: &str) {
 
 both_backends!(a_card_blocked_by_another_process_while_a_payment_waits_is_not_charged);
 
+/// R12 across processes: another process reserves 850.00 for the customer while holding its
+/// lock; a saved-card payment of 60.00 waits for that lock, and must then count the 850.00 with
+/// the 100.00 the card was saved with: 1010.00 is over the day limit of 1000.00, declined AS105
+/// without asking the acquirer. On PostgreSQL the payment's one statement read the turnover
+/// before its lock wait (its snapshot predates the other commit): it must see that its read was
+/// stale and read again after the lock. The same payment of 50.00 (1000.00) is approved.
+async fn a_reservation_committed_while_a_payment_waits_counts_toward_its_limit(h: Harness) {
+    for (customer, amount, approved) in [("w1", "60.00", false), ("w2", "50.00", true)] {
+        let token = h.save_card(A, customer, VISA_OK).await;
+        let calls = h.acquirer.calls();
+        let mut other = hold_lock(&h, customer);
+        assert_eq!(
+            other.exec(&format!(
+                "INSERT INTO orders (merchant_id, order_number, kind, customer_id, card_id, \
+                 amount, currency, state, response_code, counts_for_limits, request_digest, \
+                 created_at, updated_at) SELECT merchant_id, 'other-{customer}', kind, \
+                 customer_id, card_id, 85000, currency, 'In Process', 'AS300', true, \
+                 request_digest, created_at, created_at FROM orders WHERE customer_id = \
+                 (SELECT id FROM customers WHERE customer_number = '{customer}')"
+            )),
+            1
+        );
+        let payment = h.pay_saved(A, customer, amount, &token, Some(CVC));
+        let (paid, ()) = tokio::join!(payment, commit_once_waiting(&h, other));
+        let paid = paid.unwrap();
+        if approved {
+            assert!(paid.is_approved(), "{customer}: {paid:?}");
+            assert_eq!(h.acquirer.calls(), calls + 1, "{customer}");
+        } else {
+            assert_eq!(
+                (paid.order_state, paid.response_code),
+                (OrderState::Declined, ResponseCode::AS105),
+                "{customer}: {paid:?}"
+            );
+            assert_eq!(h.acquirer.calls(), calls, "{customer}: not charged");
+        }
+        // The declined order reserves nothing: the day is still at 950.00 for w1.
+        assert_eq!(
+            h.number(&format!(
+                "SELECT CAST(SUM(amount) AS BIGINT) AS n FROM orders WHERE counts_for_limits \
+                 AND customer_id = (SELECT id FROM customers WHERE customer_number = '{customer}')"
+            )),
+            if approved { 100_000 } else { 95_000 },
+            "{customer}"
+        );
+    }
+}
+
+/// R12 on two engines sharing one database, paying with one saved card: on PostgreSQL each
+/// reservation is one statement that reads the turnover with its own snapshot; whichever
+/// engine's statement waited for the other's lock must notice and read again. The card was saved
+/// with 100.00 of the 1000.00 day limit: 128 payments of 7.00 fit (896.00), the other 72 are
+/// declined AS105.
+async fn r12_two_engines_paying_with_one_saved_card_never_exceed_the_day_limit_together(
+    h: Harness,
+) {
+    let token = h.save_card(A, "s1", VISA_OK).await;
+    let calls = h.acquirer.calls();
+    let second: Engine = h.another_engine(test_settings());
+    let results = join_all((0..PAYMENTS).map(|i| {
+        let engine = if i % 2 == 0 {
+            h.engine.clone()
+        } else {
+            second.clone()
+        };
+        let request = PaySavedCardRequest {
+            order: h.order(A, &h.next_order(), AMOUNT, "s1"),
+            token: token.clone(),
+            cvc: Some(SecretString::new(CVC)),
+        };
+        async move { engine.pay_saved_card(request).await }
+    }))
+    .await;
+    let fits = ((DAY_LIMIT_MINOR - 10_000) / AMOUNT_MINOR) as usize;
+    let approved = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_approved())
+        .count();
+    assert_eq!(approved, fits, "approvals");
+    for r in results.iter().map(|r| r.as_ref().unwrap()) {
+        assert!(
+            r.is_approved()
+                || (r.order_state, r.response_code) == (OrderState::Declined, ResponseCode::AS105),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        h.acquirer.calls(),
+        calls + fits,
+        "declined without the acquirer"
+    );
+    assert_eq!(
+        h.number("SELECT CAST(SUM(amount) AS BIGINT) AS n FROM orders WHERE counts_for_limits"),
+        10_000 + fits as i64 * AMOUNT_MINOR
+    );
+}
+
+both_backends!(
+    a_reservation_committed_while_a_payment_waits_counts_toward_its_limit,
+    r12_two_engines_paying_with_one_saved_card_never_exceed_the_day_limit_together
+);
+
 /// Group commit: a step that fails does not fail the others of its transaction, whether it is a
 /// transaction's first step (rolled back whole, the rest go on in a new one) or a later one (its
-/// savepoint is rolled back). Half the customers' cards cannot be decrypted (an unknown key
+/// savepoint is rolled back, or, on PostgreSQL, where the reservation is one statement, the
+/// step deletes the order its statement inserted). Half the customers' cards cannot be decrypted (an unknown key
 /// version): their payments fail inside the vault's reserve step, while the other half, sent
 /// at the same moment and so committed in the same transactions, are approved and stored, and
 /// nothing of the failed ones is. No transaction had to be re-run step by step.
@@ -502,8 +613,8 @@ async fn a_failing_payment_step_does_not_fail_the_others_of_its_transaction(h: H
     let (_, _, failed_before) = h.engine.batch_stats();
     for round in 0..4 {
         if round == 2 {
-            // Without limits, on PostgreSQL the order is inserted by the statement that reads
-            // the card, before the decryption fails: only the rollback removes it.
+            // With and without limits, on PostgreSQL the order is inserted by the statement
+            // that reads the card, before the decryption fails: the step removes it.
             h.update_merchant(A, |m| m.limits.clear());
         }
         let (orders, calls) = (h.count_rows("orders"), h.acquirer.calls());

@@ -1,26 +1,30 @@
 //! Group commit for the payment writes: many customers' [`Reserve`] and [`Complete`] steps share
-//! one database transaction (one fsync), each inside its own savepoint so one failure does not
-//! fail the batch, and every caller hears its answer only after the batch has committed.
+//! one database transaction (one fsync), one failure does not fail the batch, and every caller
+//! hears its answer only after the batch has committed.
 //!
 //! Why it is safe:
 //! - per-customer order is untouched: a customer has at most one step in flight (its actor waits
 //!   for the answer), so a batch never holds two steps of one customer and concurrent batches of
 //!   this process touch disjoint customers;
-//! - each step after a transaction's first runs inside its own savepoint, so a step that fails
-//!   rolls back alone (`ROLLBACK TO SAVEPOINT`) and reports its error while the others stand; the
-//!   first step needs none: if it fails, the transaction holds nothing else, so it is rolled
-//!   back whole and the rest of the batch goes on in a new one;
+//! - the common steps on PostgreSQL write with one statement (a saved-card reservation, with or
+//!   without turnover limits; a new card's reservation without limits; a final claim) and need
+//!   no savepoint: such a step fails either inside the database, and then the whole batch is
+//!   re-run step by step (below), or after undoing its own writes (a card that cannot be
+//!   decrypted deletes the order its statement inserted). A batch of them is `BEGIN`, one
+//!   statement a step, `COMMIT`;
+//! - every other step after a transaction's first runs inside its own savepoint, so a step that
+//!   fails rolls back alone (`ROLLBACK TO SAVEPOINT`) and reports its error while the others
+//!   stand; the first step needs none: if it fails, the transaction holds nothing else, so it is
+//!   rolled back whole and the rest of the batch goes on in a new one;
 //! - a lone step (the common case at low load) opens no transaction at all when it writes with
-//!   one statement (a saved-card reservation or a final claim on PostgreSQL): PostgreSQL commits
-//!   the statement as it ends, so the step costs one round trip instead of three; other lone
-//!   steps take a transaction of their own;
+//!   one statement: PostgreSQL commits the statement as it ends, so the step costs one round
+//!   trip instead of three; other lone steps take a transaction of their own;
 //! - if the batch's commit fails (connection lost, a deadlock with another process), nothing of it
 //!   is applied, and each step is re-run alone in its own transaction before anyone is answered.
 //!
-//! One round trip per step for the savepoint: the previous step's `RELEASE` and the next
-//! step's `SAVEPOINT` go together in one simple query (Diesel's nested `transaction` would spend
-//! two), and the last one is released by `COMMIT`. A step is a statement or three of its own, so
-//! this saves about a fifth of a payment's statements.
+//! A savepoint costs one round trip: the previous one's `RELEASE` and the next `SAVEPOINT` go
+//! together in one simple query (Diesel's nested `transaction` would spend two), and the last
+//! one is released by `COMMIT`.
 //!
 //! The writer threads are plain OS threads, each holding one pool connection for its lifetime (no
 //! checkout per payment); they take whatever steps are queued, up to `max_batch`, so batches grow with load
@@ -35,8 +39,8 @@ use tokio::sync::oneshot;
 
 use super::connection::PooledConnection;
 use super::payments::{
-    complete, complete_alone, complete_step, reserve, reserve_alone, reserve_step, Complete,
-    Completed, Reservation, Reserve,
+    complete, complete_alone, complete_one_statement, complete_step, reserve, reserve_alone,
+    reserve_general, reserve_one_statement, Complete, Completed, Reservation, Reserve,
 };
 use super::{AnyConnection, Pool, VaultError};
 use crate::crypto::Keyring;
@@ -227,9 +231,42 @@ impl From<VaultError> for Stop {
     }
 }
 
-/// Runs steps inside the open transaction, each after the first in its own savepoint. The
-/// first needs none: if it fails, the transaction holds nothing else and is rolled back whole
+/// The step's answer if it is one PostgreSQL does as one writing statement
+/// ([`reserve_one_statement`], [`complete_one_statement`]); `None`: it takes the general path.
+/// Such a step needs no savepoint: it either fails inside the database or undoes its own
+/// writes before failing.
+fn exec_one_statement(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    step: &StepMsg,
+) -> Option<Outcome> {
+    match step {
+        StepMsg::Reserve(m) => reserve_one_statement(conn, keyring, m)
+            .transpose()
+            .map(Outcome::Reserve),
+        StepMsg::Complete(m) => complete_one_statement(conn, keyring, m).map(Outcome::Complete),
+    }
+}
+
+/// Whether `error` came from the database, which may have aborted the transaction it ran in
+/// (PostgreSQL refuses every later statement of an aborted transaction).
+fn from_database(error: &VaultError) -> bool {
+    matches!(
+        error,
+        VaultError::Query(_) | VaultError::Connect(_) | VaultError::Pool(_)
+    )
+}
+
+/// Runs steps inside the open transaction. A step PostgreSQL does as one writing statement
+/// ([`exec_one_statement`]) runs as it is: if it fails in the database the transaction is lost
+/// ([`Stop::Batch`]: every step is run again alone), otherwise it has undone its own writes.
+/// Every other step after the first runs in its own savepoint; the first needs none: if it
+/// fails, the transaction holds nothing else and is rolled back whole
 /// ([`Stop::FirstStepFailed`]), so a lone step costs no savepoint round trip.
+///
+/// A savepoint is released only when the next one is set, so steps run between the two are
+/// inside it; that is safe because a savepoint is rolled back only right after its own step
+/// failed, before any other step ran.
 fn exec_batch(
     conn: &mut AnyConnection,
     keyring: &Keyring,
@@ -237,14 +274,35 @@ fn exec_batch(
     outcomes: &mut Vec<Outcome>,
 ) -> Result<(), Stop> {
     use diesel::connection::SimpleConnection;
+    let mut savepoint = false;
     for (i, pending) in batch.iter().enumerate() {
-        match i {
-            0 => {}
-            1 => conn.batch_execute("SAVEPOINT step")?,
-            _ => conn.batch_execute("RELEASE SAVEPOINT step; SAVEPOINT step")?,
+        match exec_one_statement(conn, keyring, &pending.step) {
+            // The transaction may be aborted: nothing of it stands.
+            Some(Outcome::Reserve(Err(e)) | Outcome::Complete(Err(e)))
+                if i > 0 && from_database(&e) =>
+            {
+                return Err(Stop::Batch(e))
+            }
+            Some(outcome) => {
+                let lost = error_of(&outcome).is_some_and(from_database);
+                outcomes.push(outcome);
+                if lost {
+                    return Err(Stop::FirstStepFailed);
+                }
+                continue;
+            }
+            None => {}
+        }
+        if i > 0 {
+            conn.batch_execute(if savepoint {
+                "RELEASE SAVEPOINT step; SAVEPOINT step"
+            } else {
+                "SAVEPOINT step"
+            })?;
+            savepoint = true;
         }
         let outcome = match &pending.step {
-            StepMsg::Reserve(m) => Outcome::Reserve(reserve_step(conn, keyring, m)),
+            StepMsg::Reserve(m) => Outcome::Reserve(reserve_general(conn, keyring, m)),
             StepMsg::Complete(m) => Outcome::Complete(complete_step(conn, keyring, m)),
         };
         let ok = error_of(&outcome).is_none();

@@ -145,15 +145,42 @@ pub fn reserve(
 /// insert (`ON CONFLICT DO NOTHING` inserts nothing, the stored order is replayed) and, on the
 /// paths that end before the insert (card gone, fraud, agreement terms), by a lookup there, so a
 /// repeat of an approved payment still gets its stored reply after its card was deleted.
-pub(crate) fn reserve_step(
+fn reserve_step(
     conn: &mut AnyConnection,
     keyring: &Keyring,
     msg: &Reserve,
 ) -> Result<Reservation, VaultError> {
-    let outcome = match reserve_in_one_statement(conn, keyring, msg, InTransaction::Yes)? {
-        Some(done) => done,
-        None => reserve_in(conn, keyring, msg)?,
-    };
+    match reserve_one_statement(conn, keyring, msg)? {
+        Some(done) => Ok(done),
+        None => reserve_general(conn, keyring, msg),
+    }
+}
+
+/// A reservation PostgreSQL does in one statement ([`reserve_in_one_statement`]), answered as
+/// [`reserve_step`] answers it. `None`: not one of them; nothing was written but the customer's
+/// version bump, and the caller takes [`reserve_general`].
+///
+/// Such a step needs no savepoint in a shared transaction: it fails either inside the database
+/// (a [`VaultError::Query`]: the transaction is lost anyway) or after undoing its own writes.
+pub(crate) fn reserve_one_statement(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Reserve,
+) -> Result<Option<Reservation>, VaultError> {
+    match reserve_in_one_statement(conn, keyring, msg)? {
+        Some(done) => replay_if_refused(conn, msg, done).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Every reservation, in several statements inside the caller's transaction (or group-commit
+/// savepoint): on `Err` the caller must roll back what the step wrote.
+pub(crate) fn reserve_general(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Reserve,
+) -> Result<Reservation, VaultError> {
+    let outcome = reserve_in(conn, keyring, msg)?;
     replay_if_refused(conn, msg, outcome)
 }
 
@@ -166,14 +193,13 @@ pub(crate) fn reserve_alone(
     keyring: &Keyring,
     msg: &Reserve,
 ) -> Result<Reservation, VaultError> {
-    let outcome = match reserve_in_one_statement(conn, keyring, msg, InTransaction::No)? {
-        Some(done) => done,
+    match reserve_one_statement(conn, keyring, msg)? {
+        Some(done) => Ok(done),
         None => conn.transaction(|conn| {
             super::connection::lock_for_writing(conn)?;
-            reserve_in(conn, keyring, msg)
-        })?,
-    };
-    replay_if_refused(conn, msg, outcome)
+            reserve_general(conn, keyring, msg)
+        }),
+    }
 }
 
 /// A refusal that ended before the order insert may answer a repeat of an order that was
@@ -195,33 +221,51 @@ fn replay_if_refused(
     }
 }
 
-/// Whether a step runs inside a transaction its caller rolls back on `Err`, or alone, each
-/// statement committed as it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum InTransaction {
-    Yes,
-    No,
-}
-
-/// The reservations PostgreSQL does in one statement, for a merchant without turnover limits
-/// and not a recurring charge: a saved card's ([`reserve_saved_card`]) and a new card's
-/// ([`reserve_new_card`]). `None`: not one of them, nothing was written.
+/// The reservations PostgreSQL does in one statement, for every payment of an existing
+/// customer but a recurring charge: a saved card's, with or without turnover limits
+/// ([`reserve_saved_card`]), and a new card's or a registration's when the merchant has no
+/// limits ([`reserve_new_card`]). `None`: not one of them, or the saved card's statement read a
+/// stale turnover; nothing was written but the customer's version bump.
+///
+/// Such a reservation may run with no transaction around it or no savepoint: it either fails
+/// inside the database or undoes its own writes before it fails.
 fn reserve_in_one_statement(
     conn: &mut AnyConnection,
     keyring: &Keyring,
     msg: &Reserve,
-    tx: InTransaction,
 ) -> Result<Option<Reservation>, VaultError> {
-    let (AnyConnection::Postgresql(_), Some((union_id, number)), None, None) =
-        (&*conn, &msg.customer, &msg.agreement, &msg.limits)
+    let (AnyConnection::Postgresql(_), Some((union_id, number)), None) =
+        (&*conn, &msg.customer, &msg.agreement)
     else {
         return Ok(None);
     };
     let customer = (*union_id, number.as_str());
-    match &msg.token {
-        Some(token) => reserve_saved_card(conn, keyring, msg, customer, token, tx),
-        None => reserve_new_card(conn, msg, customer),
+    match (&msg.token, &msg.limits) {
+        (Some(token), _) => reserve_saved_card(conn, keyring, msg, customer, token),
+        (None, None) => reserve_new_card(conn, msg, customer),
+        (None, Some(_)) => Ok(None),
     }
+}
+
+/// The turnover `day_used` and `week_used` (sums of minor units) and the `requested` amount
+/// checked against the merchant's limits (R12, [`limits::check`]).
+fn over_limit(
+    window: &LimitCheck,
+    day_used: i64,
+    week_used: i64,
+    requested: i64,
+) -> Result<Option<limits::LimitExceeded>, VaultError> {
+    // Sums past the largest amount are over any limit anyway: clamp them into an Amount.
+    let amount_of = |minor: i64| {
+        Amount::from_minor(minor.clamp(0, Amount::MAX.minor()))
+            .ok_or_else(|| VaultError::Corrupt("amount".into()))
+    };
+    let (day, week, requested) = (
+        amount_of(day_used)?,
+        amount_of(week_used)?,
+        amount_of(requested)?,
+    );
+    Ok(limits::check(&window.limits, day, week, requested).err())
 }
 
 /// Every reservation but the one-statement ones ([`reserve_in_one_statement`]).
@@ -369,14 +413,7 @@ fn reserve_in(
             used_since(window.day_start_ms),
             used_since(window.week_start_ms),
         );
-        // Sums past the largest amount are over any limit anyway: clamp them into an Amount.
-        let amount_of = |minor: i64| {
-            Amount::from_minor(minor.clamp(0, Amount::MAX.minor()))
-                .ok_or_else(|| VaultError::Corrupt("amount".into()))
-        };
-        let requested = amount_of(msg.amount)?;
-        let (day_used, week_used) = (amount_of(day_used)?, amount_of(week_used)?);
-        if let Err(exceeded) = limits::check(&window.limits, day_used, week_used, requested) {
+        if let Some(exceeded) = over_limit(&window, day_used, week_used, msg.amount)? {
             tracing::debug!(window = %exceeded.window, "payment over a turnover limit: declined");
             state = OrderState::Declined;
             stored = Some(
@@ -422,24 +459,36 @@ fn reserve_in(
     })
 }
 
-/// The common saved-card payment on PostgreSQL (an existing customer, no turnover limits, no
-/// agreement: see [`reserve_in_one_statement`]) in one statement
-/// ([`super::prepared::ReserveSavedCard`]). `None`: no such customer yet: the general path
-/// takes it, nothing was written.
+/// A saved-card payment of an existing customer on PostgreSQL, with or without turnover limits
+/// (not a recurring charge: see [`reserve_in_one_statement`]), in one statement
+/// ([`super::prepared::ReserveSavedCard`]): the lock, the card, the turnover and the order.
+/// The limit is checked here, after the statement, by [`over_limit`]; an order over it is
+/// declined by a second statement ([`super::prepared::DeclineOverLimit`]), the rare case.
+/// `None`: no such customer yet, or the statement's turnover was stale (a reservation of
+/// another process committed while it waited for the lock): the general path takes it, nothing
+/// was written but the version bump.
 ///
-/// Run alone ([`InTransaction::No`]) the statement is committed before the card is decrypted: if
-/// that fails (a corrupt row, a key version this process lacks), the order it inserted is
-/// deleted again, so a failed payment leaves no order behind on either path.
+/// Without a transaction around it the statement is committed before the card is decrypted:
+/// if that fails (a corrupt row, a key version this process lacks), the order it inserted is
+/// deleted again, so a failed payment leaves no order behind, in a transaction or not.
 fn reserve_saved_card(
     conn: &mut AnyConnection,
     keyring: &Keyring,
     msg: &Reserve,
     (union_id, customer_number): (i64, &str),
     token: &str,
-    tx: InTransaction,
 ) -> Result<Option<Reservation>, VaultError> {
     let AnyConnection::Postgresql(c) = &mut *conn else {
         return Ok(None);
+    };
+    let (since, day_start, week_start) = match &msg.limits {
+        Some(w) => (
+            w.day_start_ms.min(w.week_start_ms),
+            w.day_start_ms,
+            w.week_start_ms,
+        ),
+        // No turnover needed: an empty range of the turnover index.
+        None => (i64::MAX, i64::MAX, i64::MAX),
     };
     let all = super::prepared::ReserveSavedCard {
         union_id,
@@ -453,6 +502,10 @@ fn reserve_saved_card(
         currency: &msg.currency,
         request_digest: &msg.digest,
         now_ms: msg.now_ms,
+        limited: msg.limits.is_some(),
+        since,
+        day_start,
+        week_start,
     };
     type Row = (
         i64,
@@ -462,14 +515,24 @@ fn reserve_saved_card(
         Option<i32>,
         Option<i32>,
         Option<i64>,
+        bool,
+        i64,
+        i64,
     );
-    let Some((customer_id, fraud, meta, blob, version, aad_version, order_id)) =
+    let Some((customer_id, fraud, meta, blob, version, aad_version, order_id, fresh, day, week)) =
         all.get_result::<Row>(c).optional()?
     else {
         return Ok(None);
     };
     if status::refuses_payments(fraud) {
         return Ok(Some(Reservation::CustomerFraud));
+    }
+    if msg.limits.is_some() && !fresh {
+        tracing::debug!(
+            customer_id,
+            "turnover read before another reservation committed: read again after the lock"
+        );
+        return Ok(None);
     }
     let (Some(meta), Some(blob), Some(version), Some(aad_version)) =
         (meta, blob, version, aad_version)
@@ -479,6 +542,7 @@ fn reserve_saved_card(
     let Some(order_id) = order_id else {
         return replay_existing(conn, msg).map(Some);
     };
+    // From here every failure first undoes the order: nobody may roll it back.
     let opened = CardRecord::try_from(meta).and_then(|record| {
         let pan = card_aad_for(aad_version, customer_id, customer_number, &record.token)
             .map_err(VaultError::from)
@@ -486,16 +550,37 @@ fn reserve_saved_card(
             .inspect_err(|e| log_unopenable(record.id, version, aad_version, e))?;
         Ok((record, pan))
     });
-    let (record, pan) = match (opened, tx) {
-        (Ok(card), _) => card,
-        (Err(e), InTransaction::Yes) => return Err(e),
-        (Err(e), InTransaction::No) => {
-            if let Err(undo) = diesel::delete(orders::table.find(order_id)).execute(conn) {
-                tracing::error!(order_id, error = %undo, "cannot delete the order of a payment whose card could not be opened");
-            }
-            return Err(e);
-        }
+    let (record, pan) = match opened {
+        Ok(card) => card,
+        Err(e) => return Err(undo_order(conn, order_id, e)),
     };
+    if let Some(window) = &msg.limits {
+        let exceeded = match over_limit(window, day, week, msg.amount) {
+            Ok(exceeded) => exceeded,
+            Err(e) => return Err(undo_order(conn, order_id, e)),
+        };
+        if let Some(exceeded) = exceeded {
+            tracing::debug!(window = %exceeded.window, "payment over a turnover limit: declined");
+            let json = match serde_json::to_string(&msg.limit_declined) {
+                Ok(json) => json,
+                Err(e) => {
+                    return Err(undo_order(
+                        conn,
+                        order_id,
+                        VaultError::Corrupt(e.to_string()),
+                    ))
+                }
+            };
+            let decline = super::prepared::DeclineOverLimit {
+                id: order_id,
+                response_code: limits::LimitExceeded::RESPONSE_CODE.as_str(),
+                result_json: &json,
+                now_ms: msg.now_ms,
+            };
+            on_backend!(&mut *conn, |c| decline.execute(c))?;
+            return Ok(Some(Reservation::LimitExceeded(msg.limit_declined.clone())));
+        }
+    }
     Ok(Some(Reservation::Reserved {
         order_id,
         customer_id: Some(customer_id),
@@ -504,10 +589,23 @@ fn reserve_saved_card(
     }))
 }
 
+/// Deletes the order a one-statement reservation inserted before it failed with `error`, and
+/// returns the error to answer: `error`, or the database's if the delete failed too (the
+/// transaction it ran in, if any, is then lost: a database error says so to the caller).
+fn undo_order(conn: &mut AnyConnection, order_id: i64, error: VaultError) -> VaultError {
+    match diesel::delete(orders::table.find(order_id)).execute(conn) {
+        Ok(_) => error,
+        Err(undo) => {
+            tracing::error!(order_id, error = %undo, cause = %error, "cannot delete the order of a payment that failed after its reservation");
+            undo.into()
+        }
+    }
+}
+
 /// A new card's payment or registration for a customer (new or not) on PostgreSQL, when the
 /// merchant has no turnover limits (see [`reserve_in_one_statement`]), in one statement
 /// ([`super::prepared::ReserveNewCard`]). Nothing can fail after the statement, so it may run
-/// alone ([`InTransaction::No`]).
+/// without a transaction or a savepoint.
 fn reserve_new_card(
     conn: &mut AnyConnection,
     msg: &Reserve,
@@ -718,25 +816,36 @@ pub fn complete(
     })
 }
 
-/// A [`complete`] that shares its transaction with no other step. When the reply is final
-/// already and there is no card to save and no agreement to touch, the step writes with one
-/// statement (the claim, with the card's counter on PostgreSQL) and reads at most: on PostgreSQL
-/// it then runs without `BEGIN`/`COMMIT`, committed as the statement ends. Every other
-/// completion takes [`complete`]'s transaction.
+/// A [`complete`] that shares its transaction with no other step: one statement on
+/// PostgreSQL when it can be ([`complete_one_statement`]), run without `BEGIN`/`COMMIT`,
+/// committed as the statement ends; every other completion takes [`complete`]'s transaction.
 pub(crate) fn complete_alone(
     conn: &mut AnyConnection,
     keyring: &Keyring,
     msg: &Complete,
 ) -> Result<Completed, VaultError> {
+    match complete_one_statement(conn, keyring, msg) {
+        Some(done) => done,
+        None => complete(conn, keyring, msg.clone()),
+    }
+}
+
+/// The completion as one writing statement, on PostgreSQL when the reply is final already and
+/// there is no card to save and no agreement to touch: the claim, with the card's counter
+/// ([`complete_step`]), then at most reads. `None`: not such a completion, nothing was done.
+///
+/// Such a step needs no savepoint in a shared transaction: what fails after its one write is a
+/// read, so it fails inside the database (the transaction is lost anyway) or wrote nothing.
+pub(crate) fn complete_one_statement(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Complete,
+) -> Option<Result<Completed, VaultError>> {
     let one_statement = matches!(conn, AnyConnection::Postgresql(_))
         && msg.save.is_none()
         && msg.new_agreement.is_none()
         && msg.charged_agreement.is_none();
-    if one_statement {
-        complete_step(conn, keyring, msg)
-    } else {
-        complete(conn, keyring, msg.clone())
-    }
+    one_statement.then(|| complete_step(conn, keyring, msg))
 }
 
 /// [`complete`] inside the caller's transaction (or group-commit savepoint): on `Err` the caller

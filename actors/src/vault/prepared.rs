@@ -132,15 +132,26 @@ prepared! {
 }
 
 prepared! {
-    /// PostgreSQL only: the whole reservation of a saved-card payment whose merchant has no
-    /// turnover limits, in one statement: [`BumpCustomerReadCard`], then, when the customer is
-    /// not flagged and the card is usable, the order as [`InsertOrder`] would insert it
-    /// (`In Process`; nothing when the order number exists). Returns the customer, its flag, the
-    /// card (NULL: no such usable card) and the new order's id (NULL: not inserted).
+    /// PostgreSQL only: the whole reservation of a saved-card payment of an existing customer,
+    /// in one statement: [`BumpCustomerReadCard`], the customer's turnover in the limits'
+    /// windows, and, when the customer is not flagged, the card is usable and the turnover was
+    /// read fresh, the order as [`InsertOrder`] would insert it (`In Process`, counting when
+    /// `counts_for_limits`; nothing when the order number exists). The limit itself is checked
+    /// by the caller (`domain::limits::check`), which declines an order over it with
+    /// [`DeclineOverLimit`].
     ///
-    /// Nothing in it needs a read that must follow the lock (the limits' turnover would: a
-    /// statement's snapshot predates its lock wait, and only rows can be re-checked, not
-    /// orders that were not there); the card is re-checked as in [`BumpCustomerReadCard`].
+    /// **Fresh.** The statement's snapshot was taken before it waited for the customer's lock:
+    /// orders committed by the transaction it waited for are not in it, and rows that were not
+    /// there cannot be re-checked. Every reservation bumps the customer's `version` under the
+    /// lock, so the version the lock returns (the latest committed, plus this bump) is the
+    /// snapshot's plus one exactly when no reservation committed between the snapshot and the
+    /// lock. Otherwise (`fresh` false) nothing is inserted and the caller takes the general path,
+    /// whose turnover read follows the lock. Without limits (`since` in the far future) the
+    /// turnover is not needed and the order is inserted either way.
+    ///
+    /// Returns the customer, its flag, the card (NULL: no such usable card), the new order's id
+    /// (NULL: not inserted), whether the snapshot was fresh, and the turnover since `day_start`
+    /// and since `week_start` (clamped to `i64::MAX`). No row: no such customer.
     pub struct ReserveSavedCard<'a> -> (
         BigInt,
         Bool,
@@ -149,6 +160,9 @@ prepared! {
         Nullable<Integer>,
         Nullable<Integer>,
         Nullable<BigInt>,
+        Bool,
+        BigInt,
+        BigInt,
     ) {
         union_id: i64,
         customer_number: &'a str,
@@ -161,26 +175,57 @@ prepared! {
         currency: &'a str,
         request_digest: &'a [u8],
         now_ms: i64,
+        limited: bool,
+        since: i64,
+        day_start: i64,
+        week_start: i64,
     }
-    sql: "WITH c AS (UPDATE customers SET version = version + 1 WHERE union_id = "
+    sql: "WITH s AS (SELECT version FROM customers WHERE union_id = " {union_id: BigInt}
+        " AND customer_number = " {customer_number: Text} "), \
+         c AS (UPDATE customers SET version = version + 1 WHERE union_id = "
         {union_id: BigInt} " AND customer_number = " {customer_number: Text}
-        " RETURNING id, fraud), \
+        " RETURNING id, fraud, version), \
+         f AS (SELECT c.id, c.fraud, c.version = s.version + 1 AS fresh FROM c, s), \
          k AS MATERIALIZED (SELECT cards.* FROM c, cards WHERE cards.token = " {token: Text}
         " AND cards.customer_id = c.id AND cards.state = 'active' \
          AND cards.pan_ciphertext IS NOT NULL AND cards.key_version IS NOT NULL \
          FOR SHARE OF cards), \
+         u AS (SELECT COALESCE(SUM(amount) FILTER (WHERE created_at >= " {day_start: BigInt}
+        "), 0) AS day, COALESCE(SUM(amount) FILTER (WHERE created_at >= " {week_start: BigInt}
+        "), 0) AS week FROM orders, c WHERE orders.customer_id = c.id AND orders.currency = "
+        {currency: Text} " AND orders.counts_for_limits AND orders.created_at >= " {since: BigInt}
+        "), \
          o AS (INSERT INTO orders (merchant_id, order_number, kind, customer_id, card_id, \
          agreement_id, amount, currency, state, response_code, counts_for_limits, \
          request_digest, result_json, created_at, updated_at) SELECT "
-        {merchant_id: BigInt} ", " {order_number: Text} ", " {kind: Text} ", c.id, k.id, NULL, "
+        {merchant_id: BigInt} ", " {order_number: Text} ", " {kind: Text} ", f.id, k.id, NULL, "
         {amount: BigInt} ", " {currency: Text} ", 'In Process', 'AS300', "
         {counts_for_limits: Bool} ", "
         {request_digest: Binary} ", NULL, " {now_ms: BigInt} ", " {now_ms: BigInt}
-        " FROM c, k WHERE NOT c.fraud ON CONFLICT DO NOTHING RETURNING id) \
+        " FROM f, k WHERE NOT f.fraud AND (f.fresh OR NOT " {limited: Bool} ") \
+         ON CONFLICT DO NOTHING RETURNING id) \
          SELECT c.id, c.fraud, k.id, k.token, k.customer_id, k.state, \
          k.brand, k.bin, k.last4, k.pan_length, k.expiry_month, k.expiry_year, k.holder, \
          k.saved_by_merchant, k.saved_at, k.last_used_at, k.success_count, k.deleted_at, \
-         k.pan_ciphertext, k.key_version, k.aad_version, (SELECT id FROM o) FROM c LEFT JOIN k ON true"
+         k.pan_ciphertext, k.key_version, k.aad_version, (SELECT id FROM o), \
+         COALESCE((SELECT fresh FROM f), false), \
+         CAST(LEAST((SELECT day FROM u), 9223372036854775807) AS BIGINT), \
+         CAST(LEAST((SELECT week FROM u), 9223372036854775807) AS BIGINT) \
+         FROM c LEFT JOIN k ON true"
+}
+
+prepared! {
+    /// An order [`ReserveSavedCard`] inserted `In Process` that its caller found over a turnover
+    /// limit: declined with the limit's code, counting for nothing (R12), its reply stored.
+    pub struct DeclineOverLimit<'a> {
+        id: i64,
+        response_code: &'a str,
+        result_json: &'a str,
+        now_ms: i64,
+    }
+    sql: "UPDATE orders SET state = 'Declined', response_code = " {response_code: Text}
+        ", counts_for_limits = false, result_json = " {result_json: Text} ", updated_at = "
+        {now_ms: BigInt} " WHERE id = " {id: BigInt} " AND state = 'In Process'"
 }
 
 prepared! {
@@ -453,6 +498,10 @@ mod tests {
             currency: "RUB",
             request_digest: &[],
             now_ms: 0,
+            limited: true,
+            since: 0,
+            day_start: 0,
+            week_start: 0,
         };
         let text = sql(&saved);
         assert!(
@@ -471,5 +520,18 @@ mod tests {
             now_ms: 0,
         };
         assert!(sql(&claim).contains(&format!("state = {in_process}")));
+        let decline = DeclineOverLimit {
+            id: 1,
+            response_code: "AS105",
+            result_json: "{}",
+            now_ms: 0,
+        };
+        let text = sql(&decline);
+        let declined = format!("'{}'", OrderState::Declined.as_str());
+        assert!(
+            text.contains(&format!("state = {declined}"))
+                && text.contains(&format!("state = {in_process}")),
+            "{text}"
+        );
     }
 }
