@@ -698,3 +698,69 @@ async fn a_lone_payment_whose_card_cannot_be_opened_leaves_nothing(h: Harness) {
 }
 
 both_backends!(a_lone_payment_whose_card_cannot_be_opened_leaves_nothing);
+
+/// A payment that saves its card completes (on PostgreSQL in one statement that also returns
+/// the customer's cards for the actor's cache) while another process holds the customer's lock
+/// and adds a card: the completion waits for that lock, and the cache it leaves must hold all
+/// three cards (the first, the other process's, the new one), not the two its statement's
+/// snapshot, taken before the wait, saw.
+mod a_card_added_while_a_save_waits_is_in_the_cache_after_it {
+    use super::*;
+    use oneclick_testkit::engine::{run_with, test_settings, Backend};
+
+    fn settings() -> oneclick_actors::engine::EngineSettings {
+        oneclick_actors::engine::EngineSettings {
+            // The token list below answers from the actor's cache.
+            state_ttl: std::time::Duration::from_secs(60),
+            ..test_settings()
+        }
+    }
+
+    async fn scenario(h: Harness) {
+        let first = h.save_card(A, "k1", VISA_OK).await;
+        let calls = h.acquirer.calls();
+        h.acquirer
+            .set_latency(std::time::Duration::from_millis(300));
+        let payment = h.pay_new(A, "k1", "10.00", MASTERCARD_OK, None);
+        let other = async {
+            // The reservation is committed once the acquirer is asked.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while h.acquirer.calls() == calls {
+                assert!(std::time::Instant::now() < deadline, "never authorized");
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            let mut other = super::hold_lock(&h, "k1");
+            assert_eq!(
+                other.exec(&format!(
+                    "INSERT INTO cards (token, customer_id, state, brand, bin, last4, \
+                     pan_length, expiry_month, expiry_year, holder, pan_ciphertext, \
+                     key_version, aad_version, fingerprint, saved_by_merchant, saved_at, \
+                     last_used_at, success_count) SELECT \
+                     '0B0B0B0B-0000-4000-8000-000000000001', customer_id, state, brand, bin, \
+                     last4, pan_length, expiry_month, expiry_year, holder, pan_ciphertext, \
+                     key_version, aad_version, NULL, saved_by_merchant, saved_at, \
+                     last_used_at, success_count FROM cards WHERE token = '{first}'"
+                )),
+                1
+            );
+            super::commit_once_waiting(&h, other).await;
+        };
+        let (paid, ()) = tokio::join!(payment, other);
+        h.acquirer.set_latency(std::time::Duration::ZERO);
+        let paid = paid.unwrap();
+        assert!(paid.is_approved() && paid.card_saved, "{paid:?}");
+        let list = h.token_list(A, "k1").await.unwrap();
+        assert_eq!(list.len(), 3, "{list:?}");
+        assert_eq!(h.count_rows("cards"), 3);
+    }
+
+    #[test]
+    fn on_sqlite() {
+        run_with(Backend::Sqlite, settings(), scenario);
+    }
+
+    #[test]
+    fn on_postgres() {
+        run_with(Backend::Postgres, settings(), scenario);
+    }
+}

@@ -274,8 +274,9 @@ async fn execute(
     result.response_code = code;
     result.message = code.message().to_string();
 
-    let save = match (&plan.card, plan.save) {
-        (CardSource::New(c), true) => Some(SaveCard {
+    let save = match (&plan.card, plan.save, &plan.order.customer) {
+        (CardSource::New(c), true, Some(number)) => Some(SaveCard {
+            customer_number: number.as_str().to_string(),
             pan: c.pan.clone(),
             expiry: c.expiry,
             holder: c.holder.as_str().to_string(),

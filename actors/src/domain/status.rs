@@ -151,6 +151,11 @@ pub fn accepts_save_offers(deny: bool, fraud: bool) -> bool {
     !deny && !fraud
 }
 
+/// [`accepts_save_offers`] as a SQL condition over a row's `deny` and `fraud` columns, for the
+/// vault's one-statement completion that saves a card as it claims the order (its statement
+/// holds this text, and a test there checks that the two agree for every pair of flags).
+pub const ACCEPTS_SAVE_OFFERS_SQL: &str = "NOT deny AND NOT fraud";
+
 /// R6: the status from the merchant's flags and the customer's cards. `saved_cards` counts cards
 /// not deleted; `usable_cards` those of them that are active and unexpired.
 pub fn derive(deny: bool, fraud: bool, usable_cards: usize, saved_cards: usize) -> CustomerStatus {

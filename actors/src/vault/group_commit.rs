@@ -7,11 +7,11 @@
 //!   for the answer), so a batch never holds two steps of one customer and concurrent batches of
 //!   this process touch disjoint customers;
 //! - the common steps on PostgreSQL write with one statement (a saved-card reservation, with or
-//!   without turnover limits; a new card's reservation without limits; a final claim) and need
-//!   no savepoint: such a step fails either inside the database, and then the whole batch is
-//!   re-run step by step (below), or after undoing its own writes (a card that cannot be
-//!   decrypted deletes the order its statement inserted). A batch of them is `BEGIN`, one
-//!   statement a step, `COMMIT`;
+//!   without turnover limits; a new card's reservation without limits; a final claim; the
+//!   completion that saves a new card with the claim) and need no savepoint: such a step fails
+//!   either inside the database, and then the whole batch is re-run step by step in the general
+//!   path (below), or after undoing its own writes (a card that cannot be decrypted deletes the
+//!   order its statement inserted). A batch of them is `BEGIN`, one statement a step, `COMMIT`;
 //! - every other step after a transaction's first runs inside its own savepoint, so a step that
 //!   fails rolls back alone (`ROLLBACK TO SAVEPOINT`) and reports its error while the others
 //!   stand; the first step needs none: if it fails, the transaction holds nothing else, so it is
@@ -259,7 +259,8 @@ fn from_database(error: &VaultError) -> bool {
 
 /// Runs steps inside the open transaction. A step PostgreSQL does as one writing statement
 /// ([`exec_one_statement`]) runs as it is: if it fails in the database the transaction is lost
-/// ([`Stop::Batch`]: every step is run again alone), otherwise it has undone its own writes.
+/// ([`Stop::Batch`]: every step is run again alone, in the general path), otherwise it has
+/// undone its own writes.
 /// Every other step after the first runs in its own savepoint; the first needs none: if it
 /// fails, the transaction holds nothing else and is rolled back whole
 /// ([`Stop::FirstStepFailed`]), so a lone step costs no savepoint round trip.
@@ -277,18 +278,14 @@ fn exec_batch(
     let mut savepoint = false;
     for (i, pending) in batch.iter().enumerate() {
         match exec_one_statement(conn, keyring, &pending.step) {
-            // The transaction may be aborted: nothing of it stands.
-            Some(Outcome::Reserve(Err(e)) | Outcome::Complete(Err(e)))
-                if i > 0 && from_database(&e) =>
-            {
+            // The transaction may be aborted: nothing of it stands. Even as the first step, the
+            // step is run again alone: a completion that saves a card may have failed for the
+            // save, which alone (in its savepoint) cannot fail the payment (R5).
+            Some(Outcome::Reserve(Err(e)) | Outcome::Complete(Err(e))) if from_database(&e) => {
                 return Err(Stop::Batch(e))
             }
             Some(outcome) => {
-                let lost = error_of(&outcome).is_some_and(from_database);
                 outcomes.push(outcome);
-                if lost {
-                    return Err(Stop::FirstStepFailed);
-                }
                 continue;
             }
             None => {}

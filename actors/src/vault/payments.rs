@@ -760,6 +760,9 @@ pub(crate) fn agreement_params(
 /// A card to save with an approved payment or registration (R5).
 #[derive(Debug, Clone)]
 pub struct SaveCard {
+    /// The customer's number as the request named it: the card is sealed for it (its owner's
+    /// associated data) and saved only if the locked customer has it.
+    pub customer_number: String,
     pub pan: Pan,
     pub expiry: Expiry,
     pub holder: String,
@@ -825,27 +828,142 @@ pub(crate) fn complete_alone(
     msg: &Complete,
 ) -> Result<Completed, VaultError> {
     match complete_one_statement(conn, keyring, msg) {
-        Some(done) => done,
         None => complete(conn, keyring, msg.clone()),
+        // The statement that saves the card failed as a whole, and the save may be what failed:
+        // that must not fail the approved payment (R5). The general path saves in a savepoint.
+        Some(Err(VaultError::Query(e))) if msg.save.is_some() => {
+            tracing::warn!(order_id = msg.order_id, error = %e, "completing with the card's save failed; completing in steps");
+            complete(conn, keyring, msg.clone())
+        }
+        Some(done) => done,
     }
 }
 
-/// The completion as one writing statement, on PostgreSQL when the reply is final already and
-/// there is no card to save and no agreement to touch: the claim, with the card's counter
-/// ([`complete_step`]), then at most reads. `None`: not such a completion, nothing was done.
+/// The completion as one writing statement on PostgreSQL, when there is no agreement to create
+/// or charge: with a card to save and approved, [`complete_saving_card`]; otherwise the claim,
+/// with the used card's counter, then at most reads ([`complete_step`], whose reply is final
+/// already). `None`: not such a completion (or the saving statement found its snapshot stale or
+/// the order claimed already); nothing was written but the customer's version bump.
 ///
 /// Such a step needs no savepoint in a shared transaction: what fails after its one write is a
-/// read, so it fails inside the database (the transaction is lost anyway) or wrote nothing.
+/// read, so it fails inside the database (the transaction is lost anyway) or wrote nothing; the
+/// one exception, a saved card row that reads back corrupt, fails after the payment was
+/// recorded, as it would in a transaction of its own.
 pub(crate) fn complete_one_statement(
     conn: &mut AnyConnection,
     keyring: &Keyring,
     msg: &Complete,
 ) -> Option<Result<Completed, VaultError>> {
-    let one_statement = matches!(conn, AnyConnection::Postgresql(_))
-        && msg.save.is_none()
-        && msg.new_agreement.is_none()
-        && msg.charged_agreement.is_none();
-    one_statement.then(|| complete_step(conn, keyring, msg))
+    if !matches!(conn, AnyConnection::Postgresql(_))
+        || msg.new_agreement.is_some()
+        || msg.charged_agreement.is_some()
+    {
+        return None;
+    }
+    match (&msg.save, msg.customer_id, msg.state) {
+        (Some(save), Some(customer_id), OrderState::Approved) => {
+            complete_saving_card(conn, keyring, msg, save, customer_id).transpose()
+        }
+        (Some(_), _, OrderState::Approved) => None,
+        // Not approved: nothing is saved, the claim alone.
+        _ => Some(complete_step(conn, keyring, msg)),
+    }
+}
+
+/// An approved payment or registration that saves its new card, completed by one statement
+/// ([`super::prepared::CompleteSavingCard`]): the lock, the card (R5, R11, only if the customer
+/// as committed accepts saves, R6), the claim with the final reply and the customer's snapshot
+/// as it now is, so nothing is read again. `None`: the statement's snapshot was stale, or the
+/// order was claimed already (a retry): the general path ([`complete_step`]) takes it.
+fn complete_saving_card(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Complete,
+    save: &SaveCard,
+    customer_id: i64,
+) -> Result<Option<Completed>, VaultError> {
+    let AnyConnection::Postgresql(c) = &mut *conn else {
+        return Ok(None);
+    };
+    let number = save.pan.expose().as_bytes();
+    let fingerprint = keyring.fingerprint(number);
+    // Sealed under a new token even if the number turns out saved already: that card keeps its
+    // own token and ciphertext, and this one is dropped (as in `save_card`).
+    let token = Token::generate();
+    let sealed = keyring.seal(
+        number,
+        &card_owner_aad(customer_id, &save.customer_number, token.as_str()),
+    )?;
+    let json = |r: &PaymentResult| {
+        serde_json::to_string(r).map_err(|e| VaultError::Corrupt(e.to_string()))
+    };
+    let mut saved = msg.result.clone();
+    saved.token = Some(token.as_str().to_string());
+    saved.card_saved = true;
+    let (result_saved, result_unsaved) = (json(&saved)?, json(&msg.result)?);
+    let all = super::prepared::CompleteSavingCard {
+        customer_id,
+        customer_number: &save.customer_number,
+        order_id: msg.order_id,
+        state: msg.state.as_str(),
+        response_code: msg.response_code.as_str(),
+        keep_reservation: msg.state != OrderState::Declined,
+        network_tx_id: msg.network_tx_id.as_deref(),
+        token: token.as_str(),
+        brand: save.pan.brand().as_str(),
+        bin: save.pan.bin(),
+        last4: save.pan.last4(),
+        pan_length: save.pan.len() as i32,
+        expiry_month: i32::from(save.expiry.month),
+        expiry_year: i32::from(save.expiry.year),
+        holder: &save.holder,
+        pan_ciphertext: &sealed.blob,
+        key_version: sealed.key_version as i32,
+        aad_version: CARD_AAD_OWNER,
+        fingerprint: &fingerprint[..],
+        saved_by_merchant: msg.merchant_id,
+        result_saved: &result_saved,
+        result_unsaved: &result_unsaved,
+        now_ms: msg.now_ms,
+    };
+    type Row = (
+        bool,
+        i64,
+        bool,
+        bool,
+        i64,
+        Option<CardMetaRow>,
+        Option<bool>,
+    );
+    let rows: Vec<Row> = all.load(c)?;
+    let Some(&(fresh, claimed, deny, fraud, version, ..)) = rows.first() else {
+        return Ok(None);
+    };
+    if !fresh || claimed == 0 {
+        return Ok(None);
+    }
+    let mut result = msg.result.clone();
+    let mut cards = Vec::with_capacity(rows.len());
+    for (.., meta, saved_now) in rows {
+        let Some(meta) = meta else { continue };
+        let record = CardRecord::try_from(meta)?;
+        if saved_now == Some(true) {
+            result.token = Some(record.token.clone());
+            result.card_saved = true;
+        }
+        cards.push(record);
+    }
+    let snapshot = CustomerSnapshot {
+        id: customer_id,
+        deny,
+        fraud,
+        version,
+        cards,
+    };
+    Ok(Some(Completed {
+        result,
+        snapshot: Some(snapshot),
+    }))
 }
 
 /// [`complete`] inside the caller's transaction (or group-commit savepoint): on `Err` the caller

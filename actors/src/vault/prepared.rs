@@ -343,6 +343,102 @@ prepared! {
 }
 
 prepared! {
+    /// PostgreSQL only: the completion of an approved payment or registration that saves its new
+    /// card (R5, R11), in one statement instead of a transaction of eight: the customer's lock
+    /// ([`BumpCustomerId`]), the card saved as [`UpsertCard`] saves it when the customer, as
+    /// committed, accepts saves (R6: `domain::status::ACCEPTS_SAVE_OFFERS_SQL`) and is the
+    /// customer the card was sealed for, the order claimed as [`ClaimOrder`] claims it with its
+    /// final reply, and the customer's cards as the snapshot holds them.
+    ///
+    /// The reply is `result_unsaved`, or, with the card saved, `result_saved` (sealed under
+    /// `token`) where `token` is replaced by the saved card's own: the same number saved before
+    /// keeps its token (R11). The card is saved only with the claim: its id is taken from the
+    /// sequence (or is the same number's card) before the order, which names it, is claimed.
+    ///
+    /// **Fresh.** As for [`ReserveSavedCard`]: the statement's snapshot predates its wait for the
+    /// lock, and a completion of the same order (a retry) or a save of the same number by another
+    /// process may have committed in between; the customer's version tells. Only when it is
+    /// fresh and the order is still `In Process` (as its latest version says: the claim's own
+    /// re-check) does the statement write the claim, and the card only with the claim; otherwise
+    /// it writes nothing but the version bump (and may spend a number of the cards' sequence)
+    /// and the caller takes the general path. One row per card kept (`state <> 'deleted'`; the saved one with `saved` true), or one
+    /// row with NULL card columns; no row: no such customer.
+    pub struct CompleteSavingCard<'a> -> (
+        Bool,
+        BigInt,
+        Bool,
+        Bool,
+        BigInt,
+        NullableCardMeta,
+        Nullable<Bool>,
+    ) {
+        customer_id: i64,
+        customer_number: &'a str,
+        order_id: i64,
+        state: &'a str,
+        response_code: &'a str,
+        keep_reservation: bool,
+        network_tx_id: Option<&'a str>,
+        token: &'a str,
+        brand: &'a str,
+        bin: &'a str,
+        last4: &'a str,
+        pan_length: i32,
+        expiry_month: i32,
+        expiry_year: i32,
+        holder: &'a str,
+        pan_ciphertext: &'a [u8],
+        key_version: i32,
+        aad_version: i32,
+        fingerprint: &'a [u8],
+        saved_by_merchant: i64,
+        result_saved: &'a str,
+        result_unsaved: &'a str,
+        now_ms: i64,
+    }
+    sql: "WITH s AS (SELECT version FROM customers WHERE id = " {customer_id: BigInt} "), \
+         l AS (UPDATE customers SET version = version + 1 WHERE id = " {customer_id: BigInt}
+        " RETURNING deny, fraud, customer_number, version), \
+         f AS (SELECT l.deny, l.fraud, l.version, l.version = s.version + 1 AS fresh, \
+         (NOT deny AND NOT fraud) AND l.customer_number = " {customer_number: Text}
+        " AS saves FROM l, s), \
+         e AS (SELECT id, token FROM cards WHERE customer_id = " {customer_id: BigInt}
+        " AND fingerprint = " {fingerprint: Binary} "), \
+         n AS (SELECT COALESCE((SELECT id FROM e), nextval(pg_get_serial_sequence('cards', 'id'))) \
+         AS id, COALESCE((SELECT token FROM e), " {token: Text} ") AS token FROM f \
+         WHERE f.fresh AND f.saves), \
+         c AS (UPDATE orders SET state = " {state: Text} ", response_code = "
+        {response_code: Text} ", counts_for_limits = counts_for_limits AND "
+        {keep_reservation: Bool} ", card_id = (SELECT id FROM n), network_tx_id = "
+        {network_tx_id: Nullable<Text>} ", result_json = CASE WHEN EXISTS (SELECT 1 FROM n) \
+         THEN replace(" {result_saved: Text} ", " {token: Text} ", (SELECT token FROM n)) ELSE "
+        {result_unsaved: Text} " END, updated_at = " {now_ms: BigInt} " WHERE id = "
+        {order_id: BigInt} " AND state = 'In Process' AND (SELECT fresh FROM f) RETURNING id), \
+         k AS (INSERT INTO cards (id, token, customer_id, state, brand, bin, last4, pan_length, \
+         expiry_month, expiry_year, holder, pan_ciphertext, key_version, aad_version, \
+         fingerprint, saved_by_merchant, saved_at, last_used_at, success_count) SELECT n.id, "
+        {token: Text} ", " {customer_id: BigInt} ", 'active', " {brand: Text} ", "
+        {bin: Text} ", " {last4: Text} ", " {pan_length: Integer} ", "
+        {expiry_month: Integer} ", " {expiry_year: Integer} ", " {holder: Text} ", "
+        {pan_ciphertext: Binary} ", " {key_version: Integer} ", " {aad_version: Integer} ", "
+        {fingerprint: Binary} ", " {saved_by_merchant: BigInt} ", " {now_ms: BigInt} ", "
+        {now_ms: BigInt} ", 1 FROM n, c \
+         ON CONFLICT (customer_id, fingerprint) DO UPDATE SET \
+         expiry_month = excluded.expiry_month, expiry_year = excluded.expiry_year, \
+         holder = excluded.holder, state = 'active', \
+         success_count = cards.success_count + 1, last_used_at = excluded.last_used_at \
+         RETURNING *), \
+         kept AS (SELECT k.*, true AS saved FROM k UNION ALL SELECT cards.*, false FROM cards \
+         WHERE cards.customer_id = " {customer_id: BigInt} " AND cards.state <> 'deleted' \
+         AND cards.id NOT IN (SELECT id FROM k)) \
+         SELECT f.fresh, (SELECT count(*) FROM c), f.deny, f.fraud, f.version, \
+         kept.id, kept.token, kept.customer_id, kept.state, kept.brand, kept.bin, kept.last4, \
+         kept.pan_length, kept.expiry_month, kept.expiry_year, kept.holder, \
+         kept.saved_by_merchant, kept.saved_at, kept.last_used_at, kept.success_count, \
+         kept.deleted_at, kept.saved FROM f LEFT JOIN kept ON true ORDER BY kept.id"
+}
+
+prepared! {
     /// An approved payment with a saved card counts on the card.
     pub struct CountCardUse {
         id: i64,
@@ -533,5 +629,66 @@ mod tests {
                 && text.contains(&format!("state = {in_process}")),
             "{text}"
         );
+    }
+
+    /// The one-statement completion saves a card only when the locked customer accepts saves:
+    /// its SQL holds the rule's SQL text, and that text agrees with the rule's function for every
+    /// pair of flags (evaluated by SQLite, whose booleans are PostgreSQL's here).
+    #[test]
+    fn the_saving_completion_applies_the_save_rule_as_the_domain_states_it() {
+        use crate::domain::status::{accepts_save_offers, ACCEPTS_SAVE_OFFERS_SQL};
+        use diesel::connection::Connection;
+        use diesel::RunQueryDsl;
+        let statement = CompleteSavingCard {
+            customer_id: 1,
+            customer_number: "c",
+            order_id: 1,
+            state: "Approved",
+            response_code: "AS000",
+            keep_reservation: true,
+            network_tx_id: None,
+            token: "t",
+            brand: "VISA",
+            bin: "411111",
+            last4: "1111",
+            pan_length: 16,
+            expiry_month: 12,
+            expiry_year: 2030,
+            holder: "h",
+            pan_ciphertext: &[],
+            key_version: 1,
+            aad_version: 1,
+            fingerprint: &[],
+            saved_by_merchant: 1,
+            result_saved: "{}",
+            result_unsaved: "{}",
+            now_ms: 0,
+        };
+        let text = sql(&statement);
+        assert!(
+            text.contains(&format!("({ACCEPTS_SAVE_OFFERS_SQL})")),
+            "{text}"
+        );
+        let mut conn = diesel::SqliteConnection::establish(":memory:").expect("sqlite");
+        for deny in [false, true] {
+            for fraud in [false, true] {
+                #[derive(diesel::QueryableByName)]
+                struct Answer {
+                    #[diesel(sql_type = Bool)]
+                    accepts: bool,
+                }
+                let answer: Answer = diesel::sql_query(format!(
+                    "SELECT {ACCEPTS_SAVE_OFFERS_SQL} AS accepts FROM (SELECT {} AS deny, {} AS fraud)",
+                    deny as i32, fraud as i32
+                ))
+                .get_result(&mut conn)
+                .expect("evaluated");
+                assert_eq!(
+                    answer.accepts,
+                    accepts_save_offers(deny, fraud),
+                    "deny {deny}, fraud {fraud}"
+                );
+            }
+        }
     }
 }
