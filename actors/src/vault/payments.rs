@@ -846,9 +846,10 @@ pub(crate) fn complete_alone(
 /// the order claimed already); nothing was written but the customer's version bump.
 ///
 /// Such a step needs no savepoint in a shared transaction: what fails after its one write is a
-/// read, so it fails inside the database (the transaction is lost anyway) or wrote nothing; the
-/// one exception, a saved card row that reads back corrupt, fails after the payment was
-/// recorded, as it would in a transaction of its own.
+/// read, so it fails inside the database (the transaction is lost anyway) or wrote nothing. The
+/// one exception: a card row of the customer that reads back corrupt (a damaged database) fails
+/// the step after the payment and its card were recorded, where a transaction of its own would
+/// have rolled them back; a repeat of the order then answers the stored reply.
 pub(crate) fn complete_one_statement(
     conn: &mut AnyConnection,
     keyring: &Keyring,
