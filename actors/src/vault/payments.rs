@@ -886,15 +886,11 @@ fn complete_saving_card(
     let AnyConnection::Postgresql(c) = &mut *conn else {
         return Ok(None);
     };
-    let number = save.pan.expose().as_bytes();
-    let fingerprint = keyring.fingerprint(number);
-    // Sealed under a new token even if the number turns out saved already: that card keeps its
-    // own token and ciphertext, and this one is dropped (as in `save_card`).
-    let token = Token::generate();
-    let sealed = keyring.seal(
-        number,
-        &card_owner_aad(customer_id, &save.customer_number, token.as_str()),
-    )?;
+    let SealedCard {
+        token,
+        fingerprint,
+        sealed,
+    } = seal_card(keyring, (customer_id, &save.customer_number), save)?;
     let json = |r: &PaymentResult| {
         serde_json::to_string(r).map_err(|e| VaultError::Corrupt(e.to_string()))
     };
@@ -1105,6 +1101,35 @@ pub(crate) fn complete_step(
     Ok(Completed { result, snapshot })
 }
 
+/// A card to save, sealed for its owner: a new token, the number's fingerprint (R11) and the
+/// number encrypted with the owner's associated data (finding 7).
+struct SealedCard {
+    token: Token,
+    fingerprint: [u8; 32],
+    sealed: crate::crypto::Sealed,
+}
+
+/// Seals `save`'s number for `customer` (id, number) under a new token. Sealed anew even when
+/// the number turns out saved already: that card keeps its own token and ciphertext, and this
+/// one is dropped.
+fn seal_card(
+    keyring: &Keyring,
+    (customer_id, customer_number): (i64, &str),
+    save: &SaveCard,
+) -> Result<SealedCard, VaultError> {
+    let number = save.pan.expose().as_bytes();
+    let token = Token::generate();
+    let sealed = keyring.seal(
+        number,
+        &card_owner_aad(customer_id, customer_number, token.as_str()),
+    )?;
+    Ok(SealedCard {
+        fingerprint: keyring.fingerprint(number),
+        token,
+        sealed,
+    })
+}
+
 /// Saves the card of `customer` (id, number as read under its lock), or updates the same number
 /// already saved (R11), in one statement ([`super::prepared::UpsertCard`]). Returns (card id,
 /// token).
@@ -1116,15 +1141,13 @@ fn save_card(
     save: &SaveCard,
     now_ms: i64,
 ) -> Result<(i64, String), VaultError> {
-    let fingerprint = keyring.fingerprint(save.pan.expose().as_bytes());
-    // Sealed under the new token even when the number turns out saved already: that card
-    // keeps its own token and ciphertext, and this one is dropped. Bound to its owner
-    // (finding 7): the customer is locked, its number was read by the lock's statement.
-    let token = Token::generate();
-    let sealed = keyring.seal(
-        save.pan.expose().as_bytes(),
-        &card_owner_aad(customer_id, customer_number, token.as_str()),
-    )?;
+    // Bound to its owner (finding 7): the customer is locked, its number was read by the lock's
+    // statement.
+    let SealedCard {
+        token,
+        fingerprint,
+        sealed,
+    } = seal_card(keyring, (customer_id, customer_number), save)?;
     let upsert = super::prepared::UpsertCard {
         token: token.as_str(),
         customer_id,
