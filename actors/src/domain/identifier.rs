@@ -93,6 +93,10 @@ pub fn normalize(raw: &str) -> Result<String, CharacterProblem> {
             return Err(CharacterProblem::Invisible);
         }
     }
+    // ASCII is its own NFC and NFKC form: no look-alikes to fold (most identifiers).
+    if raw.is_ascii() {
+        return Ok(raw.to_owned());
+    }
     let nfc: String = raw.nfc().collect();
     if nfc.nfkc().ne(nfc.chars()) {
         return Err(CharacterProblem::LookAlike);
@@ -160,6 +164,18 @@ mod tests {
     fn canonical_equivalents_become_one_value() {
         assert_eq!(normalize("Jose\u{301}").as_deref(), Ok("José"));
         assert_eq!(normalize("José").as_deref(), Ok("José"));
+    }
+
+    #[test]
+    fn the_ascii_shortcut_agrees_with_the_normal_forms() {
+        let printable: String = (0x20u8..0x7f).map(char::from).collect();
+        let nfc: String = printable.nfc().collect();
+        assert_eq!(nfc, printable);
+        assert!(nfc.nfkc().eq(nfc.chars()));
+        assert_eq!(normalize(&printable).as_deref(), Ok(printable.as_str()));
+        for c in (0u8..0x20).chain([0x7f]).map(char::from) {
+            assert_eq!(normalize(&format!("a{c}b")), Err(CharacterProblem::Control));
+        }
     }
 
     #[test]
