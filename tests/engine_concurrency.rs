@@ -764,3 +764,50 @@ mod a_card_added_while_a_save_waits_is_in_the_cache_after_it {
         run_with(Backend::Postgres, settings(), scenario);
     }
 }
+
+/// SQLite: the engine copies the WAL back into the database file in a thread of its own
+/// (`group_commit::start_checkpointer`), so the one writer never stops a batch for it. Shown
+/// from outside: a copy of the database file alone (without its `-wal`) holds the payments
+/// within moments, where SQLite's own threshold, raised to a backstop of 10,000 pages, would
+/// not have copied this handful of payments back at all.
+#[test]
+fn sqlite_payments_reach_the_database_file_through_the_engines_checkpoints() {
+    use diesel::prelude::*;
+    use diesel::sql_types::BigInt;
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    run(Backend::Sqlite, |h: Harness| async move {
+        for i in 0..5 {
+            h.save_card(A, &format!("ck{i}"), VISA_OK).await;
+        }
+        let orders = h.count_rows("orders");
+        assert_eq!(orders, 5);
+        let file = std::path::PathBuf::from(h.db.url.trim_start_matches("sqlite://"));
+        let scratch = tempfile::tempdir().unwrap();
+        let copy = scratch.path().join("copy.db");
+        let in_the_file = || -> Option<i64> {
+            std::fs::copy(&file, &copy).ok()?;
+            let _ = std::fs::remove_file(scratch.path().join("copy.db-wal"));
+            let mut c = SqliteConnection::establish(copy.to_str()?).ok()?;
+            diesel::sql_query("SELECT COUNT(*) AS n FROM orders")
+                .get_result::<Count>(&mut c)
+                .ok()
+                .map(|r| r.n)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = None;
+        while std::time::Instant::now() < deadline {
+            seen = in_the_file();
+            if seen == Some(orders) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the database file alone holds {seen:?} of {orders} orders after 10 s");
+    });
+}
