@@ -6,8 +6,10 @@
 
 use oneclick_testkit as support;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use oneclick::config::{NatsIdentity, Settings};
@@ -21,27 +23,46 @@ struct Server {
 }
 
 impl Server {
+    /// Starts a server on a free port and waits until that port answers as this server: its
+    /// INFO names the server, so a port reused by another test's server (this one then fails to
+    /// bind and exits) is never mistaken for it; a server that exited is started again on
+    /// another port.
     fn start(conf: &str, extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = support::nats::free_port();
-        let path = dir.path().join("nats.conf");
-        std::fs::write(&path, format!("listen: 127.0.0.1:{port}\n{conf}\n")).expect("conf");
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
         let bin =
             std::env::var("ONECLICK_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(&path)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "nats-server did not open {port}");
-            std::thread::sleep(Duration::from_millis(20));
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = support::nats::free_port();
+            let name = format!(
+                "credentials-{}-{}",
+                std::process::id(),
+                STARTED.fetch_add(1, Ordering::Relaxed)
+            );
+            let path = dir.path().join("nats.conf");
+            std::fs::write(
+                &path,
+                format!("listen: 127.0.0.1:{port}\nserver_name: {name}\n{conf}\n"),
+            )
+            .expect("conf");
+            let mut child = Command::new(&bin)
+                .arg("-c")
+                .arg(&path)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+            let until = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().expect("nats-server status").is_none() {
+                if answers_as(port, &name) {
+                    return Server { child, port, dir };
+                }
+                assert!(Instant::now() < until, "nats-server did not open {port}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        Server { child, port, dir }
+        panic!("nats-server exited at start five times (each on another free port)");
     }
 
     fn settings(&self, scheme: &str) -> Settings {
@@ -49,6 +70,17 @@ impl Server {
         s.nats.url = format!("{scheme}://127.0.0.1:{}", self.port);
         s
     }
+}
+
+/// Whether the server listening on `port` introduces itself (its INFO line) as `name`.
+fn answers_as(port: u16, name: &str) -> bool {
+    let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut info = String::new();
+    BufReader::new(stream).read_line(&mut info).is_ok()
+        && info.contains(&format!("\"server_name\":\"{name}\""))
 }
 
 impl Drop for Server {
