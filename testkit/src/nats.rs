@@ -25,15 +25,33 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn wait_port(port: u16, within: Duration) -> bool {
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
+/// The command line of a plain JetStream server on `port` with its store in `store`.
+fn plain_args(port: u16, store: &Path) -> Vec<String> {
+    vec![
+        "-a".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "-js".into(),
+        "-sd".into(),
+        store.display().to_string(),
+    ]
+}
+
+/// Runs `start` on a free port; when the server lost that port to another process between the
+/// pick and its bind ("address already in use"), on another free port (five attempts in all).
+fn on_a_free_port(mut start: impl FnMut(u16) -> Result<NatsServer, String>) -> NatsServer {
+    const ATTEMPTS: usize = 5;
+    for attempt in 1..=ATTEMPTS {
+        match start(free_port()) {
+            Ok(server) => return server,
+            Err(why) if attempt < ATTEMPTS && why.contains("address already in use") => {
+                eprintln!("nats-server: its port was taken meanwhile (attempt {attempt}); starting again on another");
+            }
+            Err(why) => panic!("{why}"),
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    false
+    unreachable!("the last attempt returns or panics")
 }
 
 /// A private JetStream-enabled nats-server.
@@ -52,30 +70,32 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
+    /// A plain JetStream server on a free port, with its own store.
     pub fn start() -> NatsServer {
-        let store = tempfile::tempdir().expect("tempdir");
-        Self::start_on(free_port(), store)
+        on_a_free_port(|port| {
+            let store = tempfile::tempdir().expect("tempdir");
+            let args = plain_args(port, store.path());
+            Self::try_spawn(port, store, &args, &[], None)
+        })
     }
 
     /// Starts on a given port and store (used to restart a server with its data).
     pub fn start_on(port: u16, store: tempfile::TempDir) -> NatsServer {
-        let args: Vec<String> = vec![
-            "-a".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-            "-js".into(),
-            "-sd".into(),
-            store.path().display().to_string(),
-        ];
+        let args = plain_args(port, store.path());
         Self::spawn(port, store, &args, &[], None)
     }
 
     /// Starts the shipped `deploy/nats/nats.conf` (see [`shipped_nats_conf`] for the only
     /// rewrites) with fresh random passwords for its users, on a free port.
     pub fn start_shipped() -> NatsServer {
-        let store = tempfile::tempdir().expect("tempdir");
-        Self::start_shipped_on(free_port(), store, ShippedUsers::random())
+        let users = ShippedUsers::random();
+        on_a_free_port(|port| {
+            let store = tempfile::tempdir().expect("tempdir");
+            let conf = write_shipped_nats_conf(store.path(), port, &users);
+            let args = vec!["-c".to_string(), conf.display().to_string()];
+            let env = users.server_env();
+            Self::try_spawn(port, store, &args, &env, Some(users.clone()))
+        })
     }
 
     /// [`NatsServer::start_shipped`] on a given port, store and users (a restart keeps all three).
@@ -130,7 +150,8 @@ impl NatsServer {
         }
     }
 
-    /// Starts `nats-server` with `args` and `env` (its log in `store`) and waits for `port`.
+    /// Starts `nats-server` with `args` and `env` (its log in `store`) and waits until it is
+    /// ready ([`NatsServer::restart`]); panics with its log when it is not.
     pub fn spawn(
         port: u16,
         store: tempfile::TempDir,
@@ -138,6 +159,17 @@ impl NatsServer {
         env: &[(String, String)],
         users: Option<ShippedUsers>,
     ) -> NatsServer {
+        Self::try_spawn(port, store, args, env, users).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`NatsServer::spawn`], returning why the server did not become ready instead of panicking.
+    fn try_spawn(
+        port: u16,
+        store: tempfile::TempDir,
+        args: &[String],
+        env: &[(String, String)],
+        users: Option<ShippedUsers>,
+    ) -> Result<NatsServer, String> {
         let log = store.path().join("nats-server.log");
         let mut server = NatsServer {
             child: None,
@@ -148,13 +180,25 @@ impl NatsServer {
             log,
             users,
         };
-        server.restart();
-        server
+        server.try_restart()?;
+        Ok(server)
     }
 
     /// (Re)starts the process with the same command line, environment, port and store, and
-    /// waits for its client port; a running one is killed first.
+    /// waits until it is ready; a running one is killed first. Panics with the server's log
+    /// when it exits first (its port taken, say) or is not ready within 10 s.
     pub fn restart(&mut self) {
+        if let Err(why) = self.try_restart() {
+            panic!("{why}");
+        }
+    }
+
+    /// [`NatsServer::restart`], returning why instead of panicking. Ready means: the server's
+    /// OWN log says "Server is ready" (printed once its listeners are bound) and its client port
+    /// answers. The port answering is not enough: it may be another test's server that took the
+    /// port between `free_port` and this bind, while this one exited with "address already in
+    /// use".
+    fn try_restart(&mut self) -> Result<(), String> {
         self.kill9();
         let bin =
             std::env::var("ONECLICK_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
@@ -163,6 +207,8 @@ impl NatsServer {
             .append(true)
             .open(&self.log)
             .expect("nats-server log file");
+        // Only what this run logs counts (a restart appends to the same file).
+        let logged_before = self.log_text().len();
         let mut child = Command::new(&bin)
             .args(&self.args)
             .envs(self.env.iter().cloned())
@@ -170,15 +216,34 @@ impl NatsServer {
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin} ({e}); run the suite with scripts/test, which installs nats-server"));
-        if !wait_port(self.port, Duration::from_secs(10)) {
-            let _ = child.kill();
-            panic!(
-                "nats-server did not open port {}; its log:\n{}",
-                self.port,
-                self.log_text()
-            );
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("nats-server status") {
+                return Err(format!(
+                    "nats-server on port {} exited ({status}) before it was ready; its log:\n{}",
+                    self.port,
+                    self.log_text()
+                ));
+            }
+            let ready = self
+                .log_text()
+                .get(logged_before..)
+                .is_some_and(|run| run.contains("Server is ready"));
+            if ready && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "nats-server was not ready on port {} within 10 s; its log:\n{}",
+                    self.port,
+                    self.log_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        self.child = Some(child);
     }
 
     /// kill -9 (no flush, no goodbye to the clients or the cluster).
@@ -855,4 +920,36 @@ pub fn fault_of(reply: &Value) -> Option<(i64, i64)> {
         f.get("faultcode")?.as_i64()?,
         f.get("faultstring")?.as_i64()?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port that answers is not enough: when another program holds the port, the server this
+    /// test started exits with "address already in use", and starting it says so instead of
+    /// handing out a server that is someone else's.
+    #[test]
+    fn a_server_whose_port_is_taken_is_not_taken_for_ready() {
+        let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = holder.local_addr().expect("addr").port();
+        let store = tempfile::tempdir().expect("tempdir");
+        let args = plain_args(port, store.path());
+        let why = match NatsServer::try_spawn(port, store, &args, &[], None) {
+            Ok(_) => panic!("a server was handed out on port {port}, which another program holds"),
+            Err(why) => why,
+        };
+        assert!(why.contains("address already in use"), "{why}");
+        // On a free port it starts, and answers as a NATS server.
+        let server = NatsServer::start();
+        let mut info = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(
+                std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect"),
+            ),
+            &mut info,
+        )
+        .expect("INFO line");
+        assert!(info.starts_with("INFO "), "{info}");
+    }
 }
