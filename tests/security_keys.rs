@@ -47,6 +47,35 @@ async fn a_customer_row_renamed_to_another_number_cannot_pay_with_its_cards(h: H
     assert!(!outcome.succeeded, "{}: {}", outcome.name, outcome.evidence);
 }
 
+/// A card an operator blocks in the database while its customer's actor still holds it as active:
+/// the vault reads only active cards (on SQLite `ReadActiveCard`, after the lock; on PostgreSQL
+/// with the lock), so the payment charges nothing and stores no approved order.
+async fn a_card_blocked_by_sql_behind_a_cached_actor_charges_nothing(h: Harness) {
+    let token = h.save_card(A, "dave", VISA_OK).await;
+    pays(&h, "dave", &token, VISA_OK).await;
+    let calls = h.acquirer.calls();
+    let approved = || h.number("SELECT COUNT(*) AS n FROM orders WHERE state = 'Approved'");
+    let approved_before = approved();
+    assert_eq!(
+        h.exec(&format!(
+            "UPDATE cards SET state = 'blocked' WHERE token = '{token}'"
+        )),
+        1
+    );
+    // No `after_sql_change`: the actor's snapshot still lists the card as active.
+    let paid = h.pay_saved(A, "dave", "10.00", &token, Some(CVC)).await;
+    assert!(
+        !paid.as_ref().is_ok_and(|p| p.is_approved()),
+        "a blocked card paid: {paid:?}"
+    );
+    assert_eq!(
+        h.acquirer.calls(),
+        calls,
+        "the acquirer was asked to charge it"
+    );
+    assert_eq!(approved(), approved_before);
+}
+
 /// Rewrites a saved card as the code before the owner binding wrote it: sealed with the
 /// token-only associated data, AAD version 1.
 fn seal_as_before_the_owner_binding(h: &Harness, token: &str, pan: &str) {
@@ -276,6 +305,7 @@ async fn reseal_moves_totp_secrets_to_the_new_key_and_their_codes_still_work(h: 
 both_backends!(
     reseal_moves_totp_secrets_to_the_new_key_and_their_codes_still_work,
     a_card_moved_to_another_customer_by_sql_charges_nothing,
+    a_card_blocked_by_sql_behind_a_cached_actor_charges_nothing,
     an_operator_copying_a_ciphertext_into_another_customers_row_charges_nothing,
     a_customer_row_renamed_to_another_number_cannot_pay_with_its_cards,
     new_cards_are_sealed_to_their_owner_and_an_old_aad_row_still_pays,

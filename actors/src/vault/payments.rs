@@ -692,18 +692,24 @@ fn lock_reading_card(
     let Some(locked) = lock_customer(conn, union_id, customer_number, false, 0)? else {
         return Ok(None);
     };
-    let card = cards::table
-        .filter(cards::token.eq(token))
-        .filter(cards::customer_id.eq(locked.id))
-        .filter(cards::state.eq("active"))
-        .select((
-            CardMetaRow::as_select(),
-            cards::pan_ciphertext,
-            cards::key_version,
-            cards::aad_version,
-        ))
-        .first(conn)
-        .optional()?;
+    type CardRow = (
+        Option<CardMetaRow>,
+        Option<Vec<u8>>,
+        Option<i32>,
+        Option<i32>,
+    );
+    let read = super::prepared::ReadActiveCard {
+        token,
+        customer_id: locked.id,
+    };
+    // SQLite (PostgreSQL read the card with the lock, above; the statement runs there too).
+    let row: Option<CardRow> = match conn {
+        AnyConnection::Sqlite(c) => read.get_result(c).optional()?,
+        AnyConnection::Postgresql(c) => read.get_result(c).optional()?,
+    };
+    let card = row.and_then(|(meta, blob, version, aad_version)| {
+        meta.map(|meta| (meta, blob, version, aad_version.unwrap_or(0)))
+    });
     Ok(Some((locked, card)))
 }
 
