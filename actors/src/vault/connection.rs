@@ -170,7 +170,7 @@ impl DatabaseUrl {
 /// no-op `UPDATE`) waits for the lock instead, as `BEGIN IMMEDIATE` would.
 pub(crate) fn lock_for_writing(conn: &mut AnyConnection) -> Result<(), VaultError> {
     if let AnyConnection::Sqlite(c) = conn {
-        c.batch_execute("UPDATE unions SET id = id WHERE 0")?;
+        diesel::RunQueryDsl::execute(super::prepared::LockForWriting {}, c)?;
     }
     Ok(())
 }

@@ -43,7 +43,8 @@ pub(crate) fn find_command<T>(
             processed_commands::request_digest,
             processed_commands::result_json,
         ))
-        .first(conn)
+        // A primary-key lookup; no `.first()`: see `prepared::ReadActiveCard`.
+        .get_result(conn)
         .optional()?;
     Ok(found.map(|(kind, digest, result)| {
         if kind == key.kind.as_str() && digest == key.digest {

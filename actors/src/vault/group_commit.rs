@@ -289,7 +289,6 @@ fn exec_batch(
     batch: &[Pending],
     outcomes: &mut Vec<Outcome>,
 ) -> Result<(), Stop> {
-    use diesel::connection::SimpleConnection;
     let mut savepoint = false;
     for (i, pending) in batch.iter().enumerate() {
         match exec_one_statement(conn, keyring, &pending.step) {
@@ -306,11 +305,7 @@ fn exec_batch(
             None => {}
         }
         if i > 0 {
-            conn.batch_execute(if savepoint {
-                "RELEASE SAVEPOINT step; SAVEPOINT step"
-            } else {
-                "SAVEPOINT step"
-            })?;
+            set_step_savepoint(conn, savepoint)?;
             savepoint = true;
         }
         let outcome = match &pending.step {
@@ -323,10 +318,43 @@ fn exec_batch(
             if i == 0 {
                 return Err(Stop::FirstStepFailed);
             }
-            conn.batch_execute("ROLLBACK TO SAVEPOINT step")?;
+            rollback_to_step_savepoint(conn)?;
         }
     }
     Ok(())
+}
+
+/// Sets the savepoint of the next step, releasing the previous step's first when `release`.
+/// PostgreSQL: one simple query, one round trip. SQLite: prepared statements, planned once per
+/// connection (as text SQLite parsed both at every step).
+fn set_step_savepoint(conn: &mut AnyConnection, release: bool) -> diesel::QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    use diesel::RunQueryDsl;
+    match conn {
+        AnyConnection::Postgresql(c) => c.batch_execute(if release {
+            "RELEASE SAVEPOINT step; SAVEPOINT step"
+        } else {
+            "SAVEPOINT step"
+        }),
+        AnyConnection::Sqlite(c) => {
+            if release {
+                super::prepared::ReleaseStepSavepoint {}.execute(c)?;
+            }
+            super::prepared::SetStepSavepoint {}.execute(c).map(drop)
+        }
+    }
+}
+
+/// Undoes a failed step to its savepoint ([`set_step_savepoint`]).
+fn rollback_to_step_savepoint(conn: &mut AnyConnection) -> diesel::QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    use diesel::RunQueryDsl;
+    match conn {
+        AnyConnection::Postgresql(c) => c.batch_execute("ROLLBACK TO SAVEPOINT step"),
+        AnyConnection::Sqlite(c) => super::prepared::RollbackToStepSavepoint {}
+            .execute(c)
+            .map(drop),
+    }
 }
 
 /// Commits `batch`, in as few transactions as it takes: one, plus one more after each first

@@ -102,7 +102,8 @@ fn find_order(
         .filter(orders::merchant_id.eq(merchant_id))
         .filter(orders::order_number.eq(order_number))
         .select(OrderRow::as_select())
-        .first(conn)
+        // (merchant, order number) is unique; no `.first()`: see `prepared::ReadActiveCard`.
+        .get_result(conn)
         .optional()?)
 }
 
@@ -1023,7 +1024,7 @@ pub(crate) fn complete_step(
         let stored: Option<String> = orders::table
             .find(msg.order_id)
             .select(orders::result_json)
-            .first(conn)?;
+            .get_result(conn)?;
         let stored = stored
             .as_deref()
             .map(serde_json::from_str::<PaymentResult>)
@@ -1243,7 +1244,7 @@ pub fn find_order_msg(
         Some(id) => cards::table
             .find(id)
             .select(CardMetaRow::as_select())
-            .first(conn)
+            .get_result(conn)
             .optional()?
             .map(CardRecord::try_from)
             .transpose()?,

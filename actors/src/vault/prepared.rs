@@ -132,6 +132,33 @@ prepared! {
 }
 
 prepared! {
+    /// SQLite: takes the write lock at the start of a write transaction (see
+    /// `connection::lock_for_writing`). A prepared statement, planned once per connection: run
+    /// as text it was parsed at every transaction of the writer.
+    pub struct LockForWriting {}
+    sql: "UPDATE unions SET id = id WHERE 0"
+}
+
+prepared! {
+    /// SQLite: the savepoint of a batch step (`group_commit::exec_batch`), planned once per
+    /// connection (as text, two parses per step).
+    pub struct SetStepSavepoint {}
+    sql: "SAVEPOINT step"
+}
+
+prepared! {
+    /// SQLite: releases [`SetStepSavepoint`] before the next step's.
+    pub struct ReleaseStepSavepoint {}
+    sql: "RELEASE SAVEPOINT step"
+}
+
+prepared! {
+    /// SQLite: undoes a failed step to [`SetStepSavepoint`].
+    pub struct RollbackToStepSavepoint {}
+    sql: "ROLLBACK TO SAVEPOINT step"
+}
+
+prepared! {
     /// SQLite's read of the customer's active card `token`, after [`BumpCustomer`] took the
     /// lock (one writer: nothing changes in between). No row: no such active card.
     ///
