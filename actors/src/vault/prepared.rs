@@ -162,10 +162,11 @@ prepared! {
     /// SQLite's read of the customer's active card `token`, after [`BumpCustomer`] took the
     /// lock (one writer: nothing changes in between). No row: no such active card.
     ///
-    /// A statement of fixed SQL, without `LIMIT` (`token` is unique): SQLite plans a bound
-    /// `LIMIT ?` with its value, so a statement with one is re-prepared whenever it is bound
-    /// again, which was every saved-card payment of the writer (test
-    /// `the_sqlite_card_read_has_no_bound_limit_and_reads_the_active_card_only`).
+    /// A statement of fixed SQL, without `LIMIT` (`token` is unique). Written with Diesel's
+    /// `.first()` (a bound `LIMIT ?`) it was re-prepared by SQLite at every new binding, which
+    /// was every saved-card payment of the writer: counted with a probe on `sqlite3Reprepare`
+    /// (docs/performance.md). Test
+    /// `the_sqlite_card_read_has_no_bound_limit_and_reads_the_active_card_only`.
     pub struct ReadActiveCard<'a> -> (
         NullableCardMeta,
         Nullable<Binary>,
@@ -626,10 +627,9 @@ mod tests {
     }
 
     /// SQLite's writer reads a payment's card with this statement for every saved-card payment.
-    /// SQLite plans a bound `LIMIT ?` with its value and re-prepares the statement whenever it
-    /// is bound again (measured: 33,499 re-preparations in a 40 s pay-token run, 1,000 after;
-    /// docs/performance.md), so it has none: `token` is unique. It reads the active card only,
-    /// of this customer only.
+    /// With a bound `LIMIT ?` SQLite re-prepared it at every new binding (measured: 33,499
+    /// re-preparations in a 40 s pay-token run, 1,000 after; docs/performance.md), so it has
+    /// none: `token` is unique. It reads the active card only, of this customer only.
     #[test]
     fn the_sqlite_card_read_has_no_bound_limit_and_reads_the_active_card_only() {
         let read = ReadActiveCard {
