@@ -22,6 +22,7 @@ use crate::stack::BackendKind;
         oneclick-bench --memory --memory-customers 100000\n  \
         oneclick-bench --actor-sweep 1000000 --backend sqlite   (peak RSS under the actor cap)\n  \
         oneclick-bench --growth 1000,1000000\n  \
+        oneclick-bench --batching 1,2,4,16    (how a batch should reach PostgreSQL)\n  \
         oneclick-bench --short    (CI smoke: < 2 min, exit 1 on any error)"
 )]
 pub struct Args {
@@ -111,6 +112,14 @@ pub struct Args {
     /// and pay-token at the highest --concurrency over --active customers spread over the vault.
     #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set)]
     pub growth: Vec<usize>,
+    /// Batching prototype (issue 14): PostgreSQL only, the engine's saved-card payment
+    /// statements sent three ways (rows, pipelined, set-based; see batching.rs) in batches of
+    /// these sizes, e.g. 1,2,4,16 (empty: off).
+    #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set)]
+    pub batching: Vec<usize>,
+    /// Batching prototype: writers (connections), as the engine's `group_commit_writers`.
+    #[arg(long, default_value_t = 2)]
+    pub batching_writers: usize,
     /// Growth mode: customers the requests go to.
     #[arg(long, default_value_t = 1000)]
     pub active: usize,
@@ -181,6 +190,7 @@ impl Args {
             self.memory_customers = self.memory_customers.min(2000);
             self.actor_sweep = self.actor_sweep.min(5000);
             self.growth = self.growth.iter().map(|g| (*g).min(2000)).collect();
+            self.batching = self.batching.iter().map(|b| (*b).min(4)).collect();
             self.active = self.active.min(100);
         }
         self.concurrency.retain(|c| *c > 0);
