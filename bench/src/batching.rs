@@ -737,6 +737,22 @@ pub async fn prototype(
     let probe = env.probe(None, &db);
     let window = env.window();
     let url = db.url.clone();
+    // A history of orders before the first window: analysed empty, `orders` would be planned
+    // as a table to scan whole, and the first window would measure that plan (seen: 2.5 ms of
+    // PostgreSQL CPU per payment in it, 0.5 ms in the next).
+    {
+        let (url, payers, tag) = (url.clone(), payers.clone(), env.next_tag());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut prime = worker(Mode::Rows, &url, payers.clone(), 1, 1, &tag, 0)?;
+            for _ in 0..payers.len().min(1000) {
+                if let Some(e) = prime() {
+                    anyhow::bail!("priming the orders: {e}");
+                }
+            }
+            Ok(())
+        })
+        .await??;
+    }
     let mut records = Vec::new();
     let mut summary = String::new();
     let _ = writeln!(
