@@ -811,3 +811,174 @@ fn sqlite_payments_reach_the_database_file_through_the_engines_checkpoints() {
         panic!("the database file alone holds {seen:?} of {orders} orders after 10 s");
     });
 }
+
+/// Saved-card payments of many customers at once: on PostgreSQL the group commit runs a
+/// batch's reservations as one statement and its plain claims as another (`vault::batch`).
+/// Each payment must be answered as it would be alone: approved within its own customer's day
+/// limit, declined AS105 beyond it without asking the acquirer, its card counted once per
+/// approval, nothing left `In Process`. On SQLite the per-row statements answer the same.
+async fn saved_card_payments_committed_together_answer_as_they_would_alone(h: Harness) {
+    const CUSTOMERS: usize = 16;
+    let names: Vec<String> = (0..CUSTOMERS).map(|i| format!("t{i}")).collect();
+    let mut tokens = Vec::new();
+    for name in &names {
+        // 100.00 of the day's turnover each.
+        tokens.push(h.save_card(A, name, VISA_OK).await);
+    }
+    h.update_merchant(A, |m| {
+        m.limits = vec![("RUB".into(), Some(30_000), Some(100_000))]
+    });
+    let together_before = h.engine.steps_together();
+    // 100 + 150 fits the 300.00 day; + 100 does not; + 50 is the limit exactly.
+    for (round, amount, approved) in [
+        (0, "150.00", true),
+        (1, "100.00", false),
+        (2, "50.00", true),
+    ] {
+        let calls = h.acquirer.calls();
+        let payments = names
+            .iter()
+            .zip(&tokens)
+            .map(|(name, token)| h.pay_saved(A, name, amount, token, Some(CVC)));
+        for (i, paid) in join_all(payments).await.into_iter().enumerate() {
+            let paid = paid.unwrap();
+            if approved {
+                assert!(paid.is_approved(), "round {round}, t{i}: {paid:?}");
+            } else {
+                assert_eq!(
+                    (paid.order_state, paid.response_code),
+                    (OrderState::Declined, ResponseCode::AS105),
+                    "round {round}, t{i}"
+                );
+            }
+        }
+        let asked = if approved { CUSTOMERS } else { 0 };
+        assert_eq!(h.acquirer.calls(), calls + asked, "round {round}");
+    }
+    for name in &names {
+        let of = format!("(SELECT id FROM customers WHERE customer_number = '{name}')");
+        assert_eq!(
+            h.number(&format!(
+                "SELECT CAST(SUM(amount) AS BIGINT) AS n FROM orders \
+                 WHERE counts_for_limits AND customer_id = {of}"
+            )),
+            30_000,
+            "{name}: the day's turnover is the limit exactly"
+        );
+        assert_eq!(
+            h.number(&format!(
+                "SELECT success_count AS n FROM cards WHERE customer_id = {of}"
+            )),
+            3,
+            "{name}: saved once, approved twice"
+        );
+    }
+    assert_eq!(
+        h.number("SELECT COUNT(*) AS n FROM orders WHERE state = 'In Process'"),
+        0
+    );
+    let together = h.engine.steps_together() - together_before;
+    if h.backend == Backend::Postgres {
+        assert!(together > 0, "no statement ran for several steps");
+    } else {
+        assert_eq!(together, 0, "SQLite keeps its per-row statements");
+    }
+}
+
+both_backends!(saved_card_payments_committed_together_answer_as_they_would_alone);
+
+/// PostgreSQL: the statement that reserves several saved-card payments at once takes its
+/// snapshot before it waits for their customers' locks, as the one-payment statement does
+/// (`a_reservation_committed_while_a_payment_waits_counts_toward_its_limit`): a reservation
+/// committed meanwhile must count toward the limit. One writer: a first payment waits for a
+/// lock held by connection `first`, while two more queue up behind it and go into one
+/// statement once it is done; that statement then waits for connection `second`, which
+/// commits an 850.00 order of each of the two customers. With the card's 100.00 and the 60.00
+/// asked, both are over the 1000.00 day limit: declined, the acquirer not asked.
+async fn a_reservation_committed_while_payments_wait_together_counts_toward_their_limits(
+    h: Harness,
+) {
+    let names = ["wt0", "wt1", "wt2"];
+    let mut tokens = Vec::new();
+    for name in names {
+        tokens.push(h.save_card(A, name, VISA_OK).await);
+    }
+    let first = hold_lock(&h, "wt0");
+    let mut second = hold_lock(&h, "wt1");
+    assert_eq!(
+        second.exec("UPDATE customers SET version = version + 1 WHERE customer_number = 'wt2'"),
+        1
+    );
+    assert_eq!(
+        second.exec(
+            "INSERT INTO orders (merchant_id, order_number, kind, customer_id, card_id, \
+             amount, currency, state, response_code, counts_for_limits, request_digest, \
+             created_at, updated_at) SELECT merchant_id, 'other-' || customer_id, kind, \
+             customer_id, card_id, 85000, currency, 'In Process', 'AS300', true, \
+             request_digest, created_at, created_at FROM orders WHERE customer_id IN \
+             (SELECT id FROM customers WHERE customer_number IN ('wt1', 'wt2'))"
+        ),
+        2
+    );
+    let calls = h.acquirer.calls();
+    let together_before = h.engine.steps_together();
+    let waiting = h.pay_saved(A, "wt0", "1.00", &tokens[0], Some(CVC));
+    let queued = join_all([1, 2].map(|i| h.pay_saved(A, names[i], "60.00", &tokens[i], Some(CVC))));
+    let release = async {
+        // The one writer waits for `first`; the two payments queue up behind it.
+        commit_once_waiting(&h, first).await;
+        // Their one statement runs, and waits for `second`.
+        let mut watch = RawConn::open(&h.db);
+        let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                       AND query LIKE '%WITH ORDINALITY%'";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while watch.numbers(waiting)[0] == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the queued payments' statement never waited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        second.exec("COMMIT");
+    };
+    let (paid, together, ()) = tokio::join!(
+        waiting,
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            queued.await
+        },
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            release.await
+        }
+    );
+    assert!(paid.unwrap().is_approved());
+    for (i, paid) in together.into_iter().enumerate() {
+        let paid = paid.unwrap();
+        assert_eq!(
+            (paid.order_state, paid.response_code),
+            (OrderState::Declined, ResponseCode::AS105),
+            "wt{}: {paid:?}",
+            i + 1
+        );
+    }
+    assert_eq!(h.acquirer.calls(), calls + 1, "only wt0 was charged");
+    assert_eq!(
+        h.engine.steps_together() - together_before,
+        2,
+        "the two queued payments were reserved by one statement"
+    );
+}
+
+#[test]
+fn a_reservation_committed_while_payments_wait_together_counts_toward_their_limits_on_postgres() {
+    run_with(
+        Backend::Postgres,
+        oneclick_actors::engine::EngineSettings {
+            group_commit_writers: 1,
+            ..test_settings()
+        },
+        a_reservation_committed_while_payments_wait_together_counts_toward_their_limits,
+    );
+}

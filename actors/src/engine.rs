@@ -144,6 +144,16 @@ impl Engine {
         )
     }
 
+    /// Payment steps the group commit ran in a statement for several steps at once
+    /// (PostgreSQL's set-based reservations and claims, `vault::batch`), whether that statement
+    /// answered them or sent them on to the general path.
+    pub fn steps_together(&self) -> u64 {
+        self.deps
+            .batch_stats
+            .together
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Vault pool use: (open connections, idle connections).
     pub fn pool_state(&self) -> (u32, u32) {
         let s = self.pool.state();

@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod batch;
 pub mod connection;
 pub mod customers;
 pub mod group_commit;

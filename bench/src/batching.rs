@@ -7,7 +7,7 @@
 //! transaction. Three ways to send such a batch of `B` steps, measured here side by side on the
 //! same server, transport, schema and rows:
 //!
-//! - **rows** (what the engine does today): `BEGIN`, one statement per step, `COMMIT`, each
+//! - **rows** (what the engine did before it chose set-based): `BEGIN`, one statement per step, `COMMIT`, each
 //!   statement waiting for the previous one's answer: `B + 2` round trips (a lone step: one
 //!   statement, no transaction);
 //! - **pipelined**: the very same statements, sent without waiting over diesel-async's
@@ -24,15 +24,15 @@
 //! reply is built (the same in all three). The transport is TCP without TLS for all three
 //! (diesel-async connects with `NoTls`), so the modes differ only in how the batch is sent.
 //!
-//! The set-based statements live here, not in the engine: they are the prototype being judged.
+//! The set-based statements are the engine's own (`actors/src/vault/batch.rs`): the group
+//! commit runs them on PostgreSQL since this prototype chose them.
 
 use std::sync::Arc;
 
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Binary, Bool, Integer, Nullable, Text};
 use diesel::QueryResult;
+use oneclick_actors::vault::batch::{ClaimOrdersCountingCards, ReserveSavedCards, ReservedRow};
+use oneclick_actors::vault::payments::SavedCardRow as Reserved;
 use oneclick_actors::vault::prepared;
-use oneclick_actors::vault::rows::CardMetaRow;
 
 use crate::stack::MERCHANT_ID;
 
@@ -76,20 +76,6 @@ pub struct Payer {
 
 /// The reply stored by a claim: about the size of oneclick's `PaymentReply`.
 const RESULT_JSON: &str = r#"{"merchant_id":452739,"order_number":"b-1-1","kind":"saved_card","order_state":"Approved","response_code":"AS000","message":"Approved","order_amount":"1.00","order_currency":"RUB","card":{"number":"411111******1111","brand":"VISA","expire":"12.2030","holder":"IVAN IVANOV"},"token":"6C1F6F8E-0B7A-4C43-9B43-3A1C1E1D2F10","card_saved":false}"#;
-
-/// What `ReserveSavedCard` returns, as the engine loads it (`vault/payments.rs`).
-type Reserved = (
-    i64,
-    bool,
-    Option<CardMetaRow>,
-    Option<Vec<u8>>,
-    Option<i32>,
-    Option<i32>,
-    Option<i64>,
-    bool,
-    i64,
-    i64,
-);
 
 /// One payment of a batch: its customer and order number.
 struct Step<'a> {
@@ -165,233 +151,6 @@ fn claimable(r: &Reserved) -> Result<(i64, i64), String> {
         )),
     }
 }
-
-// ---- set-based statements ------------------------------------------------------------------
-
-/// [`prepared::ReserveSavedCard`] for a whole batch: the same CTEs, every input an array, one
-/// output row per input row (`n`, its position), in input order. A customer that does not
-/// exist gives a row of NULLs after `n`.
-pub struct ReserveSavedCards<'a> {
-    pub union_id: Vec<i64>,
-    pub customer_number: Vec<&'a str>,
-    pub token: Vec<&'a str>,
-    pub merchant_id: Vec<i64>,
-    pub order_number: Vec<&'a str>,
-    pub kind: Vec<&'a str>,
-    pub counts_for_limits: Vec<bool>,
-    pub amount: Vec<i64>,
-    pub currency: Vec<&'a str>,
-    pub request_digest: Vec<&'a [u8]>,
-    pub limited: Vec<bool>,
-    pub since: Vec<i64>,
-    pub day_start: Vec<i64>,
-    pub week_start: Vec<i64>,
-    pub now_ms: i64,
-}
-
-impl QueryId for ReserveSavedCards<'_> {
-    type QueryId = ReserveSavedCards<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-type NullableCardMeta = Nullable<(
-    BigInt,
-    Text,
-    BigInt,
-    Text,
-    Text,
-    Text,
-    Text,
-    Integer,
-    Integer,
-    Integer,
-    Text,
-    BigInt,
-    BigInt,
-    Nullable<BigInt>,
-    BigInt,
-    Nullable<BigInt>,
-)>;
-
-impl Query for ReserveSavedCards<'_> {
-    type SqlType = (
-        BigInt,
-        (
-            Nullable<BigInt>,
-            Nullable<Bool>,
-            NullableCardMeta,
-            Nullable<Binary>,
-            Nullable<Integer>,
-            Nullable<Integer>,
-            Nullable<BigInt>,
-            Bool,
-            BigInt,
-            BigInt,
-        ),
-    );
-}
-
-type ReservedRow = (
-    i64,
-    (
-        Option<i64>,
-        Option<bool>,
-        Option<CardMetaRow>,
-        Option<Vec<u8>>,
-        Option<i32>,
-        Option<i32>,
-        Option<i64>,
-        bool,
-        i64,
-        i64,
-    ),
-);
-
-impl QueryFragment<diesel::pg::Pg> for ReserveSavedCards<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
-        out.push_sql("WITH i AS (SELECT * FROM unnest(");
-        out.push_bind_param::<Array<BigInt>, _>(&self.union_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.customer_number)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.token)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.merchant_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.order_number)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.kind)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.counts_for_limits)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.amount)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.currency)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Binary>, _>(&self.request_digest)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.limited)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.since)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.day_start)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.week_start)?;
-        out.push_sql(
-            ") WITH ORDINALITY AS i(union_id, customer_number, token, merchant_id, order_number, \
-             kind, counts_for_limits, amount, currency, request_digest, limited, since, \
-             day_start, week_start, n)), \
-             s AS (SELECT i.n, cu.version FROM i JOIN customers cu \
-             ON cu.union_id = i.union_id AND cu.customer_number = i.customer_number), \
-             c AS (UPDATE customers cu SET version = cu.version + 1 FROM i \
-             WHERE cu.union_id = i.union_id AND cu.customer_number = i.customer_number \
-             RETURNING i.n, cu.id, cu.fraud, cu.version), \
-             f AS (SELECT c.n, c.id, c.fraud, c.version = s.version + 1 AS fresh \
-             FROM c JOIN s ON s.n = c.n), \
-             k AS MATERIALIZED (SELECT c.n, cards.* FROM c JOIN i ON i.n = c.n JOIN cards \
-             ON cards.token = i.token AND cards.customer_id = c.id \
-             WHERE cards.state = 'active' AND cards.pan_ciphertext IS NOT NULL \
-             AND cards.key_version IS NOT NULL FOR SHARE OF cards), \
-             u AS (SELECT c.n, t.day, t.week FROM c JOIN i ON i.n = c.n, LATERAL (SELECT \
-             COALESCE(SUM(amount) FILTER (WHERE created_at >= i.day_start), 0) AS day, \
-             COALESCE(SUM(amount) FILTER (WHERE created_at >= i.week_start), 0) AS week \
-             FROM orders WHERE orders.customer_id = c.id AND orders.currency = i.currency \
-             AND orders.counts_for_limits AND orders.created_at >= i.since) t), \
-             o AS (INSERT INTO orders (merchant_id, order_number, kind, customer_id, card_id, \
-             agreement_id, amount, currency, state, response_code, counts_for_limits, \
-             request_digest, result_json, created_at, updated_at) \
-             SELECT i.merchant_id, i.order_number, i.kind, f.id, k.id, NULL, i.amount, \
-             i.currency, 'In Process', 'AS300', i.counts_for_limits, i.request_digest, NULL, ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.now_ms)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.now_ms)?;
-        out.push_sql(
-            " FROM i JOIN f ON f.n = i.n JOIN k ON k.n = i.n \
-             WHERE NOT f.fraud AND (f.fresh OR NOT i.limited) \
-             ON CONFLICT DO NOTHING RETURNING id, merchant_id, order_number) \
-             SELECT i.n, c.id, c.fraud, k.id, k.token, k.customer_id, k.state, \
-             k.brand, k.bin, k.last4, k.pan_length, k.expiry_month, k.expiry_year, k.holder, \
-             k.saved_by_merchant, k.saved_at, k.last_used_at, k.success_count, k.deleted_at, \
-             k.pan_ciphertext, k.key_version, k.aad_version, o.id, COALESCE(f.fresh, false), \
-             CAST(LEAST(COALESCE(u.day, 0), 9223372036854775807) AS BIGINT), \
-             CAST(LEAST(COALESCE(u.week, 0), 9223372036854775807) AS BIGINT) \
-             FROM i LEFT JOIN c ON c.n = i.n LEFT JOIN f ON f.n = i.n \
-             LEFT JOIN k ON k.n = i.n LEFT JOIN u ON u.n = i.n \
-             LEFT JOIN o ON o.merchant_id = i.merchant_id AND o.order_number = i.order_number \
-             ORDER BY i.n",
-        );
-        Ok(())
-    }
-}
-
-impl<Conn> diesel::RunQueryDsl<Conn> for ReserveSavedCards<'_> {}
-
-/// [`prepared::ClaimOrderCountingCard`] for a whole batch: returns the ids of the orders
-/// claimed (an order not `In Process` any more is left alone and missing from the answer).
-pub struct ClaimOrdersCountingCards<'a> {
-    pub id: Vec<i64>,
-    pub state: Vec<&'a str>,
-    pub response_code: Vec<&'a str>,
-    pub keep_reservation: Vec<bool>,
-    pub card_id: Vec<Option<i64>>,
-    pub network_tx_id: Vec<Option<&'a str>>,
-    pub result_json: Vec<Option<&'a str>>,
-    pub count_card: Vec<bool>,
-    pub now_ms: i64,
-}
-
-impl QueryId for ClaimOrdersCountingCards<'_> {
-    type QueryId = ClaimOrdersCountingCards<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for ClaimOrdersCountingCards<'_> {
-    type SqlType = BigInt;
-}
-
-impl QueryFragment<diesel::pg::Pg> for ClaimOrdersCountingCards<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
-        out.push_sql("WITH i AS (SELECT * FROM unnest(");
-        out.push_bind_param::<Array<BigInt>, _>(&self.id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.state)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.response_code)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.keep_reservation)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.card_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.network_tx_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.result_json)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.count_card)?;
-        out.push_sql(
-            ") AS i(id, state, response_code, keep_reservation, card_id, network_tx_id, \
-             result_json, count_card)), \
-             claimed AS (UPDATE orders SET state = i.state, response_code = i.response_code, \
-             counts_for_limits = orders.counts_for_limits AND i.keep_reservation, \
-             card_id = i.card_id, network_tx_id = i.network_tx_id, result_json = i.result_json, \
-             updated_at = ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.now_ms)?;
-        out.push_sql(
-            " FROM i WHERE orders.id = i.id AND orders.state = 'In Process' \
-             RETURNING orders.id, orders.card_id, i.count_card), \
-             counted AS (UPDATE cards SET success_count = success_count + 1, last_used_at = ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.now_ms)?;
-        out.push_sql(
-            " FROM claimed WHERE cards.id = claimed.card_id AND claimed.count_card \
-             RETURNING cards.id) SELECT id FROM claimed",
-        );
-        Ok(())
-    }
-}
-
-impl<Conn> diesel::RunQueryDsl<Conn> for ClaimOrdersCountingCards<'_> {}
 
 // ---- the three writers ---------------------------------------------------------------------
 
@@ -565,7 +324,7 @@ fn reserve_set<'a>(steps: &'a [Step<'a>], w: Windows) -> ReserveSavedCards<'a> {
         since: vec![w.since; n],
         day_start: vec![w.day_start; n],
         week_start: vec![w.week_start; n],
-        now_ms: w.now,
+        now_ms: vec![w.now; n],
     }
 }
 
@@ -605,7 +364,7 @@ fn claim_set(claims: &[(i64, i64)], now: i64) -> ClaimOrdersCountingCards<'stati
         network_tx_id: vec![None; n],
         result_json: vec![Some(RESULT_JSON); n],
         count_card: vec![true; n],
-        now_ms: now,
+        now_ms: vec![now; n],
     }
 }
 

@@ -174,6 +174,116 @@ pub(crate) fn reserve_one_statement(
     }
 }
 
+/// The customer (union, number) and token of a reservation [`reserve_saved_card`] takes on
+/// PostgreSQL (so [`reserve_saved_cards_together`] may take it with others); `None`: not one.
+pub(crate) fn saved_card_customer<'m>(
+    conn: &AnyConnection,
+    msg: &'m Reserve,
+) -> Option<(i64, &'m str, &'m str)> {
+    match (conn, &msg.customer, &msg.agreement, &msg.token) {
+        (AnyConnection::Postgresql(_), Some((union_id, number)), None, Some(token)) => {
+            Some((*union_id, number.as_str(), token.as_str()))
+        }
+        _ => None,
+    }
+}
+
+/// [`reserve_one_statement`] for several saved-card reservations at once, in one statement
+/// ([`super::batch::ReserveSavedCards`]), inside the caller's transaction. Every message must
+/// be one [`saved_card_customer`] accepts, no two of one customer. Each answer is what
+/// [`reserve_one_statement`] would have answered: `Ok(None)` sends the step to the general path
+/// (no such customer yet, or a stale turnover). `Err` of the whole: the statement failed in the
+/// database, the transaction is lost.
+pub(crate) fn reserve_saved_cards_together(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msgs: &[&Reserve],
+) -> Result<Vec<Result<Option<Reservation>, VaultError>>, VaultError> {
+    let mut named = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        match saved_card_customer(conn, msg) {
+            Some(customer) => named.push(customer),
+            None => return Err(VaultError::Corrupt("not a saved-card reservation".into())),
+        }
+    }
+    let AnyConnection::Postgresql(c) = &mut *conn else {
+        return Err(VaultError::Corrupt(
+            "set-based reservations on SQLite".into(),
+        ));
+    };
+    let windows: Vec<(i64, i64, i64)> = msgs
+        .iter()
+        .map(|m| match &m.limits {
+            Some(w) => (
+                w.day_start_ms.min(w.week_start_ms),
+                w.day_start_ms,
+                w.week_start_ms,
+            ),
+            None => (i64::MAX, i64::MAX, i64::MAX),
+        })
+        .collect();
+    let all = super::batch::ReserveSavedCards {
+        union_id: named.iter().map(|n| n.0).collect(),
+        customer_number: named.iter().map(|n| n.1).collect(),
+        token: named.iter().map(|n| n.2).collect(),
+        merchant_id: msgs.iter().map(|m| m.merchant_id).collect(),
+        order_number: msgs.iter().map(|m| m.order_number.as_str()).collect(),
+        kind: msgs.iter().map(|m| m.kind.as_str()).collect(),
+        counts_for_limits: msgs.iter().map(|m| m.kind.moves_money()).collect(),
+        amount: msgs.iter().map(|m| m.amount).collect(),
+        currency: msgs.iter().map(|m| m.currency.as_str()).collect(),
+        request_digest: msgs.iter().map(|m| &m.digest[..]).collect(),
+        limited: msgs.iter().map(|m| m.limits.is_some()).collect(),
+        since: windows.iter().map(|w| w.0).collect(),
+        day_start: windows.iter().map(|w| w.1).collect(),
+        week_start: windows.iter().map(|w| w.2).collect(),
+        now_ms: msgs.iter().map(|m| m.now_ms).collect(),
+    };
+    let rows: Vec<super::batch::ReservedRow> = all.load(c)?;
+    if rows.len() != msgs.len() {
+        return Err(VaultError::Corrupt(format!(
+            "{} rows for {} reservations",
+            rows.len(),
+            msgs.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(msgs.len());
+    for (i, ((n, row), msg)) in rows.into_iter().zip(msgs).enumerate() {
+        if n != i as i64 + 1 {
+            return Err(VaultError::Corrupt(format!(
+                "reservation row {n} where {} was due",
+                i + 1
+            )));
+        }
+        let (customer_id, fraud, meta, blob, version, aad_version, order_id, fresh, day, week) =
+            row;
+        let (Some(customer_id), Some(fraud)) = (customer_id, fraud) else {
+            // No such customer yet: the general path creates it.
+            out.push(Ok(None));
+            continue;
+        };
+        let row = (
+            customer_id,
+            fraud,
+            meta,
+            blob,
+            version,
+            aad_version,
+            order_id,
+            fresh,
+            day,
+            week,
+        );
+        let answer =
+            finish_saved_card(conn, keyring, msg, named[i].1, row).and_then(|done| match done {
+                Some(done) => replay_if_refused(conn, msg, done).map(Some),
+                None => Ok(None),
+            });
+        out.push(answer);
+    }
+    Ok(out)
+}
+
 /// Every reservation, in several statements inside the caller's transaction (or group-commit
 /// savepoint): on `Err` the caller must roll back what the step wrote.
 pub(crate) fn reserve_general(
@@ -515,23 +625,36 @@ fn reserve_saved_card(
         day_start,
         week_start,
     };
-    type Row = (
-        i64,
-        bool,
-        Option<CardMetaRow>,
-        Option<Vec<u8>>,
-        Option<i32>,
-        Option<i32>,
-        Option<i64>,
-        bool,
-        i64,
-        i64,
-    );
-    let Some((customer_id, fraud, meta, blob, version, aad_version, order_id, fresh, day, week)) =
-        all.get_result::<Row>(c).optional()?
-    else {
+    let Some(row) = all.get_result::<SavedCardRow>(c).optional()? else {
         return Ok(None);
     };
+    finish_saved_card(conn, keyring, msg, customer_number, row)
+}
+
+/// What [`super::prepared::ReserveSavedCard`] returns for an existing customer (and
+/// [`super::batch::ReserveSavedCards`] for each of its rows).
+pub type SavedCardRow = (
+    i64,
+    bool,
+    Option<CardMetaRow>,
+    Option<Vec<u8>>,
+    Option<i32>,
+    Option<i32>,
+    Option<i64>,
+    bool,
+    i64,
+    i64,
+);
+
+/// The saved card's reservation after its statement: the customer's flag, the freshness of its
+/// turnover, the card opened, the limit checked (see [`reserve_saved_card`]).
+fn finish_saved_card(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msg: &Reserve,
+    customer_number: &str,
+    (customer_id, fraud, meta, blob, version, aad_version, order_id, fresh, day, week): SavedCardRow,
+) -> Result<Option<Reservation>, VaultError> {
     if status::refuses_payments(fraud) {
         return Ok(Some(Reservation::CustomerFraud));
     }
@@ -883,6 +1006,62 @@ pub(crate) fn complete_one_statement(
         // Not approved: nothing is saved, the claim alone.
         _ => Some(complete_step(conn, keyring, msg)),
     }
+}
+
+/// Whether `msg` is a completion [`complete_one_statement`] does as the claim alone, its reply
+/// final (no card to save, no agreement), so [`claim_together`] may take it with others.
+pub(crate) fn is_plain_claim(conn: &AnyConnection, msg: &Complete) -> bool {
+    matches!(conn, AnyConnection::Postgresql(_))
+        && msg.new_agreement.is_none()
+        && msg.charged_agreement.is_none()
+        && !(msg.save.is_some() && msg.state == OrderState::Approved)
+}
+
+/// [`complete_step`] for several plain claims ([`is_plain_claim`]) at once, in one statement
+/// ([`super::batch::ClaimOrdersCountingCards`]), inside the caller's transaction. An order
+/// claimed is answered with its reply as [`complete_step`] answers it (no snapshot: the used
+/// card's counters are applied by the caller); `None`: not claimed (completed before, a
+/// retry), the general path reads what is stored. `Err` of the whole: the transaction is lost.
+pub(crate) fn claim_together(
+    conn: &mut AnyConnection,
+    msgs: &[&Complete],
+) -> Result<Vec<Option<Completed>>, VaultError> {
+    let AnyConnection::Postgresql(c) = &mut *conn else {
+        return Err(VaultError::Corrupt("set-based claims on SQLite".into()));
+    };
+    let json: Vec<String> = msgs
+        .iter()
+        .map(|m| serde_json::to_string(&m.result).map_err(|e| VaultError::Corrupt(e.to_string())))
+        .collect::<Result<_, _>>()?;
+    let all = super::batch::ClaimOrdersCountingCards {
+        id: msgs.iter().map(|m| m.order_id).collect(),
+        state: msgs.iter().map(|m| m.state.as_str()).collect(),
+        response_code: msgs.iter().map(|m| m.response_code.as_str()).collect(),
+        // R12: a decline releases the reservation (see `complete_step`).
+        keep_reservation: msgs
+            .iter()
+            .map(|m| m.state != OrderState::Declined)
+            .collect(),
+        card_id: msgs.iter().map(|m| m.used_card_id).collect(),
+        network_tx_id: msgs.iter().map(|m| m.network_tx_id.as_deref()).collect(),
+        result_json: json.iter().map(|j| Some(j.as_str())).collect(),
+        // An approved payment with a saved card counts on the card (R5).
+        count_card: msgs
+            .iter()
+            .map(|m| m.used_card_id.is_some() && m.state == OrderState::Approved)
+            .collect(),
+        now_ms: msgs.iter().map(|m| m.now_ms).collect(),
+    };
+    let claimed: std::collections::HashSet<i64> = all.load::<i64>(c)?.into_iter().collect();
+    Ok(msgs
+        .iter()
+        .map(|m| {
+            claimed.contains(&m.order_id).then(|| Completed {
+                result: m.result.clone(),
+                snapshot: None,
+            })
+        })
+        .collect())
 }
 
 /// An approved payment or registration that saves its new card, completed by one statement

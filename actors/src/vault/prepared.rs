@@ -80,7 +80,7 @@ prepared! {
 
 /// The SQL types of [`super::rows::CardMetaRow`], in its field order; NULL as a whole when a
 /// statement finds no such card.
-type NullableCardMeta = Nullable<(
+pub(crate) type NullableCardMeta = Nullable<(
     BigInt,
     Text,
     BigInt,

@@ -1,0 +1,285 @@
+//! PostgreSQL only: the group commit's common steps for a whole batch, one statement per step
+//! kind, its rows passed as arrays (`unnest … WITH ORDINALITY`), an outcome per row instead of
+//! a savepoint (issue 14: chosen over pipelining the per-row statements by the benchmark's
+//! prototype, `oneclick-bench --batching`; docs/performance.md, "Set-based batches").
+//!
+//! Each statement does what its per-row twin in [`super::prepared`] does for every row at once,
+//! with the same CTEs. The caller must not put two rows of one customer into one reservation
+//! statement: a statement sees one snapshot, so the second row would not see the first row's
+//! order in its turnover (the group commit keeps such a step for the per-row path).
+//!
+//! Plans: the planner estimates `unnest` at 100 rows, so on a small table it may scan the
+//! customers and hash them rather than probe the index (seen at 1,000 customers); on a large
+//! vault it probes. The turnover and card reads are correlated (`LATERAL`) and always use
+//! their indexes.
+
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Binary, Bool, Integer, Nullable, Text};
+use diesel::QueryResult;
+
+/// [`super::prepared::ReserveSavedCard`] for a whole batch: the same CTEs, every input an array, one
+/// output row per input row (`n`, its position), in input order. A customer that does not
+/// exist gives a row of NULLs after `n`.
+pub struct ReserveSavedCards<'a> {
+    pub union_id: Vec<i64>,
+    pub customer_number: Vec<&'a str>,
+    pub token: Vec<&'a str>,
+    pub merchant_id: Vec<i64>,
+    pub order_number: Vec<&'a str>,
+    pub kind: Vec<&'a str>,
+    pub counts_for_limits: Vec<bool>,
+    pub amount: Vec<i64>,
+    pub currency: Vec<&'a str>,
+    pub request_digest: Vec<&'a [u8]>,
+    pub limited: Vec<bool>,
+    pub since: Vec<i64>,
+    pub day_start: Vec<i64>,
+    pub week_start: Vec<i64>,
+    pub now_ms: Vec<i64>,
+}
+
+impl QueryId for ReserveSavedCards<'_> {
+    type QueryId = ReserveSavedCards<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+use super::prepared::NullableCardMeta;
+
+impl Query for ReserveSavedCards<'_> {
+    type SqlType = (
+        BigInt,
+        (
+            Nullable<BigInt>,
+            Nullable<Bool>,
+            NullableCardMeta,
+            Nullable<Binary>,
+            Nullable<Integer>,
+            Nullable<Integer>,
+            Nullable<BigInt>,
+            Bool,
+            BigInt,
+            BigInt,
+        ),
+    );
+}
+
+/// One row of [`ReserveSavedCards`]: its position (from 1), then what
+/// [`super::prepared::ReserveSavedCard`] returns, NULL where no such customer.
+pub type ReservedRow = (
+    i64,
+    (
+        Option<i64>,
+        Option<bool>,
+        Option<super::rows::CardMetaRow>,
+        Option<Vec<u8>>,
+        Option<i32>,
+        Option<i32>,
+        Option<i64>,
+        bool,
+        i64,
+        i64,
+    ),
+);
+
+impl QueryFragment<diesel::pg::Pg> for ReserveSavedCards<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql("WITH i AS (SELECT * FROM unnest(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.union_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.customer_number)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.token)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.merchant_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.order_number)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.kind)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Bool>, _>(&self.counts_for_limits)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.amount)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.currency)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Binary>, _>(&self.request_digest)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Bool>, _>(&self.limited)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.since)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.day_start)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.week_start)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.now_ms)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS i(union_id, customer_number, token, merchant_id, order_number, \
+             kind, counts_for_limits, amount, currency, request_digest, limited, since, \
+             day_start, week_start, now_ms, n)), \
+             s AS (SELECT i.n, cu.version FROM i JOIN customers cu \
+             ON cu.union_id = i.union_id AND cu.customer_number = i.customer_number), \
+             c AS (UPDATE customers cu SET version = cu.version + 1 FROM i \
+             WHERE cu.union_id = i.union_id AND cu.customer_number = i.customer_number \
+             RETURNING i.n, cu.id, cu.fraud, cu.version), \
+             f AS (SELECT c.n, c.id, c.fraud, c.version = s.version + 1 AS fresh \
+             FROM c JOIN s ON s.n = c.n), \
+             k AS MATERIALIZED (SELECT c.n, cards.* FROM c JOIN i ON i.n = c.n JOIN cards \
+             ON cards.token = i.token AND cards.customer_id = c.id \
+             WHERE cards.state = 'active' AND cards.pan_ciphertext IS NOT NULL \
+             AND cards.key_version IS NOT NULL FOR SHARE OF cards), \
+             u AS (SELECT c.n, t.day, t.week FROM c JOIN i ON i.n = c.n, LATERAL (SELECT \
+             COALESCE(SUM(amount) FILTER (WHERE created_at >= i.day_start), 0) AS day, \
+             COALESCE(SUM(amount) FILTER (WHERE created_at >= i.week_start), 0) AS week \
+             FROM orders WHERE orders.customer_id = c.id AND orders.currency = i.currency \
+             AND orders.counts_for_limits AND orders.created_at >= i.since) t), \
+             o AS (INSERT INTO orders (merchant_id, order_number, kind, customer_id, card_id, \
+             agreement_id, amount, currency, state, response_code, counts_for_limits, \
+             request_digest, result_json, created_at, updated_at) \
+             SELECT i.merchant_id, i.order_number, i.kind, f.id, k.id, NULL, i.amount, \
+             i.currency, 'In Process', 'AS300', i.counts_for_limits, i.request_digest, NULL, \
+             i.now_ms, i.now_ms FROM i JOIN f ON f.n = i.n JOIN k ON k.n = i.n \
+             WHERE NOT f.fraud AND (f.fresh OR NOT i.limited) \
+             ON CONFLICT DO NOTHING RETURNING id, merchant_id, order_number) \
+             SELECT i.n, c.id, c.fraud, k.id, k.token, k.customer_id, k.state, \
+             k.brand, k.bin, k.last4, k.pan_length, k.expiry_month, k.expiry_year, k.holder, \
+             k.saved_by_merchant, k.saved_at, k.last_used_at, k.success_count, k.deleted_at, \
+             k.pan_ciphertext, k.key_version, k.aad_version, o.id, COALESCE(f.fresh, false), \
+             CAST(LEAST(COALESCE(u.day, 0), 9223372036854775807) AS BIGINT), \
+             CAST(LEAST(COALESCE(u.week, 0), 9223372036854775807) AS BIGINT) \
+             FROM i LEFT JOIN c ON c.n = i.n LEFT JOIN f ON f.n = i.n \
+             LEFT JOIN k ON k.n = i.n LEFT JOIN u ON u.n = i.n \
+             LEFT JOIN o ON o.merchant_id = i.merchant_id AND o.order_number = i.order_number \
+             ORDER BY i.n",
+        );
+        Ok(())
+    }
+}
+
+impl<Conn> diesel::RunQueryDsl<Conn> for ReserveSavedCards<'_> {}
+
+/// [`super::prepared::ClaimOrderCountingCard`] for a whole batch: returns the ids of the orders
+/// claimed (an order not `In Process` any more is left alone and missing from the answer).
+pub struct ClaimOrdersCountingCards<'a> {
+    pub id: Vec<i64>,
+    pub state: Vec<&'a str>,
+    pub response_code: Vec<&'a str>,
+    pub keep_reservation: Vec<bool>,
+    pub card_id: Vec<Option<i64>>,
+    pub network_tx_id: Vec<Option<&'a str>>,
+    pub result_json: Vec<Option<&'a str>>,
+    pub count_card: Vec<bool>,
+    pub now_ms: Vec<i64>,
+}
+
+impl QueryId for ClaimOrdersCountingCards<'_> {
+    type QueryId = ClaimOrdersCountingCards<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for ClaimOrdersCountingCards<'_> {
+    type SqlType = BigInt;
+}
+
+impl QueryFragment<diesel::pg::Pg> for ClaimOrdersCountingCards<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql("WITH i AS (SELECT * FROM unnest(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.state)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.response_code)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Bool>, _>(&self.keep_reservation)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.card_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.network_tx_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.result_json)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Bool>, _>(&self.count_card)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.now_ms)?;
+        out.push_sql(
+            ") AS i(id, state, response_code, keep_reservation, card_id, network_tx_id, \
+             result_json, count_card, now_ms)), \
+             claimed AS (UPDATE orders SET state = i.state, response_code = i.response_code, \
+             counts_for_limits = orders.counts_for_limits AND i.keep_reservation, \
+             card_id = i.card_id, network_tx_id = i.network_tx_id, result_json = i.result_json, \
+             updated_at = i.now_ms \
+             FROM i WHERE orders.id = i.id AND orders.state = 'In Process' \
+             RETURNING orders.id, orders.card_id, i.count_card, i.now_ms), \
+             counted AS (UPDATE cards SET success_count = success_count + 1, \
+             last_used_at = claimed.now_ms \
+             FROM claimed WHERE cards.id = claimed.card_id AND claimed.count_card \
+             RETURNING cards.id) SELECT id FROM claimed",
+        );
+        Ok(())
+    }
+}
+
+impl<Conn> diesel::RunQueryDsl<Conn> for ClaimOrdersCountingCards<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CardState, OrderState, ResponseCode};
+
+    fn sql<T: QueryFragment<diesel::pg::Pg>>(statement: &T) -> String {
+        diesel::debug_query::<diesel::pg::Pg, _>(statement).to_string()
+    }
+
+    /// The set-based statements spell states and codes as literals, as their per-row twins do:
+    /// they must be the domain's stored spellings. The claim touches only orders still in
+    /// process, and counts a card only for a row that asks for it.
+    #[test]
+    fn set_based_statements_use_the_domains_stored_spellings() {
+        let in_process = format!("'{}'", OrderState::InProcess.as_str());
+        let reserve = ReserveSavedCards {
+            union_id: vec![1],
+            customer_number: vec!["c"],
+            token: vec!["t"],
+            merchant_id: vec![1],
+            order_number: vec!["o"],
+            kind: vec!["saved_card"],
+            counts_for_limits: vec![true],
+            amount: vec![1],
+            currency: vec!["RUB"],
+            request_digest: vec![&[][..]],
+            limited: vec![true],
+            since: vec![0],
+            day_start: vec![0],
+            week_start: vec![0],
+            now_ms: vec![0],
+        };
+        let text = sql(&reserve);
+        assert!(text.contains(&in_process), "{text}");
+        assert!(
+            text.contains(&format!("'{}'", ResponseCode::AS300.as_str())),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("cards.state = '{}'", CardState::Active.as_str())),
+            "{text}"
+        );
+        assert!(text.contains("(f.fresh OR NOT i.limited)"), "{text}");
+        let claim = ClaimOrdersCountingCards {
+            id: vec![1],
+            state: vec!["Approved"],
+            response_code: vec!["AS000"],
+            keep_reservation: vec![true],
+            card_id: vec![None],
+            network_tx_id: vec![None],
+            result_json: vec![None],
+            count_card: vec![false],
+            now_ms: vec![0],
+        };
+        let text = sql(&claim);
+        assert!(
+            text.contains(&format!("orders.state = {in_process}")),
+            "{text}"
+        );
+        assert!(text.contains("AND claimed.count_card"), "{text}");
+    }
+}
