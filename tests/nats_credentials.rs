@@ -5,88 +5,35 @@
 //! src/config.rs. Credentials inside the URL are refused at load, also unit-tested there.)
 
 use oneclick_testkit as support;
+use support::nats::NatsServer;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use oneclick::config::{NatsIdentity, Settings};
 use oneclick_actors::engine::requests::SecretString;
 
-/// A nats-server started with `conf` (and extra arguments), killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
+/// A nats-server started with `conf` (and extra arguments) on a free port, killed on drop: the
+/// test kit's server, so it is ready when its own log says so and is started again on another
+/// port when its port was taken meanwhile.
+struct Server(NatsServer);
 
 impl Server {
-    /// Starts a server on a free port and waits until that port answers as this server: its
-    /// INFO names the server, so a port reused by another test's server (this one then fails to
-    /// bind and exits) is never mistaken for it; a server that exited is started again on
-    /// another port.
     fn start(conf: &str, extra: &[&str]) -> Server {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let bin =
-            std::env::var("ONECLICK_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let port = support::nats::free_port();
-            let name = format!(
-                "credentials-{}-{}",
-                std::process::id(),
-                STARTED.fetch_add(1, Ordering::Relaxed)
-            );
-            let path = dir.path().join("nats.conf");
-            std::fs::write(
-                &path,
-                format!("listen: 127.0.0.1:{port}\nserver_name: {name}\n{conf}\n"),
-            )
-            .expect("conf");
-            let mut child = Command::new(&bin)
-                .arg("-c")
-                .arg(&path)
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-            let until = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().expect("nats-server status").is_none() {
-                if answers_as(port, &name) {
-                    return Server { child, port, dir };
-                }
-                assert!(Instant::now() < until, "nats-server did not open {port}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("nats-server exited at start five times (each on another free port)");
+        Server(NatsServer::start_with(|port, store| {
+            let path = store.join("nats.conf");
+            std::fs::write(&path, format!("listen: 127.0.0.1:{port}\n{conf}\n")).expect("conf");
+            let mut args = vec!["-c".to_string(), path.display().to_string()];
+            args.extend(extra.iter().map(|a| a.to_string()));
+            args
+        }))
     }
 
     fn settings(&self, scheme: &str) -> Settings {
         let mut s = Settings::default();
-        s.nats.url = format!("{scheme}://127.0.0.1:{}", self.port);
+        s.nats.url = format!("{scheme}://127.0.0.1:{}", self.0.port);
         s
-    }
-}
-
-/// Whether the server listening on `port` introduces itself (its INFO line) as `name`.
-fn answers_as(port: u16, name: &str) -> bool {
-    let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut info = String::new();
-    BufReader::new(stream).read_line(&mut info).is_ok()
-        && info.contains(&format!("\"server_name\":\"{name}\""))
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -145,7 +92,7 @@ async fn the_service_connects_with_an_nkey_seed_file() {
         &[],
     );
     let mut s = server.settings("nats");
-    let seed_file = server.dir.path().join("seed");
+    let seed_file = server.0.store.path().join("seed");
     std::fs::write(&seed_file, other.seed().expect("seed")).expect("write");
     s.nats.nkey_seed_file = Some(seed_file.clone());
     assert!(connects(&s).await.is_err(), "another NKey must be refused");

@@ -79,6 +79,18 @@ impl NatsServer {
         })
     }
 
+    /// A server on a free port whose command line `args(port, store)` gives (it may write a
+    /// configuration file into `store` first), with its own store; ready when its own log says
+    /// so, started again on another free port when it lost its port meanwhile, as
+    /// [`NatsServer::start`] is.
+    pub fn start_with(mut args: impl FnMut(u16, &Path) -> Vec<String>) -> NatsServer {
+        on_a_free_port(|port| {
+            let store = tempfile::tempdir().expect("tempdir");
+            let args = args(port, store.path());
+            Self::try_spawn(port, store, &args, &[], None)
+        })
+    }
+
     /// Starts on a given port and store (used to restart a server with its data).
     pub fn start_on(port: u16, store: tempfile::TempDir) -> NatsServer {
         let args = plain_args(port, store.path());
