@@ -326,12 +326,12 @@ fn run_together(
     Ok(slots)
 }
 
+/// Steps of one kind, each with its index in its batch.
+type Group<'b> = Vec<(usize, &'b StepMsg)>;
+
 /// The steps of `batch` a statement may take together, by kind: saved-card reservations (the
 /// first of each customer) and plain claims, each with its index in `batch`.
-fn kinds_together<'b>(
-    conn: &AnyConnection,
-    batch: &'b [Pending],
-) -> (Vec<(usize, &'b StepMsg)>, Vec<(usize, &'b StepMsg)>) {
+fn kinds_together<'b>(conn: &AnyConnection, batch: &'b [Pending]) -> (Group<'b>, Group<'b>) {
     let (mut reserves, mut claims) = (Vec::new(), Vec::new());
     if !matches!(conn, AnyConnection::Postgresql(_)) || batch.len() < TOGETHER_FROM {
         return (reserves, claims);
