@@ -211,17 +211,7 @@ pub(crate) fn reserve_saved_cards_together(
             "set-based reservations on SQLite".into(),
         ));
     };
-    let windows: Vec<(i64, i64, i64)> = msgs
-        .iter()
-        .map(|m| match &m.limits {
-            Some(w) => (
-                w.day_start_ms.min(w.week_start_ms),
-                w.day_start_ms,
-                w.week_start_ms,
-            ),
-            None => (i64::MAX, i64::MAX, i64::MAX),
-        })
-        .collect();
+    let windows: Vec<(i64, i64, i64)> = msgs.iter().map(|m| turnover_windows(m)).collect();
     let all = super::batch::ReserveSavedCards {
         union_id: named.iter().map(|n| n.0).collect(),
         customer_number: named.iter().map(|n| n.1).collect(),
@@ -599,15 +589,7 @@ fn reserve_saved_card(
     let AnyConnection::Postgresql(c) = &mut *conn else {
         return Ok(None);
     };
-    let (since, day_start, week_start) = match &msg.limits {
-        Some(w) => (
-            w.day_start_ms.min(w.week_start_ms),
-            w.day_start_ms,
-            w.week_start_ms,
-        ),
-        // No turnover needed: an empty range of the turnover index.
-        None => (i64::MAX, i64::MAX, i64::MAX),
-    };
+    let (since, day_start, week_start) = turnover_windows(msg);
     let all = super::prepared::ReserveSavedCard {
         union_id,
         customer_number,
@@ -629,6 +611,19 @@ fn reserve_saved_card(
         return Ok(None);
     };
     finish_saved_card(conn, keyring, msg, customer_number, row)
+}
+
+/// The turnover a saved-card reservation's statement sums: (since, day start, week start) in
+/// ms. Without limits none is needed: an empty range of the turnover index.
+fn turnover_windows(msg: &Reserve) -> (i64, i64, i64) {
+    match &msg.limits {
+        Some(w) => (
+            w.day_start_ms.min(w.week_start_ms),
+            w.day_start_ms,
+            w.week_start_ms,
+        ),
+        None => (i64::MAX, i64::MAX, i64::MAX),
+    }
 }
 
 /// What [`super::prepared::ReserveSavedCard`] returns for an existing customer (and
