@@ -232,6 +232,9 @@ async fn ten_wrong_passwords_in_the_browser_lock_the_sign_in() {
         assert!(error.contains(expected), "attempt {i}: {error}");
     }
     sign_in(&browser, &base, "anna", "anna-secret-1").await;
+    // The answer to the sign-in, not the form it was sent from (which has no error): reading
+    // before it loaded found no `#error` (a CI run failed so).
+    browser.wait_for("#error").await;
     assert_eq!(
         browser.path().await,
         "/account/login",
