@@ -176,9 +176,84 @@ async fn r6_deny_set_through_one_engine_stops_saving_on_another_at_once(h: Harne
     assert_eq!(h.count_rows("cards"), 1);
 }
 
+/// A new-card verb of a customer an engine has not cached reads no snapshot
+/// (`Load::CachedOrUnread`): it decides as for a customer not stored, and its writes read the
+/// flags under the customer's lock. A second engine that never saw the customers: the `fraud`
+/// one is refused before the acquirer is asked and nothing is stored; the `deny` one pays and
+/// registers with nothing saved; a customer with a card registers a second, and the completion's
+/// snapshot (both cards) is what that engine then lists.
+async fn r6_new_card_verbs_of_a_customer_not_cached_check_the_flags_under_the_lock(h: Harness) {
+    let first = h.save_card(A, "kept", VISA_OK).await;
+    h.save_card(A, "crook", VISA_OK).await;
+    h.save_card(A, "shy", VISA_OK).await;
+    h.set_status(A, "crook", "fraud", None).await.unwrap();
+    h.set_status(A, "shy", "deny", None).await.unwrap();
+    let second = second_engine_with_a_long_cache(&h);
+    let register = |customer: &str, number: &str| RegisterRequest {
+        order: h.order(A, &h.next_order(), "0", customer),
+        card: Harness::card(number, Some(CVC)),
+    };
+
+    let (before, calls) = (h.counts(), h.acquirer.calls());
+    assert_eq!(
+        fault_of(second.register(register("crook", MASTERCARD_OK)).await),
+        oneclick_actors::Fault::CustomerFraud
+    );
+    assert_eq!(
+        fault_of(second.pay_new_card(request(&h, "crook")).await),
+        oneclick_actors::Fault::CustomerFraud
+    );
+    assert_eq!(
+        h.acquirer.calls(),
+        calls,
+        "the fraud customer was not charged"
+    );
+    assert_eq!(h.counts(), before, "nothing stored for the fraud customer");
+
+    let registered = second
+        .register(register("shy", MASTERCARD_OK))
+        .await
+        .unwrap();
+    assert!(registered.is_approved(), "{registered:?}");
+    assert!(
+        !registered.card_saved,
+        "a denied customer's card was saved: {registered:?}"
+    );
+    let mut pay = request(&h, "shy");
+    pay.card = Harness::card(MASTERCARD_OK, Some(CVC));
+    let paid = second.pay_new_card(pay).await.unwrap();
+    assert!(paid.is_approved() && !paid.card_saved, "{paid:?}");
+    assert_eq!(
+        h.count_rows("cards"),
+        3,
+        "no card saved for the denied customer"
+    );
+
+    let registered = second
+        .register(register("kept", MASTERCARD_OK))
+        .await
+        .unwrap();
+    assert!(registered.card_saved, "{registered:?}");
+    let listed = second
+        .token_list(TokenListRequest {
+            merchant_id: A,
+            customer_number: "kept".into(),
+        })
+        .await
+        .unwrap();
+    let tokens: Vec<&str> = listed.iter().map(|e| e.token.as_str()).collect();
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    assert!(tokens.contains(&first.as_str()), "{tokens:?}");
+    assert!(
+        tokens.contains(&registered.token.as_deref().unwrap()),
+        "{tokens:?}"
+    );
+}
+
 both_backends!(
     r6_fraud_set_through_one_engine_refuses_payments_on_another_at_once,
-    r6_deny_set_through_one_engine_stops_saving_on_another_at_once
+    r6_deny_set_through_one_engine_stops_saving_on_another_at_once,
+    r6_new_card_verbs_of_a_customer_not_cached_check_the_flags_under_the_lock
 );
 
 async fn r16_the_same_order_sent_to_two_engines_at_once_is_charged_once(h: Harness) {

@@ -4,7 +4,8 @@
 //! **Messages.** One per customer verb ([`messages`]): [`PayNewCard`], [`Register`],
 //! [`PaySavedCard`] (payment page or Token Pay, as its [`SavedCardChannel`] says), [`DeleteCard`],
 //! [`SetStatus`], [`ShowOffer`], [`ListTokens`]. Each handler is the same four steps: the
-//! customer's snapshot (cached, or loaded from the vault) → a pure decision of `crate::decide`
+//! customer's snapshot (cached, or loaded from the vault; the new-card verbs of a customer not
+//! cached load none, see [`Load::CachedOrUnread`]) → a pure decision of `crate::decide`
 //! (no I/O) → persist (the payment [`Pipeline`] through group commit, or one vault transaction)
 //! → the next state of the cache ([`NextState`]) → the reply. The engine (`crate::engine`) only
 //! validates, builds the message and sends it.
@@ -167,16 +168,41 @@ impl actix::Supervised for CustomerActor {
     }
 }
 
+/// Where a verb's snapshot comes from ([`CustomerActor::serve`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Load {
+    /// The cached snapshot when fresh, else read from the vault.
+    CachedOrRead,
+    /// Read from the vault whatever the cache holds.
+    Read,
+    /// The cached snapshot when fresh, else none: the verb decides as for a customer not yet
+    /// stored. Only for the new-card verbs (a registration, a payment with a new card), whose
+    /// decision reads nothing but the flags, and whose writes read the flags again under the
+    /// customer's lock: the reservation refuses a `fraud` customer before the acquirer is asked
+    /// (R6), the completion saves the card only if the customer accepts saves (R6, R4). So a
+    /// customer being created costs no read of an empty snapshot (issue 14), and the
+    /// completion that saves the card returns the customer's snapshot for the cache.
+    CachedOrUnread,
+}
+
+impl Load {
+    /// A payment verb's mode: `reload` (the engine's second attempt, [`messages::Reload`])
+    /// reads; otherwise `first`.
+    pub(crate) fn payment(reload: bool, first: Load) -> Load {
+        if reload {
+            Load::Read
+        } else {
+            first
+        }
+    }
+}
+
 impl CustomerActor {
     /// The frame of every customer verb: answers `Retired` once retired; otherwise takes the
-    /// customer's snapshot (the cached one when fresh and `reload` is not asked, else loaded),
-    /// runs `work` on it with the mailbox closed ([`AtomicResponse`]), then publishes what was
-    /// loaded and applies the [`NextState`] `work` returns before the reply goes out.
-    fn serve<R, F, Fut>(
-        &self,
-        reload: bool,
-        work: F,
-    ) -> AtomicResponse<Self, Result<R, EngineError>>
+    /// customer's snapshot as `load` says, runs `work` on it with the mailbox closed
+    /// ([`AtomicResponse`]), then publishes what was loaded and applies the [`NextState`]
+    /// `work` returns before the reply goes out.
+    fn serve<R, F, Fut>(&self, load: Load, work: F) -> AtomicResponse<Self, Result<R, EngineError>>
     where
         R: 'static,
         F: FnOnce(Arc<Deps>, Option<Arc<CustomerSnapshot>>) -> Fut + 'static,
@@ -186,7 +212,12 @@ impl CustomerActor {
             return AtomicResponse::new(Box::pin(fut::ready(Err(EngineError::Retired))));
         }
         let deps = self.deps.clone();
-        let cached = if reload { None } else { self.fresh_state() };
+        let cached = match load {
+            Load::Read => None,
+            Load::CachedOrRead => self.fresh_state(),
+            // Not cached: decided as a customer not stored, nothing read or published.
+            Load::CachedOrUnread => Some(self.fresh_state().flatten()),
+        };
         let key = self.key.clone();
         let run = async move {
             let (snapshot, loaded) = match cached {

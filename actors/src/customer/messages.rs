@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::{CustomerActor, Deps};
+use super::{CustomerActor, Deps, Load};
 use crate::decide::{self, NextState, Plan, SavedCardChannel, ValidCard, ValidOrder};
 use crate::domain::status::{StatusChange, StatusEffect};
 use crate::domain::{PaymentResult, Token};
@@ -135,7 +135,8 @@ impl Handler<PayNewCard> for CustomerActor {
     type Result = Reply<PaymentResult>;
 
     fn handle(&mut self, msg: PayNewCard, _: &mut Context<Self>) -> Self::Result {
-        self.serve(msg.reload, move |deps, snapshot| async move {
+        let load = Load::payment(msg.reload, Load::CachedOrUnread);
+        self.serve(load, move |deps, snapshot| async move {
             let plan = decide::new_card_payment(
                 snapshot.as_deref(),
                 &msg.merchant,
@@ -153,7 +154,8 @@ impl Handler<Register> for CustomerActor {
     type Result = Reply<PaymentResult>;
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
-        self.serve(msg.reload, move |deps, snapshot| async move {
+        let load = Load::payment(msg.reload, Load::CachedOrUnread);
+        self.serve(load, move |deps, snapshot| async move {
             let plan =
                 decide::registration(snapshot.as_deref(), &msg.merchant, &msg.order, &msg.card);
             pay(&deps, plan, msg.digest, snapshot).await
@@ -165,7 +167,8 @@ impl Handler<PaySavedCard> for CustomerActor {
     type Result = Reply<PaymentResult>;
 
     fn handle(&mut self, msg: PaySavedCard, _: &mut Context<Self>) -> Self::Result {
-        self.serve(msg.reload, move |deps, snapshot| async move {
+        let load = Load::payment(msg.reload, Load::CachedOrRead);
+        self.serve(load, move |deps, snapshot| async move {
             let plan = decide::saved_card_payment(
                 snapshot.as_deref(),
                 &msg.merchant,
@@ -183,7 +186,7 @@ impl Handler<DeleteCard> for CustomerActor {
     type Result = Reply<TokenRemoved>;
 
     fn handle(&mut self, msg: DeleteCard, _: &mut Context<Self>) -> Self::Result {
-        self.serve(false, move |deps, snapshot| async move {
+        self.serve(Load::CachedOrRead, move |deps, snapshot| async move {
             let replayable = msg.command.is_some();
             let customer_id =
                 match decide::card_to_delete(snapshot.as_deref(), &msg.token, replayable) {
@@ -222,7 +225,7 @@ impl Handler<SetStatus> for CustomerActor {
 
     fn handle(&mut self, msg: SetStatus, _: &mut Context<Self>) -> Self::Result {
         let key = self.key.clone();
-        self.serve(false, move |deps, _snapshot| async move {
+        self.serve(Load::CachedOrRead, move |deps, _snapshot| async move {
             let today = chrono::Utc::now().date_naive();
             let StatusEffect {
                 deny,
@@ -264,7 +267,7 @@ impl Handler<ShowOffer> for CustomerActor {
     type Result = Reply<Offer>;
 
     fn handle(&mut self, msg: ShowOffer, _: &mut Context<Self>) -> Self::Result {
-        self.serve(false, move |_deps, snapshot| async move {
+        self.serve(Load::CachedOrRead, move |_deps, snapshot| async move {
             let today = msg.merchant.today();
             let offer = decide::offer(&msg.merchant, snapshot.as_deref(), today);
             (Ok(offer), NextState::Keep)
@@ -276,7 +279,7 @@ impl Handler<ListTokens> for CustomerActor {
     type Result = Reply<Vec<TokenListEntry>>;
 
     fn handle(&mut self, msg: ListTokens, _: &mut Context<Self>) -> Self::Result {
-        self.serve(false, move |_deps, snapshot| async move {
+        self.serve(Load::CachedOrRead, move |_deps, snapshot| async move {
             let today = msg.merchant.today();
             let tokens = decide::token_list(&msg.merchant, snapshot.as_deref(), today);
             (Ok(tokens), NextState::Keep)
