@@ -962,6 +962,117 @@ async fn saved_card_payments_committed_together_answer_as_they_would_alone(h: Ha
 
 both_backends!(saved_card_payments_committed_together_answer_as_they_would_alone);
 
+/// Registrations of many customers at once: on PostgreSQL the group commit runs a batch's new
+/// cards' reservations as one statement (`vault::batch::ReserveNewCards`). Each must be
+/// answered as it would be alone, in one round with the others: new customers created with
+/// their card saved, a `fraud` customer refused before the acquirer is asked, an existing
+/// customer's second card saved beside its first, the repeat of a stored registration answered
+/// with its stored reply (not charged again), and the same order number sent for a second
+/// customer an idempotency conflict; the new-card payments beside them (limits on: the per-row
+/// path) approved.
+async fn registrations_reserved_together_answer_as_they_would_alone(h: Harness) {
+    const NEW: usize = 16;
+    h.save_card(A, "crook", VISA_OK).await;
+    // Flagged by another process: this engine may still have the customer cached unflagged,
+    // so the refusal is the reservation's (under the lock), not the cached snapshot's.
+    assert_eq!(
+        RawConn::open(&h.db)
+            .exec("UPDATE customers SET fraud = true WHERE customer_number = 'crook'"),
+        1
+    );
+    let kept = h.save_card(A, "kept", VISA_OK).await;
+    let register = |number: &str, customer: &str, card: &str| RegisterRequest {
+        order: h.order(A, number, "0", customer),
+        card: Harness::card(card, Some(CVC)),
+    };
+    let stored_number = h.next_order();
+    let stored = h
+        .engine
+        .register(register(&stored_number, "back", VISA_OK))
+        .await
+        .unwrap();
+    assert!(stored.card_saved, "{stored:?}");
+
+    let (calls, together_before) = (h.acquirer.calls(), h.engine.steps_together());
+    let mut requests: Vec<RegisterRequest> = (0..NEW)
+        .map(|i| register(&h.next_order(), &format!("n{i}"), VISA_OK))
+        .collect();
+    requests.push(register(&h.next_order(), "crook", MASTERCARD_OK));
+    requests.push(register(&h.next_order(), "kept", MASTERCARD_OK));
+    requests.push(register(&stored_number, "back", VISA_OK));
+    requests.push(register(&stored_number, "other", VISA_OK));
+    let registrations = join_all(requests.into_iter().map(|r| h.engine.register(r)));
+    let payers: Vec<String> = (0..4).map(|i| format!("p{i}")).collect();
+    let payments = join_all(
+        payers
+            .iter()
+            .map(|p| h.pay_new(A, p, "10.00", VISA_OK, None)),
+    );
+    let (mut answers, paid) = tokio::join!(registrations, payments);
+    for (i, paid) in paid.into_iter().enumerate() {
+        let paid = paid.unwrap();
+        assert!(paid.is_approved() && paid.card_saved, "p{i}: {paid:?}");
+    }
+
+    let other = answers.pop().unwrap();
+    assert_eq!(fault_of(other), oneclick_actors::Fault::IdempotencyConflict);
+    assert_eq!(answers.pop().unwrap().unwrap(), stored, "the stored reply");
+    let second = answers.pop().unwrap().unwrap();
+    assert!(second.card_saved, "{second:?}");
+    assert_eq!(
+        fault_of(answers.pop().unwrap()),
+        oneclick_actors::Fault::CustomerFraud
+    );
+    let mut tokens = std::collections::HashSet::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        let answer = answer.unwrap();
+        assert!(
+            answer.is_approved() && answer.card_saved,
+            "n{i}: {answer:?}"
+        );
+        assert!(
+            tokens.insert(answer.token.clone().unwrap()),
+            "n{i}: {answer:?}"
+        );
+        assert_eq!(
+            h.number(&format!(
+                "SELECT COUNT(*) AS n FROM cards JOIN customers ON customers.id =                  cards.customer_id WHERE customer_number = 'n{i}'"
+            )),
+            1,
+            "n{i}"
+        );
+    }
+    // The new customers, the second card and the four payments; never the fraud customer, the
+    // repeat or the conflict.
+    assert_eq!(h.acquirer.calls(), calls + NEW + 1 + 4);
+    let listed: Vec<String> = h
+        .token_list(A, "kept")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.token)
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.contains(&kept) && listed.contains(second.token.as_ref().unwrap()));
+    assert_eq!(
+        h.number("SELECT COUNT(*) AS n FROM customers WHERE customer_number = 'other'"),
+        0,
+        "the conflicting order created no customer"
+    );
+    assert_eq!(
+        h.number("SELECT COUNT(*) AS n FROM orders WHERE state = 'In Process'"),
+        0
+    );
+    let together = h.engine.steps_together() - together_before;
+    if h.backend == Backend::Postgres {
+        assert!(together > 0, "no statement ran for several steps");
+    } else {
+        assert_eq!(together, 0, "SQLite keeps its per-row statements");
+    }
+}
+
+both_backends!(registrations_reserved_together_answer_as_they_would_alone);
+
 /// PostgreSQL: the statement that reserves several saved-card payments at once takes its
 /// snapshot before it waits for their customers' locks, as the one-payment statement does
 /// (`a_reservation_committed_while_a_payment_waits_counts_toward_its_limit`): a reservation
@@ -1043,6 +1154,81 @@ async fn a_reservation_committed_while_payments_wait_together_counts_toward_thei
         h.engine.steps_together() - together_before,
         2,
         "the two queued payments were reserved by one statement"
+    );
+}
+
+/// Two saved-card payments of two customers under one order number (a merchant's mistake, or
+/// an attack on R16), queued together behind a waiting one: one order, one charge. The first to
+/// reserve is approved; the other is an idempotency conflict, its card never sent to the
+/// acquirer (its statement must not take the other customer's order for its own).
+async fn one_order_number_for_two_customers_queued_together_is_charged_once(h: Harness) {
+    let names = ["dup0", "dup1", "dup2"];
+    let mut tokens = Vec::new();
+    for name in names {
+        tokens.push(h.save_card(A, name, VISA_OK).await);
+    }
+    let first = hold_lock(&h, "dup0");
+    let calls = h.acquirer.calls();
+    let waiting = h.pay_saved(A, "dup0", "1.00", &tokens[0], Some(CVC));
+    let number = h.next_order();
+    let queued = join_all([1, 2].map(|i| {
+        let order = h.order(A, &number, "10.00", names[i]);
+        let pay = PaySavedCardRequest {
+            order,
+            token: tokens[i].clone(),
+            cvc: Some(SecretString::new(CVC)),
+        };
+        h.engine.pay_saved_card(pay)
+    }));
+    let (paid, twins, ()) = tokio::join!(
+        waiting,
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            queued.await
+        },
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            commit_once_waiting(&h, first).await
+        }
+    );
+    assert!(paid.unwrap().is_approved());
+    let approved: Vec<&PaymentResult> = twins
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|p| p.is_approved())
+        .collect();
+    assert_eq!(approved.len(), 1, "{twins:?}");
+    let refused: Vec<oneclick_actors::Fault> = twins
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.fault()))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![oneclick_actors::Fault::IdempotencyConflict],
+        "{twins:?}"
+    );
+    assert_eq!(
+        h.acquirer.calls(),
+        calls + 2,
+        "dup0 and one twin were charged"
+    );
+    assert_eq!(
+        h.number(&format!(
+            "SELECT COUNT(*) AS n FROM orders WHERE order_number = '{number}'"
+        )),
+        1
+    );
+}
+
+#[test]
+fn one_order_number_for_two_customers_queued_together_is_charged_once_on_postgres() {
+    run_with(
+        Backend::Postgres,
+        oneclick_actors::engine::EngineSettings {
+            group_commit_writers: 1,
+            ..test_settings()
+        },
+        one_order_number_for_two_customers_queued_together_is_charged_once,
     );
 }
 

@@ -140,7 +140,7 @@ impl QueryFragment<diesel::pg::Pg> for ReserveSavedCards<'_> {
              i.currency, 'In Process', 'AS300', i.counts_for_limits, i.request_digest, NULL, \
              i.now_ms, i.now_ms FROM i JOIN f ON f.n = i.n JOIN k ON k.n = i.n \
              WHERE NOT f.fraud AND (f.fresh OR NOT i.limited) \
-             ON CONFLICT DO NOTHING RETURNING id, merchant_id, order_number) \
+             ON CONFLICT DO NOTHING RETURNING id, merchant_id, order_number, customer_id) \
              SELECT i.n, c.id, c.fraud, k.id, k.token, k.customer_id, k.state, \
              k.brand, k.bin, k.last4, k.pan_length, k.expiry_month, k.expiry_year, k.holder, \
              k.saved_by_merchant, k.saved_at, k.last_used_at, k.success_count, k.deleted_at, \
@@ -150,13 +150,95 @@ impl QueryFragment<diesel::pg::Pg> for ReserveSavedCards<'_> {
              FROM i LEFT JOIN c ON c.n = i.n LEFT JOIN f ON f.n = i.n \
              LEFT JOIN k ON k.n = i.n LEFT JOIN u ON u.n = i.n \
              LEFT JOIN o ON o.merchant_id = i.merchant_id AND o.order_number = i.order_number \
-             ORDER BY i.n",
+             AND o.customer_id = c.id ORDER BY i.n",
         );
         Ok(())
     }
 }
 
 impl<Conn> diesel::RunQueryDsl<Conn> for ReserveSavedCards<'_> {}
+
+/// [`super::prepared::ReserveNewCard`] for a whole batch (new cards' payments and
+/// registrations of merchants without turnover limits): every input an array, one output row
+/// per input row that locked or created its customer, in input order: its position `n`, the
+/// customer, its `fraud` flag and the new order's id (NULL: not inserted). A row whose order
+/// number was taken before the statement locks and creates nothing and has no output row, as
+/// its per-row twin has none.
+///
+/// The caller must not put two rows of one customer, or of one (merchant, order number), into
+/// one statement: the customer upsert may not touch a row twice, and an order inserted by one
+/// row must not be taken for another's. (The order is joined back on its customer as well.)
+pub struct ReserveNewCards<'a> {
+    pub union_id: Vec<i64>,
+    pub customer_number: Vec<&'a str>,
+    pub merchant_id: Vec<i64>,
+    pub order_number: Vec<&'a str>,
+    pub kind: Vec<&'a str>,
+    pub counts_for_limits: Vec<bool>,
+    pub amount: Vec<i64>,
+    pub currency: Vec<&'a str>,
+    pub request_digest: Vec<&'a [u8]>,
+    pub now_ms: Vec<i64>,
+}
+
+impl QueryId for ReserveNewCards<'_> {
+    type QueryId = ReserveNewCards<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for ReserveNewCards<'_> {
+    type SqlType = (BigInt, BigInt, Bool, Nullable<BigInt>);
+}
+
+impl QueryFragment<diesel::pg::Pg> for ReserveNewCards<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql("WITH i AS (SELECT * FROM unnest(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.union_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.customer_number)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.merchant_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.order_number)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.kind)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Bool>, _>(&self.counts_for_limits)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.amount)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.currency)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Binary>, _>(&self.request_digest)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.now_ms)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS i(union_id, customer_number, merchant_id, order_number, kind, \
+             counts_for_limits, amount, currency, request_digest, now_ms, n)), \
+             c AS (INSERT INTO customers (union_id, customer_number, deny, fraud, version, \
+             created_at) SELECT i.union_id, i.customer_number, false, false, 1, i.now_ms \
+             FROM i WHERE NOT EXISTS (SELECT 1 FROM orders WHERE orders.merchant_id = \
+             i.merchant_id AND orders.order_number = i.order_number) \
+             ON CONFLICT (union_id, customer_number) DO UPDATE SET \
+             version = customers.version + 1 RETURNING id, union_id, customer_number, fraud), \
+             ic AS (SELECT i.*, c.id AS customer_id, c.fraud FROM i JOIN c \
+             ON c.union_id = i.union_id AND c.customer_number = i.customer_number), \
+             o AS (INSERT INTO orders (merchant_id, order_number, kind, customer_id, card_id, \
+             agreement_id, amount, currency, state, response_code, counts_for_limits, \
+             request_digest, result_json, created_at, updated_at) \
+             SELECT merchant_id, order_number, kind, customer_id, NULL, NULL, amount, \
+             currency, 'In Process', 'AS300', counts_for_limits, request_digest, NULL, \
+             now_ms, now_ms FROM ic WHERE NOT fraud \
+             ON CONFLICT DO NOTHING RETURNING id, merchant_id, order_number, customer_id) \
+             SELECT ic.n, ic.customer_id, ic.fraud, o.id FROM ic LEFT JOIN o \
+             ON o.merchant_id = ic.merchant_id AND o.order_number = ic.order_number \
+             AND o.customer_id = ic.customer_id ORDER BY ic.n",
+        );
+        Ok(())
+    }
+}
+
+impl<Conn> diesel::RunQueryDsl<Conn> for ReserveNewCards<'_> {}
 
 /// [`super::prepared::ClaimOrderCountingCard`] for a whole batch: returns the ids of the orders
 /// claimed (an order not `In Process` any more is left alone and missing from the answer).
@@ -264,6 +346,31 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("(f.fresh OR NOT i.limited)"), "{text}");
+        // A row's order is its own customer's, never another row's under the same number.
+        assert!(text.contains("AND o.customer_id = c.id"), "{text}");
+        let new_cards = ReserveNewCards {
+            union_id: vec![1],
+            customer_number: vec!["c"],
+            merchant_id: vec![1],
+            order_number: vec!["o"],
+            kind: vec!["registration"],
+            counts_for_limits: vec![false],
+            amount: vec![0],
+            currency: vec!["RUB"],
+            request_digest: vec![&[][..]],
+            now_ms: vec![0],
+        };
+        let text = sql(&new_cards);
+        assert!(text.contains(&in_process), "{text}");
+        assert!(
+            text.contains(&format!("'{}'", ResponseCode::AS300.as_str())),
+            "{text}"
+        );
+        assert!(text.contains("FROM ic WHERE NOT fraud"), "{text}");
+        assert!(
+            text.contains("AND o.customer_id = ic.customer_id"),
+            "{text}"
+        );
         let claim = ClaimOrdersCountingCards {
             id: vec![1],
             state: vec!["Approved"],

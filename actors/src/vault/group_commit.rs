@@ -13,14 +13,16 @@
 //!   path (below), or after undoing its own writes (a card that cannot be decrypted deletes the
 //!   order its statement inserted). A batch of them is `BEGIN`, one statement a step, `COMMIT`;
 //! - on PostgreSQL, when a batch holds two or more saved-card reservations (of different
-//!   customers), they are one statement together, and so are two or more plain claims
-//!   ([`run_together`], `vault::batch`): one statement per step kind for the whole batch, an
-//!   outcome per row, each row answered as its own statement would have answered it. The
+//!   customers and order numbers), they are one statement together, and so are two or more
+//!   new cards' reservations of merchants without limits (a registration's, say), and two or
+//!   more plain claims ([`run_together`], `vault::batch`): one statement per step kind for the
+//!   whole batch, an outcome per row, each row answered as its own statement would have
+//!   answered it. The
 //!   benchmark's prototype chose this over pipelining the per-row statements (c=32, batches of
 //!   16: 8.4k against 3.0k payments/s, 198 against 608 µs of CPU per payment;
 //!   docs/performance.md, "Set-based batches");
-//! - a batch whose every step such a statement takes (pay-token's reservations and claims)
-//!   opens no transaction: each statement commits as it ends ([`commit_without_transaction`]);
+//! - a batch whose every step such a statement takes (pay-token's reservations and claims; a
+//!   new card's reservation) opens no transaction: each statement commits as it ends ([`commit_without_transaction`]);
 //! - every other step after a transaction's first runs inside its own savepoint, so a step that
 //!   fails rolls back alone (`ROLLBACK TO SAVEPOINT`) and reports its error while the others
 //!   stand; the first step needs none: if it fails, the transaction holds nothing else, so it is
@@ -49,8 +51,9 @@ use tokio::sync::oneshot;
 use super::connection::{Backend, PooledConnection};
 use super::payments::{
     claim_together, complete, complete_alone, complete_one_statement, complete_step,
-    is_plain_claim, reserve, reserve_alone, reserve_general, reserve_one_statement,
-    reserve_saved_cards_together, saved_card_customer, Complete, Completed, Reservation, Reserve,
+    is_plain_claim, new_card_customer, reserve, reserve_alone, reserve_general,
+    reserve_new_cards_together, reserve_one_statement, reserve_saved_cards_together,
+    saved_card_customer, Complete, Completed, Reservation, Reserve,
 };
 use super::{AnyConnection, Pool, VaultError};
 use crate::crypto::Keyring;
@@ -301,12 +304,14 @@ enum Together {
 /// docs/performance.md, "Set-based batches").
 pub const TOGETHER_FROM: usize = 2;
 
-/// PostgreSQL: the batch's saved-card reservations in one statement, its plain claims in
-/// another ([`reserve_saved_cards_together`], [`claim_together`]), when at least
-/// [`TOGETHER_FROM`] steps share the kind. A reservation of a customer who has another
-/// reservation in the batch stays out (one statement sees one snapshot: the second would miss
-/// the first's turnover). One answer slot per step of `batch`, `None` for the steps left to
-/// [`exec_batch`]'s loop. `Err`: a statement failed in the database, the transaction is lost.
+/// PostgreSQL: the batch's saved-card reservations in one statement, its new cards'
+/// reservations in another, its plain claims in a third ([`reserve_saved_cards_together`],
+/// [`reserve_new_cards_together`], [`claim_together`]), when at least [`TOGETHER_FROM`] steps
+/// share the kind. A reservation of a customer, or of an order number, that another
+/// reservation of the batch has stays out (one statement sees one snapshot: the second would
+/// miss the first's turnover, or take the first's order for its own). One answer slot per step
+/// of `batch`, `None` for the steps left to [`exec_batch`]'s loop. `Err`: a statement failed
+/// in the database, the transaction is lost.
 fn run_together(
     conn: &mut AnyConnection,
     keyring: &Keyring,
@@ -314,98 +319,132 @@ fn run_together(
     stats: &BatchStats,
 ) -> Result<Vec<Option<Together>>, Stop> {
     let mut slots: Vec<Option<Together>> = batch.iter().map(|_| None).collect();
-    let (reserves, claims) = kinds_together(conn, batch);
-    for group in [reserves, claims] {
-        if group.len() >= TOGETHER_FROM {
+    for group in kinds_together(conn, batch) {
+        if group.steps.len() >= TOGETHER_FROM {
             for (i, together) in run_group(conn, keyring, &group)? {
                 slots[i] = Some(together);
             }
-            count_together(stats, group.len());
+            count_together(stats, group.steps.len());
         }
     }
     Ok(slots)
 }
 
-/// Steps of one kind, each with its index in its batch.
-type Group<'b> = Vec<(usize, &'b StepMsg)>;
-
-/// The steps of `batch` a statement may take together, by kind: saved-card reservations (the
-/// first of each customer) and plain claims, each with its index in `batch`.
-fn kinds_together<'b>(conn: &AnyConnection, batch: &'b [Pending]) -> (Group<'b>, Group<'b>) {
-    let (mut reserves, mut claims) = (Vec::new(), Vec::new());
-    if !matches!(conn, AnyConnection::Postgresql(_)) || batch.len() < TOGETHER_FROM {
-        return (reserves, claims);
-    }
-    let mut customers = std::collections::HashSet::new();
-    for (i, pending) in batch.iter().enumerate() {
-        match &pending.step {
-            StepMsg::Reserve(m) => {
-                if let Some((union_id, number, _)) = saved_card_customer(conn, m) {
-                    if customers.insert((union_id, number)) {
-                        reserves.push((i, &pending.step));
-                    }
-                }
-            }
-            StepMsg::Complete(m) if is_plain_claim(conn, m) => claims.push((i, &pending.step)),
-            StepMsg::Complete(_) => {}
-        }
-    }
-    (reserves, claims)
+/// The kinds of step one statement may take together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Saved-card reservations ([`saved_card_customer`]).
+    SavedCards,
+    /// New cards' reservations of merchants without limits ([`new_card_customer`]).
+    NewCards,
+    /// Plain claims ([`is_plain_claim`]).
+    Claims,
 }
 
-/// One statement for `group` (all reservations or all claims, from [`kinds_together`]): each
-/// step's part, by its index. `Err`: the statement failed in the database.
+/// Steps of one kind, each with its index in its batch.
+struct Group<'b> {
+    kind: Kind,
+    steps: Vec<(usize, &'b StepMsg)>,
+}
+
+/// The steps of `batch` a statement may take together, by kind, each with its index in
+/// `batch`: reservations (the first of each customer and of each order number; a saved card's
+/// or a new card's) and plain claims. Empty groups on SQLite and for a lone step.
+fn kinds_together<'b>(conn: &AnyConnection, batch: &'b [Pending]) -> [Group<'b>; 3] {
+    let mut groups = [Kind::SavedCards, Kind::NewCards, Kind::Claims].map(|kind| Group {
+        kind,
+        steps: Vec::new(),
+    });
+    if !matches!(conn, AnyConnection::Postgresql(_)) || batch.len() < TOGETHER_FROM {
+        return groups;
+    }
+    let mut customers = std::collections::HashSet::new();
+    let mut orders = std::collections::HashSet::new();
+    for (i, pending) in batch.iter().enumerate() {
+        let kind = match &pending.step {
+            StepMsg::Reserve(m) => {
+                let (kind, customer) =
+                    match (saved_card_customer(conn, m), new_card_customer(conn, m)) {
+                        (Some((union_id, number, _)), _) => (Kind::SavedCards, (union_id, number)),
+                        (None, Some(customer)) => (Kind::NewCards, customer),
+                        (None, None) => continue,
+                    };
+                // Both sets see every reservation of the batch taken so far.
+                let first_of_customer = customers.insert(customer);
+                let first_of_order = orders.insert((m.merchant_id, m.order_number.as_str()));
+                if !(first_of_customer && first_of_order) {
+                    continue;
+                }
+                kind
+            }
+            StepMsg::Complete(m) if is_plain_claim(conn, m) => Kind::Claims,
+            StepMsg::Complete(_) => continue,
+        };
+        groups[kind as usize].steps.push((i, &pending.step));
+    }
+    groups
+}
+
+/// One statement for `group` (from [`kinds_together`]): each step's part, by its index.
+/// `Err`: the statement failed in the database.
 fn run_group(
     conn: &mut AnyConnection,
     keyring: &Keyring,
-    group: &[(usize, &StepMsg)],
+    group: &Group<'_>,
 ) -> Result<Vec<(usize, Together)>, VaultError> {
-    let reserves: Vec<&Reserve> = group
-        .iter()
-        .filter_map(|(_, s)| match s {
-            StepMsg::Reserve(m) => Some(m),
-            StepMsg::Complete(_) => None,
-        })
-        .collect();
-    if reserves.len() == group.len() {
-        let answers = reserve_saved_cards_together(conn, keyring, &reserves)?;
-        return Ok(group
+    let reserves = || -> Result<Vec<&Reserve>, VaultError> {
+        group
+            .steps
             .iter()
-            .zip(answers)
-            .map(|((i, _), answer)| {
-                let together = match answer {
-                    Ok(Some(done)) => Together::Done(Outcome::Reserve(Ok(done))),
-                    Ok(None) => Together::General,
-                    Err(e) => Together::Done(Outcome::Reserve(Err(e))),
-                };
-                (*i, together)
+            .map(|(_, s)| match s {
+                StepMsg::Reserve(m) => Ok(m),
+                StepMsg::Complete(_) => Err(VaultError::Corrupt(
+                    "a completion among reservations".into(),
+                )),
             })
-            .collect());
+            .collect()
+    };
+    let parts: Vec<Together> = match group.kind {
+        Kind::SavedCards => reserve_saved_cards_together(conn, keyring, &reserves()?)?
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(Some(done)) => Together::Done(Outcome::Reserve(Ok(done))),
+                Ok(None) => Together::General,
+                Err(e) => Together::Done(Outcome::Reserve(Err(e))),
+            })
+            .collect(),
+        Kind::NewCards => reserve_new_cards_together(conn, &reserves()?)?
+            .into_iter()
+            .map(|answer| Together::Done(Outcome::Reserve(answer)))
+            .collect(),
+        Kind::Claims => {
+            let claims: Vec<&Complete> = group
+                .steps
+                .iter()
+                .map(|(_, s)| match s {
+                    StepMsg::Complete(m) => Ok(m),
+                    StepMsg::Reserve(_) => {
+                        Err(VaultError::Corrupt("a reservation among claims".into()))
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            claim_together(conn, &claims)?
+                .into_iter()
+                .map(|answer| match answer {
+                    Some(done) => Together::Done(Outcome::Complete(Ok(done))),
+                    None => Together::General,
+                })
+                .collect()
+        }
+    };
+    if parts.len() != group.steps.len() {
+        return Err(VaultError::Corrupt(format!(
+            "{} answers for {} steps",
+            parts.len(),
+            group.steps.len()
+        )));
     }
-    let claims: Vec<&Complete> = group
-        .iter()
-        .filter_map(|(_, s)| match s {
-            StepMsg::Complete(m) => Some(m),
-            StepMsg::Reserve(_) => None,
-        })
-        .collect();
-    if claims.len() != group.len() {
-        return Err(VaultError::Corrupt(
-            "steps of two kinds in one statement".into(),
-        ));
-    }
-    let answers = claim_together(conn, &claims)?;
-    Ok(group
-        .iter()
-        .zip(answers)
-        .map(|((i, _), answer)| {
-            let together = match answer {
-                Some(done) => Together::Done(Outcome::Complete(Ok(done))),
-                None => Together::General,
-            };
-            (*i, together)
-        })
-        .collect())
+    Ok(group.steps.iter().map(|(i, _)| *i).zip(parts).collect())
 }
 
 fn count_together(stats: &BatchStats, steps: usize) {
@@ -428,17 +467,17 @@ fn commit_without_transaction(
     batch: &[Pending],
     stats: &BatchStats,
 ) -> Option<Vec<Outcome>> {
-    let (reserves, claims) = kinds_together(conn, batch);
-    if reserves.len() + claims.len() != batch.len() {
+    let groups = kinds_together(conn, batch);
+    if groups.iter().map(|g| g.steps.len()).sum::<usize>() != batch.len() {
         return None;
     }
     let mut slots: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
-    for group in [reserves, claims] {
-        match &group[..] {
+    for group in groups {
+        match &group.steps[..] {
             [] => {}
             [(i, step)] => slots[*i] = Some(commit_alone(conn, pool, keyring, step, stats)),
-            _ => {
-                count_together(stats, group.len());
+            steps => {
+                count_together(stats, steps.len());
                 match run_group(conn, keyring, &group) {
                     Ok(parts) => {
                         for (i, part) in parts {
@@ -452,13 +491,13 @@ fn commit_without_transaction(
                         stats
                             .failed_batches
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(error = %e, steps = group.len(), "a statement for several payment steps failed; running each alone");
+                        tracing::warn!(error = %e, steps = steps.len(), "a statement for several payment steps failed; running each alone");
                         if e.is_transient() {
                             *conn = connect(pool);
                         } else {
                             reconnect_if_dead(conn, pool);
                         }
-                        for (i, step) in &group {
+                        for (i, step) in steps {
                             slots[*i] = Some(exec_alone(conn, keyring, step));
                         }
                     }

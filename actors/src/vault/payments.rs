@@ -752,19 +752,101 @@ fn reserve_new_card(
         request_digest: &msg.digest,
         now_ms: msg.now_ms,
     };
-    let row: Option<(i64, bool, Option<i64>)> = all.get_result(c).optional()?;
+    let row: Option<NewCardRow> = all.get_result(c).optional()?;
+    finish_new_card(conn, msg, row).map(Some)
+}
+
+/// What [`super::prepared::ReserveNewCard`] returns: the customer, its `fraud` flag, the new
+/// order's id (NULL: not inserted); no row: the order number was taken before.
+type NewCardRow = (i64, bool, Option<i64>);
+
+/// A new card's reservation after its statement (alone, or a row of
+/// [`super::batch::ReserveNewCards`]).
+fn finish_new_card(
+    conn: &mut AnyConnection,
+    msg: &Reserve,
+    row: Option<NewCardRow>,
+) -> Result<Reservation, VaultError> {
     match row {
-        Some((_, true, _)) => Ok(Some(Reservation::CustomerFraud)),
-        Some((customer_id, false, Some(order_id))) => Ok(Some(Reservation::Reserved {
+        Some((_, true, _)) => Ok(Reservation::CustomerFraud),
+        Some((customer_id, false, Some(order_id))) => Ok(Reservation::Reserved {
             order_id,
             customer_id: Some(customer_id),
             card: None,
             agreement: None,
-        })),
+        }),
         // The order number was taken before the statement (no row) or by a concurrent twin
         // that committed first (no order id): answered as the stored order.
-        None | Some((_, false, None)) => replay_existing(conn, msg).map(Some),
+        None | Some((_, false, None)) => replay_existing(conn, msg),
     }
+}
+
+/// The customer (union, number) of a reservation [`reserve_new_card`] takes on PostgreSQL (so
+/// [`reserve_new_cards_together`] may take it with others); `None`: not one.
+pub(crate) fn new_card_customer<'m>(
+    conn: &AnyConnection,
+    msg: &'m Reserve,
+) -> Option<(i64, &'m str)> {
+    match (conn, &msg.customer, &msg.agreement, &msg.token, &msg.limits) {
+        (AnyConnection::Postgresql(_), Some((union_id, number)), None, None, None) => {
+            Some((*union_id, number.as_str()))
+        }
+        _ => None,
+    }
+}
+
+/// [`reserve_new_card`] for several new cards' reservations at once, in one statement
+/// ([`super::batch::ReserveNewCards`]), inside the caller's transaction or alone. Every message
+/// must be one [`new_card_customer`] accepts, no two of one customer or one order number. Each
+/// answer is what [`reserve_new_card`] would have answered. `Err` of the whole: the statement
+/// failed in the database (a transaction it ran in is lost).
+pub(crate) fn reserve_new_cards_together(
+    conn: &mut AnyConnection,
+    msgs: &[&Reserve],
+) -> Result<Vec<Result<Reservation, VaultError>>, VaultError> {
+    let mut named = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        match new_card_customer(conn, msg) {
+            Some(customer) => named.push(customer),
+            None => return Err(VaultError::Corrupt("not a new card's reservation".into())),
+        }
+    }
+    let AnyConnection::Postgresql(c) = &mut *conn else {
+        return Err(VaultError::Corrupt(
+            "set-based reservations on SQLite".into(),
+        ));
+    };
+    let all = super::batch::ReserveNewCards {
+        union_id: named.iter().map(|n| n.0).collect(),
+        customer_number: named.iter().map(|n| n.1).collect(),
+        merchant_id: msgs.iter().map(|m| m.merchant_id).collect(),
+        order_number: msgs.iter().map(|m| m.order_number.as_str()).collect(),
+        kind: msgs.iter().map(|m| m.kind.as_str()).collect(),
+        counts_for_limits: msgs.iter().map(|m| m.kind.moves_money()).collect(),
+        amount: msgs.iter().map(|m| m.amount).collect(),
+        currency: msgs.iter().map(|m| m.currency.as_str()).collect(),
+        request_digest: msgs.iter().map(|m| &m.digest[..]).collect(),
+        now_ms: msgs.iter().map(|m| m.now_ms).collect(),
+    };
+    let rows: Vec<(i64, i64, bool, Option<i64>)> = all.load(c)?;
+    // A row per input row that locked its customer, by position from 1; none where the
+    // order number was taken before the statement.
+    let mut by_position: Vec<Option<NewCardRow>> = vec![None; msgs.len()];
+    for (n, customer_id, fraud, order_id) in rows {
+        let slot = usize::try_from(n - 1)
+            .ok()
+            .and_then(|i| by_position.get_mut(i))
+            .filter(|slot| slot.is_none())
+            .ok_or_else(|| VaultError::Corrupt(format!("reservation row {n} out of place")))?;
+        *slot = Some((customer_id, fraud, order_id));
+    }
+    Ok(msgs
+        .iter()
+        .zip(by_position)
+        .map(|(msg, row)| {
+            finish_new_card(conn, msg, row).and_then(|done| replay_if_refused(conn, msg, done))
+        })
+        .collect())
 }
 
 /// A saved card as a payment reads it: what may be shown, its PAN's ciphertext, key version and
