@@ -963,10 +963,12 @@ async fn saved_card_payments_committed_together_answer_as_they_would_alone(h: Ha
 both_backends!(saved_card_payments_committed_together_answer_as_they_would_alone);
 
 /// Registrations of many customers at once: on PostgreSQL the group commit runs a batch's new
-/// cards' reservations as one statement (`vault::batch::ReserveNewCards`). Each must be
-/// answered as it would be alone, in one round with the others: new customers created with
-/// their card saved, a `fraud` customer refused before the acquirer is asked, an existing
-/// customer's second card saved beside its first, the repeat of a stored registration answered
+/// cards' reservations as one statement (`vault::batch::ReserveNewCards`) and its saving
+/// completions as another (`CompleteSavingCards`). Each must be answered as it would be alone,
+/// in one round with the others: new customers created with their card saved, a `fraud`
+/// customer refused before the acquirer is asked, an existing customer's second card saved
+/// beside its first, the same number saved again keeping its token (R11), a `deny` customer's
+/// card not saved (R6), the repeat of a stored registration answered
 /// with its stored reply (not charged again), and the same order number sent for a second
 /// customer an idempotency conflict; the new-card payments beside them (limits on: the per-row
 /// path) approved.
@@ -981,6 +983,12 @@ async fn registrations_reserved_together_answer_as_they_would_alone(h: Harness) 
         1
     );
     let kept = h.save_card(A, "kept", VISA_OK).await;
+    let again = h.save_card(A, "again", VISA_OK).await;
+    h.save_card(A, "shy", VISA_OK).await;
+    assert_eq!(
+        RawConn::open(&h.db).exec("UPDATE customers SET deny = true WHERE customer_number = 'shy'"),
+        1
+    );
     let register = |number: &str, customer: &str, card: &str| RegisterRequest {
         order: h.order(A, number, "0", customer),
         card: Harness::card(card, Some(CVC)),
@@ -997,6 +1005,8 @@ async fn registrations_reserved_together_answer_as_they_would_alone(h: Harness) 
     let mut requests: Vec<RegisterRequest> = (0..NEW)
         .map(|i| register(&h.next_order(), &format!("n{i}"), VISA_OK))
         .collect();
+    requests.push(register(&h.next_order(), "again", VISA_OK));
+    requests.push(register(&h.next_order(), "shy", MASTERCARD_OK));
     requests.push(register(&h.next_order(), "crook", MASTERCARD_OK));
     requests.push(register(&h.next_order(), "kept", MASTERCARD_OK));
     requests.push(register(&stored_number, "back", VISA_OK));
@@ -1023,6 +1033,14 @@ async fn registrations_reserved_together_answer_as_they_would_alone(h: Harness) 
         fault_of(answers.pop().unwrap()),
         oneclick_actors::Fault::CustomerFraud
     );
+    let shy = answers.pop().unwrap().unwrap();
+    assert!(shy.is_approved() && !shy.card_saved, "denied: {shy:?}");
+    let same = answers.pop().unwrap().unwrap();
+    assert_eq!(
+        (same.card_saved, same.token.as_deref()),
+        (true, Some(again.as_str())),
+        "R11: the same number keeps its token"
+    );
     let mut tokens = std::collections::HashSet::new();
     for (i, answer) in answers.into_iter().enumerate() {
         let answer = answer.unwrap();
@@ -1042,9 +1060,26 @@ async fn registrations_reserved_together_answer_as_they_would_alone(h: Harness) 
             "n{i}"
         );
     }
-    // The new customers, the second card and the four payments; never the fraud customer, the
-    // repeat or the conflict.
-    assert_eq!(h.acquirer.calls(), calls + NEW + 1 + 4);
+    // The new customers, the second card, the same card again, the denied customer's and the
+    // four payments; never the fraud customer, the repeat or the conflict.
+    assert_eq!(h.acquirer.calls(), calls + NEW + 3 + 4);
+    for (customer, cards) in [("again", 1), ("shy", 1)] {
+        assert_eq!(
+            h.number(&format!(
+                "SELECT COUNT(*) AS n FROM cards JOIN customers ON customers.id = \
+                 cards.customer_id WHERE customer_number = '{customer}'"
+            )),
+            cards,
+            "{customer}"
+        );
+    }
+    assert_eq!(
+        h.number(&format!(
+            "SELECT success_count AS n FROM cards WHERE token = '{again}'"
+        )),
+        2,
+        "saved, then saved again"
+    );
     let listed: Vec<String> = h
         .token_list(A, "kept")
         .await
@@ -1217,6 +1252,64 @@ async fn one_order_number_for_two_customers_queued_together_is_charged_once(h: H
             "SELECT COUNT(*) AS n FROM orders WHERE order_number = '{number}'"
         )),
         1
+    );
+}
+
+/// PostgreSQL: the group commit's writers read customers and cards by their indexes, never by
+/// a sequential scan (`group_commit::WRITER_SESSION_POSTGRES`). In a test the tables are a page
+/// or two, where the planner prefers a scan to any index for the batch statements' generic
+/// plans (and for the per-row ones): without the writers' setting, every batch scans. Rounds of
+/// registrations of new customers (no read of their snapshot: only writer statements touch the
+/// two tables), bracketed by pauses over a second so the writers' statistics reach the shared
+/// counters (PostgreSQL flushes a backend's table counters at most once a second).
+async fn the_writers_never_scan_the_customers_or_cards_tables(h: Harness) {
+    const SEQ_SCANS: &str = "SELECT CAST(COALESCE(SUM(seq_scan), 0) AS BIGINT) AS n \
+                             FROM pg_stat_user_tables WHERE relname IN ('customers', 'cards')";
+    let round = |r: usize| {
+        let requests: Vec<RegisterRequest> = (0..16)
+            .map(|i| RegisterRequest {
+                order: h.order(A, &h.next_order(), "0", &format!("scan-{r}-{i}")),
+                card: Harness::card(VISA_OK, Some(CVC)),
+            })
+            .collect();
+        async {
+            for answer in join_all(requests.into_iter().map(|r| h.engine.register(r))).await {
+                let answer = answer.unwrap();
+                assert!(answer.card_saved, "{answer:?}");
+            }
+        }
+    };
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(1_100));
+    round(0).await;
+    pause().await;
+    round(1).await;
+    let before = h.number(SEQ_SCANS);
+    for r in 2..10 {
+        round(r).await;
+    }
+    // Each writer's next transaction after a pause flushes what it counted before.
+    for r in 10..12 {
+        pause().await;
+        round(r).await;
+    }
+    pause().await;
+    assert_eq!(
+        h.number(SEQ_SCANS) - before,
+        0,
+        "sequential scans of customers or cards while only the writers used them"
+    );
+    assert!(
+        h.engine.steps_together() > 0,
+        "no statement ran for several steps"
+    );
+}
+
+#[test]
+fn the_writers_never_scan_the_customers_or_cards_tables_on_postgres() {
+    run_with(
+        Backend::Postgres,
+        test_settings(),
+        the_writers_never_scan_the_customers_or_cards_tables,
     );
 }
 

@@ -240,6 +240,182 @@ impl QueryFragment<diesel::pg::Pg> for ReserveNewCards<'_> {
 
 impl<Conn> diesel::RunQueryDsl<Conn> for ReserveNewCards<'_> {}
 
+/// [`super::prepared::CompleteSavingCard`] for a whole batch (approved payments and
+/// registrations that save their new card): the same CTEs, every input an array. Output rows
+/// in input order (`n`, then the card's id): for each input row whose customer exists, one row
+/// per card kept (the saved one with `saved` true), or one row with NULL card columns; no row:
+/// no such customer. Each row also carries its input row's freshness, whether its order was
+/// claimed, and the customer's flags and version, as the per-row statement returns them.
+///
+/// The caller must not put two rows of one customer into one statement (the lock and the card
+/// upsert may touch a row once). A row's card id is drawn from the sequence once
+/// (`MATERIALIZED`), as the per-row statement's is.
+pub struct CompleteSavingCards<'a> {
+    pub customer_id: Vec<i64>,
+    pub customer_number: Vec<&'a str>,
+    pub order_id: Vec<i64>,
+    pub state: Vec<&'a str>,
+    pub response_code: Vec<&'a str>,
+    pub keep_reservation: Vec<bool>,
+    pub network_tx_id: Vec<Option<&'a str>>,
+    pub token: Vec<&'a str>,
+    pub brand: Vec<&'a str>,
+    pub bin: Vec<&'a str>,
+    pub last4: Vec<&'a str>,
+    pub pan_length: Vec<i32>,
+    pub expiry_month: Vec<i32>,
+    pub expiry_year: Vec<i32>,
+    pub holder: Vec<&'a str>,
+    pub pan_ciphertext: Vec<&'a [u8]>,
+    pub key_version: Vec<i32>,
+    pub aad_version: Vec<i32>,
+    pub fingerprint: Vec<&'a [u8]>,
+    pub saved_by_merchant: Vec<i64>,
+    pub result_saved: Vec<&'a str>,
+    pub result_unsaved: Vec<&'a str>,
+    pub now_ms: Vec<i64>,
+}
+
+impl QueryId for CompleteSavingCards<'_> {
+    type QueryId = CompleteSavingCards<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for CompleteSavingCards<'_> {
+    type SqlType = (
+        BigInt,
+        (
+            Bool,
+            Bool,
+            Bool,
+            Bool,
+            BigInt,
+            NullableCardMeta,
+            Nullable<Bool>,
+        ),
+    );
+}
+
+/// One row of [`CompleteSavingCards`]: its input row's position (from 1), then fresh, claimed,
+/// deny, fraud, version, a kept card (or NULL) and whether it is the one saved now.
+pub type CompletedRow = (
+    i64,
+    (
+        bool,
+        bool,
+        bool,
+        bool,
+        i64,
+        Option<super::rows::CardMetaRow>,
+        Option<bool>,
+    ),
+);
+
+impl QueryFragment<diesel::pg::Pg> for CompleteSavingCards<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql("WITH i AS (SELECT * FROM unnest(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.customer_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.customer_number)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.order_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.state)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.response_code)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Bool>, _>(&self.keep_reservation)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.network_tx_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.token)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.brand)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.bin)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.last4)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(&self.pan_length)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(&self.expiry_month)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(&self.expiry_year)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.holder)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Binary>, _>(&self.pan_ciphertext)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(&self.key_version)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(&self.aad_version)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Binary>, _>(&self.fingerprint)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.saved_by_merchant)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.result_saved)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.result_unsaved)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.now_ms)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS i(customer_id, customer_number, order_id, state, \
+             response_code, keep_reservation, network_tx_id, token, brand, bin, last4, \
+             pan_length, expiry_month, expiry_year, holder, pan_ciphertext, key_version, \
+             aad_version, fingerprint, saved_by_merchant, result_saved, result_unsaved, \
+             now_ms, n)), \
+             s AS (SELECT i.n, cu.version FROM i JOIN customers cu ON cu.id = i.customer_id), \
+             l AS (UPDATE customers cu SET version = cu.version + 1 FROM i \
+             WHERE cu.id = i.customer_id \
+             RETURNING i.n, cu.deny, cu.fraud, cu.customer_number, cu.version), \
+             f AS (SELECT l.n, l.deny, l.fraud, l.version, l.version = s.version + 1 AS fresh, \
+             (NOT deny AND NOT fraud) AND l.customer_number = i.customer_number AS saves \
+             FROM l JOIN s ON s.n = l.n JOIN i ON i.n = l.n), \
+             e AS (SELECT i.n, cards.id, cards.token FROM i JOIN cards \
+             ON cards.customer_id = i.customer_id AND cards.fingerprint = i.fingerprint), \
+             nn AS MATERIALIZED (SELECT f.n, COALESCE(e.id, \
+             nextval(pg_get_serial_sequence('cards', 'id'))) AS id, \
+             COALESCE(e.token, i.token) AS token FROM f JOIN i ON i.n = f.n \
+             LEFT JOIN e ON e.n = f.n WHERE f.fresh AND f.saves), \
+             c AS (UPDATE orders SET state = i.state, response_code = i.response_code, \
+             counts_for_limits = orders.counts_for_limits AND i.keep_reservation, \
+             card_id = nn.id, network_tx_id = i.network_tx_id, \
+             result_json = CASE WHEN nn.id IS NOT NULL \
+             THEN replace(i.result_saved, i.token, nn.token) ELSE i.result_unsaved END, \
+             updated_at = i.now_ms \
+             FROM i JOIN f ON f.n = i.n LEFT JOIN nn ON nn.n = i.n \
+             WHERE orders.id = i.order_id AND orders.state = 'In Process' AND f.fresh \
+             RETURNING i.n), \
+             k AS (INSERT INTO cards (id, token, customer_id, state, brand, bin, last4, \
+             pan_length, expiry_month, expiry_year, holder, pan_ciphertext, key_version, \
+             aad_version, fingerprint, saved_by_merchant, saved_at, last_used_at, \
+             success_count) SELECT nn.id, i.token, i.customer_id, 'active', i.brand, i.bin, \
+             i.last4, i.pan_length, i.expiry_month, i.expiry_year, i.holder, \
+             i.pan_ciphertext, i.key_version, i.aad_version, i.fingerprint, \
+             i.saved_by_merchant, i.now_ms, i.now_ms, 1 FROM nn JOIN i ON i.n = nn.n \
+             JOIN c ON c.n = nn.n \
+             ON CONFLICT (customer_id, fingerprint) DO UPDATE SET \
+             expiry_month = excluded.expiry_month, expiry_year = excluded.expiry_year, \
+             holder = excluded.holder, state = 'active', \
+             success_count = cards.success_count + 1, last_used_at = excluded.last_used_at \
+             RETURNING *), \
+             kept AS (SELECT k.*, true AS saved FROM k UNION ALL SELECT cards.*, false \
+             FROM cards JOIN i ON cards.customer_id = i.customer_id \
+             WHERE cards.state <> 'deleted' AND cards.id NOT IN (SELECT id FROM k)) \
+             SELECT i.n, f.fresh, c.n IS NOT NULL, f.deny, f.fraud, f.version, \
+             kept.id, kept.token, kept.customer_id, kept.state, kept.brand, kept.bin, \
+             kept.last4, kept.pan_length, kept.expiry_month, kept.expiry_year, kept.holder, \
+             kept.saved_by_merchant, kept.saved_at, kept.last_used_at, kept.success_count, \
+             kept.deleted_at, kept.saved FROM i JOIN f ON f.n = i.n LEFT JOIN c ON c.n = i.n \
+             LEFT JOIN kept ON kept.customer_id = i.customer_id ORDER BY i.n, kept.id",
+        );
+        Ok(())
+    }
+}
+
+impl<Conn> diesel::RunQueryDsl<Conn> for CompleteSavingCards<'_> {}
+
 /// [`super::prepared::ClaimOrderCountingCard`] for a whole batch: returns the ids of the orders
 /// claimed (an order not `In Process` any more is left alone and missing from the answer).
 pub struct ClaimOrdersCountingCards<'a> {
@@ -369,6 +545,45 @@ mod tests {
         assert!(text.contains("FROM ic WHERE NOT fraud"), "{text}");
         assert!(
             text.contains("AND o.customer_id = ic.customer_id"),
+            "{text}"
+        );
+        // A card is saved only for a locked customer the save rule accepts (R6), and its id is
+        // drawn from the sequence once per row.
+        let savings = CompleteSavingCards {
+            customer_id: vec![1],
+            customer_number: vec!["c"],
+            order_id: vec![1],
+            state: vec!["Approved"],
+            response_code: vec!["AS000"],
+            keep_reservation: vec![true],
+            network_tx_id: vec![None],
+            token: vec!["t"],
+            brand: vec!["VISA"],
+            bin: vec!["411111"],
+            last4: vec!["1111"],
+            pan_length: vec![16],
+            expiry_month: vec![12],
+            expiry_year: vec![2030],
+            holder: vec!["h"],
+            pan_ciphertext: vec![&[][..]],
+            key_version: vec![1],
+            aad_version: vec![1],
+            fingerprint: vec![&[][..]],
+            saved_by_merchant: vec![1],
+            result_saved: vec!["{}"],
+            result_unsaved: vec!["{}"],
+            now_ms: vec![0],
+        };
+        let text = sql(&savings);
+        let rule = crate::domain::status::ACCEPTS_SAVE_OFFERS_SQL;
+        assert!(text.contains(&format!("({rule})")), "{text}");
+        assert!(text.contains("nn AS MATERIALIZED"), "{text}");
+        assert!(
+            text.contains(&format!("orders.state = {in_process} AND f.fresh")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("'{}'", CardState::Active.as_str())),
             "{text}"
         );
         let claim = ClaimOrdersCountingCards {

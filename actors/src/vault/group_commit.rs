@@ -14,15 +14,15 @@
 //!   order its statement inserted). A batch of them is `BEGIN`, one statement a step, `COMMIT`;
 //! - on PostgreSQL, when a batch holds two or more saved-card reservations (of different
 //!   customers and order numbers), they are one statement together, and so are two or more
-//!   new cards' reservations of merchants without limits (a registration's, say), and two or
-//!   more plain claims ([`run_together`], `vault::batch`): one statement per step kind for the
-//!   whole batch, an outcome per row, each row answered as its own statement would have
-//!   answered it. The
+//!   new cards' reservations of merchants without limits (a registration's, say), two or more
+//!   plain claims, and two or more completions that save a new card ([`run_together`],
+//!   `vault::batch`): one statement per step kind for the whole batch, an outcome per row, each
+//!   row answered as its own statement would have answered it. The
 //!   benchmark's prototype chose this over pipelining the per-row statements (c=32, batches of
 //!   16: 8.4k against 3.0k payments/s, 198 against 608 µs of CPU per payment;
 //!   docs/performance.md, "Set-based batches");
 //! - a batch whose every step such a statement takes (pay-token's reservations and claims; a
-//!   new card's reservation) opens no transaction: each statement commits as it ends ([`commit_without_transaction`]);
+//!   registration's reservation and completion) opens no transaction: each statement commits as it ends ([`commit_without_transaction`]);
 //! - every other step after a transaction's first runs inside its own savepoint, so a step that
 //!   fails rolls back alone (`ROLLBACK TO SAVEPOINT`) and reports its error while the others
 //!   stand; the first step needs none: if it fails, the transaction holds nothing else, so it is
@@ -50,10 +50,11 @@ use tokio::sync::oneshot;
 
 use super::connection::{Backend, PooledConnection};
 use super::payments::{
-    claim_together, complete, complete_alone, complete_one_statement, complete_step,
-    is_plain_claim, new_card_customer, reserve, reserve_alone, reserve_general,
-    reserve_new_cards_together, reserve_one_statement, reserve_saved_cards_together,
-    saved_card_customer, Complete, Completed, Reservation, Reserve,
+    claim_together, complete, complete_alone, complete_one_statement,
+    complete_saving_cards_together, complete_step, is_plain_claim, new_card_customer, reserve,
+    reserve_alone, reserve_general, reserve_new_cards_together, reserve_one_statement,
+    reserve_saved_cards_together, saved_card_customer, saving_completion, Complete, Completed,
+    Reservation, Reserve,
 };
 use super::{AnyConnection, Pool, VaultError};
 use crate::crypto::Keyring;
@@ -175,11 +176,33 @@ fn take_batch(rx: &Mutex<Receiver<Pending>>, max_batch: usize) -> Option<Vec<Pen
     Some(batch)
 }
 
+/// What a writer's PostgreSQL session is told once, on every connection it takes: never to
+/// plan a sequential scan where an index serves. Every statement a writer runs reads and writes
+/// by key, but a batch's statement is prepared once and then run with its generic plan, which
+/// guesses 10 rows for each `unnest` array, and it joins tables whose statistics lag behind
+/// while they grow (customers and cards, under registrations). The planner then hashes the
+/// whole `customers` or `cards` table for a batch of 3 rows, a scan that grows with the vault
+/// (measured, register at c=32: 1,833 against 5,272 registrations/s with it; auto_explain saw
+/// 5,810 customers scanned for 3 rows; docs/performance.md, session 13). The setting only
+/// prices such scans out (PostgreSQL's `enable_seqscan`): a table without a usable index is
+/// still scanned. Set on the writer's pooled connection, as SQLite's writer sets its page cache.
+pub const WRITER_SESSION_POSTGRES: &str = "SET enable_seqscan = off";
+
 fn connect(pool: &Pool) -> PooledConnection {
     let mut delay = Duration::from_millis(50);
     loop {
         match pool.get() {
-            Ok(c) => return c,
+            Ok(mut c) => {
+                if c.backend() == Backend::Postgres {
+                    if let Err(e) = diesel::connection::SimpleConnection::batch_execute(
+                        &mut *c,
+                        WRITER_SESSION_POSTGRES,
+                    ) {
+                        tracing::warn!(error = %e, "cannot set the vault writer's planner setting");
+                    }
+                }
+                return c;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "vault writer cannot connect; retrying");
                 std::thread::sleep(delay);
@@ -305,9 +328,9 @@ enum Together {
 pub const TOGETHER_FROM: usize = 2;
 
 /// PostgreSQL: the batch's saved-card reservations in one statement, its new cards'
-/// reservations in another, its plain claims in a third ([`reserve_saved_cards_together`],
-/// [`reserve_new_cards_together`], [`claim_together`]), when at least [`TOGETHER_FROM`] steps
-/// share the kind. A reservation of a customer, or of an order number, that another
+/// reservations in another, its plain claims in a third, its saving completions in a fourth
+/// ([`reserve_saved_cards_together`], [`reserve_new_cards_together`], [`claim_together`],
+/// [`complete_saving_cards_together`]), when at least [`TOGETHER_FROM`] steps share the kind. A reservation of a customer, or of an order number, that another
 /// reservation of the batch has stays out (one statement sees one snapshot: the second would
 /// miss the first's turnover, or take the first's order for its own). One answer slot per step
 /// of `batch`, `None` for the steps left to [`exec_batch`]'s loop. `Err`: a statement failed
@@ -339,6 +362,8 @@ enum Kind {
     NewCards,
     /// Plain claims ([`is_plain_claim`]).
     Claims,
+    /// Completions that save their new card ([`saving_completion`]).
+    Savings,
 }
 
 /// Steps of one kind, each with its index in its batch.
@@ -349,9 +374,16 @@ struct Group<'b> {
 
 /// The steps of `batch` a statement may take together, by kind, each with its index in
 /// `batch`: reservations (the first of each customer and of each order number; a saved card's
-/// or a new card's) and plain claims. Empty groups on SQLite and for a lone step.
-fn kinds_together<'b>(conn: &AnyConnection, batch: &'b [Pending]) -> [Group<'b>; 3] {
-    let mut groups = [Kind::SavedCards, Kind::NewCards, Kind::Claims].map(|kind| Group {
+/// or a new card's), plain claims and saving completions (the first of each customer). Empty
+/// groups on SQLite and for a lone step.
+fn kinds_together<'b>(conn: &AnyConnection, batch: &'b [Pending]) -> [Group<'b>; 4] {
+    let kinds = [
+        Kind::SavedCards,
+        Kind::NewCards,
+        Kind::Claims,
+        Kind::Savings,
+    ];
+    let mut groups = kinds.map(|kind| Group {
         kind,
         steps: Vec::new(),
     });
@@ -360,6 +392,7 @@ fn kinds_together<'b>(conn: &AnyConnection, batch: &'b [Pending]) -> [Group<'b>;
     }
     let mut customers = std::collections::HashSet::new();
     let mut orders = std::collections::HashSet::new();
+    let mut saving = std::collections::HashSet::new();
     for (i, pending) in batch.iter().enumerate() {
         let kind = match &pending.step {
             StepMsg::Reserve(m) => {
@@ -377,8 +410,12 @@ fn kinds_together<'b>(conn: &AnyConnection, batch: &'b [Pending]) -> [Group<'b>;
                 }
                 kind
             }
-            StepMsg::Complete(m) if is_plain_claim(conn, m) => Kind::Claims,
-            StepMsg::Complete(_) => continue,
+            StepMsg::Complete(m) => match saving_completion(conn, m) {
+                Some((_, customer_id)) if saving.insert(customer_id) => Kind::Savings,
+                Some(_) => continue,
+                None if is_plain_claim(conn, m) => Kind::Claims,
+                None => continue,
+            },
         };
         groups[kind as usize].steps.push((i, &pending.step));
     }
@@ -404,6 +441,18 @@ fn run_group(
             })
             .collect()
     };
+    let completions = || -> Result<Vec<&Complete>, VaultError> {
+        group
+            .steps
+            .iter()
+            .map(|(_, s)| match s {
+                StepMsg::Complete(m) => Ok(m),
+                StepMsg::Reserve(_) => Err(VaultError::Corrupt(
+                    "a reservation among completions".into(),
+                )),
+            })
+            .collect()
+    };
     let parts: Vec<Together> = match group.kind {
         Kind::SavedCards => reserve_saved_cards_together(conn, keyring, &reserves()?)?
             .into_iter()
@@ -417,25 +466,21 @@ fn run_group(
             .into_iter()
             .map(|answer| Together::Done(Outcome::Reserve(answer)))
             .collect(),
-        Kind::Claims => {
-            let claims: Vec<&Complete> = group
-                .steps
-                .iter()
-                .map(|(_, s)| match s {
-                    StepMsg::Complete(m) => Ok(m),
-                    StepMsg::Reserve(_) => {
-                        Err(VaultError::Corrupt("a reservation among claims".into()))
-                    }
-                })
-                .collect::<Result<_, _>>()?;
-            claim_together(conn, &claims)?
-                .into_iter()
-                .map(|answer| match answer {
-                    Some(done) => Together::Done(Outcome::Complete(Ok(done))),
-                    None => Together::General,
-                })
-                .collect()
-        }
+        Kind::Claims => claim_together(conn, &completions()?)?
+            .into_iter()
+            .map(|answer| match answer {
+                Some(done) => Together::Done(Outcome::Complete(Ok(done))),
+                None => Together::General,
+            })
+            .collect(),
+        Kind::Savings => complete_saving_cards_together(conn, keyring, &completions()?)?
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(Some(done)) => Together::Done(Outcome::Complete(Ok(done))),
+                Ok(None) => Together::General,
+                Err(e) => Together::Done(Outcome::Complete(Err(e))),
+            })
+            .collect(),
     };
     if parts.len() != group.steps.len() {
         return Err(VaultError::Corrupt(format!(

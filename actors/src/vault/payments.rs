@@ -1156,18 +1156,7 @@ fn complete_saving_card(
     let AnyConnection::Postgresql(c) = &mut *conn else {
         return Ok(None);
     };
-    let SealedCard {
-        token,
-        fingerprint,
-        sealed,
-    } = seal_card(keyring, (customer_id, &save.customer_number), save)?;
-    let json = |r: &PaymentResult| {
-        serde_json::to_string(r).map_err(|e| VaultError::Corrupt(e.to_string()))
-    };
-    let mut saved = msg.result.clone();
-    saved.token = Some(token.as_str().to_string());
-    saved.card_saved = true;
-    let (result_saved, result_unsaved) = (json(&saved)?, json(&msg.result)?);
+    let saving = Saving::prepare(keyring, msg, save, customer_id)?;
     let all = super::prepared::CompleteSavingCard {
         customer_id,
         customer_number: &save.customer_number,
@@ -1176,7 +1165,7 @@ fn complete_saving_card(
         response_code: msg.response_code.as_str(),
         keep_reservation: msg.state != OrderState::Declined,
         network_tx_id: msg.network_tx_id.as_deref(),
-        token: token.as_str(),
+        token: saving.token.as_str(),
         brand: save.pan.brand().as_str(),
         bin: save.pan.bin(),
         last4: save.pan.last4(),
@@ -1184,16 +1173,16 @@ fn complete_saving_card(
         expiry_month: i32::from(save.expiry.month),
         expiry_year: i32::from(save.expiry.year),
         holder: &save.holder,
-        pan_ciphertext: &sealed.blob,
-        key_version: sealed.key_version as i32,
+        pan_ciphertext: &saving.sealed.blob,
+        key_version: saving.sealed.key_version as i32,
         aad_version: CARD_AAD_OWNER,
-        fingerprint: &fingerprint[..],
+        fingerprint: &saving.fingerprint[..],
         saved_by_merchant: msg.merchant_id,
-        result_saved: &result_saved,
-        result_unsaved: &result_unsaved,
+        result_saved: &saving.result_saved,
+        result_unsaved: &saving.result_unsaved,
         now_ms: msg.now_ms,
     };
-    type Row = (
+    let rows: Vec<(
         bool,
         i64,
         bool,
@@ -1201,12 +1190,78 @@ fn complete_saving_card(
         i64,
         Option<CardMetaRow>,
         Option<bool>,
-    );
-    let rows: Vec<Row> = all.load(c)?;
+    )> = all.load(c)?;
+    let rows = rows
+        .into_iter()
+        .map(|(fresh, claimed, deny, fraud, version, meta, saved)| {
+            (fresh, claimed > 0, deny, fraud, version, meta, saved)
+        })
+        .collect();
+    finish_saving(msg, customer_id, rows)
+}
+
+/// A saving completion's inputs to its statement: the card sealed for its owner (a new token,
+/// the number's fingerprint, the ciphertext) and the two replies, saved and not.
+struct Saving {
+    token: Token,
+    fingerprint: [u8; 32],
+    sealed: crate::crypto::Sealed,
+    result_saved: String,
+    result_unsaved: String,
+}
+
+impl Saving {
+    fn prepare(
+        keyring: &Keyring,
+        msg: &Complete,
+        save: &SaveCard,
+        customer_id: i64,
+    ) -> Result<Saving, VaultError> {
+        let SealedCard {
+            token,
+            fingerprint,
+            sealed,
+        } = seal_card(keyring, (customer_id, &save.customer_number), save)?;
+        let json = |r: &PaymentResult| {
+            serde_json::to_string(r).map_err(|e| VaultError::Corrupt(e.to_string()))
+        };
+        let mut saved = msg.result.clone();
+        saved.token = Some(token.as_str().to_string());
+        saved.card_saved = true;
+        Ok(Saving {
+            result_saved: json(&saved)?,
+            result_unsaved: json(&msg.result)?,
+            token,
+            fingerprint,
+            sealed,
+        })
+    }
+}
+
+/// What a saving completion's statement returns for its customer, row by row: fresh, claimed,
+/// deny, fraud, version, a kept card (or NULL) and whether it is the one saved now.
+type SavingRow = (
+    bool,
+    bool,
+    bool,
+    bool,
+    i64,
+    Option<CardMetaRow>,
+    Option<bool>,
+);
+
+/// A saving completion after its statement (alone, or its rows of
+/// [`super::batch::CompleteSavingCards`]): the reply and the customer's snapshot. `None` (no
+/// row: no such customer; a stale snapshot; the order claimed before): the general path.
+fn finish_saving(
+    msg: &Complete,
+    customer_id: i64,
+    rows: Vec<SavingRow>,
+) -> Result<Option<Completed>, VaultError> {
     let Some(&(fresh, claimed, deny, fraud, version, ..)) = rows.first() else {
         return Ok(None);
     };
-    if !fresh || claimed == 0 {
+    if !fresh || !claimed {
         return Ok(None);
     }
     let mut result = msg.result.clone();
@@ -1231,6 +1286,99 @@ fn complete_saving_card(
         result,
         snapshot: Some(snapshot),
     }))
+}
+
+/// The card to save and the customer of a completion [`complete_saving_card`] takes on
+/// PostgreSQL (so [`complete_saving_cards_together`] may take it with others); `None`: not one.
+pub(crate) fn saving_completion<'m>(
+    conn: &AnyConnection,
+    msg: &'m Complete,
+) -> Option<(&'m SaveCard, i64)> {
+    match (conn, &msg.save, msg.customer_id, msg.state) {
+        (AnyConnection::Postgresql(_), Some(save), Some(customer_id), OrderState::Approved)
+            if msg.new_agreement.is_none() && msg.charged_agreement.is_none() =>
+        {
+            Some((save, customer_id))
+        }
+        _ => None,
+    }
+}
+
+/// [`complete_saving_card`] for several saving completions at once, in one statement
+/// ([`super::batch::CompleteSavingCards`]), inside the caller's transaction. Every message must
+/// be one [`saving_completion`] accepts, no two of one customer. Each answer is what
+/// [`complete_saving_card`] would have answered (`Ok(None)`: the general path takes it). `Err`
+/// of the whole: the statement failed in the database, the transaction is lost.
+pub(crate) fn complete_saving_cards_together(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    msgs: &[&Complete],
+) -> Result<Vec<Result<Option<Completed>, VaultError>>, VaultError> {
+    let mut answers: Vec<Option<Result<Option<Completed>, VaultError>>> =
+        msgs.iter().map(|_| None).collect();
+    // Sealed first: a row that cannot be sealed is answered with its error and left out.
+    let mut rows = Vec::with_capacity(msgs.len());
+    for (i, msg) in msgs.iter().enumerate() {
+        let Some((save, customer_id)) = saving_completion(conn, msg) else {
+            return Err(VaultError::Corrupt("not a saving completion".into()));
+        };
+        match Saving::prepare(keyring, msg, save, customer_id) {
+            Ok(saving) => rows.push((i, *msg, save, customer_id, saving)),
+            Err(e) => answers[i] = Some(Err(e)),
+        }
+    }
+    if !rows.is_empty() {
+        let AnyConnection::Postgresql(c) = &mut *conn else {
+            return Err(VaultError::Corrupt(
+                "set-based completions on SQLite".into(),
+            ));
+        };
+        let all = super::batch::CompleteSavingCards {
+            customer_id: rows.iter().map(|r| r.3).collect(),
+            customer_number: rows.iter().map(|r| r.2.customer_number.as_str()).collect(),
+            order_id: rows.iter().map(|r| r.1.order_id).collect(),
+            state: rows.iter().map(|r| r.1.state.as_str()).collect(),
+            response_code: rows.iter().map(|r| r.1.response_code.as_str()).collect(),
+            keep_reservation: rows
+                .iter()
+                .map(|r| r.1.state != OrderState::Declined)
+                .collect(),
+            network_tx_id: rows.iter().map(|r| r.1.network_tx_id.as_deref()).collect(),
+            token: rows.iter().map(|r| r.4.token.as_str()).collect(),
+            brand: rows.iter().map(|r| r.2.pan.brand().as_str()).collect(),
+            bin: rows.iter().map(|r| r.2.pan.bin()).collect(),
+            last4: rows.iter().map(|r| r.2.pan.last4()).collect(),
+            pan_length: rows.iter().map(|r| r.2.pan.len() as i32).collect(),
+            expiry_month: rows.iter().map(|r| i32::from(r.2.expiry.month)).collect(),
+            expiry_year: rows.iter().map(|r| i32::from(r.2.expiry.year)).collect(),
+            holder: rows.iter().map(|r| r.2.holder.as_str()).collect(),
+            pan_ciphertext: rows.iter().map(|r| &r.4.sealed.blob[..]).collect(),
+            key_version: rows.iter().map(|r| r.4.sealed.key_version as i32).collect(),
+            aad_version: rows.iter().map(|_| CARD_AAD_OWNER).collect(),
+            fingerprint: rows.iter().map(|r| &r.4.fingerprint[..]).collect(),
+            saved_by_merchant: rows.iter().map(|r| r.1.merchant_id).collect(),
+            result_saved: rows.iter().map(|r| r.4.result_saved.as_str()).collect(),
+            result_unsaved: rows.iter().map(|r| r.4.result_unsaved.as_str()).collect(),
+            now_ms: rows.iter().map(|r| r.1.now_ms).collect(),
+        };
+        let loaded: Vec<super::batch::CompletedRow> = all.load(c)?;
+        // Rows by position in the statement (from 1), in order.
+        let mut by_position: Vec<Vec<SavingRow>> = rows.iter().map(|_| Vec::new()).collect();
+        for (n, row) in loaded {
+            let slot = usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| by_position.get_mut(i))
+                .ok_or_else(|| VaultError::Corrupt(format!("completion row {n} out of place")))?;
+            slot.push(row);
+        }
+        for ((i, msg, _, customer_id, _), found) in rows.into_iter().zip(by_position) {
+            answers[i] = Some(finish_saving(msg, customer_id, found));
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.ok_or_else(|| VaultError::Corrupt("a completion left unanswered".into())))
+        .collect()
 }
 
 /// [`complete`] inside the caller's transaction (or group-commit savepoint): on `Err` the caller
