@@ -17,36 +17,60 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Binary, Bool, Integer, Nullable, Text};
 use diesel::QueryResult;
 
-/// [`super::prepared::ReserveSavedCard`] for a whole batch: the same CTEs, every input an array, one
-/// output row per input row (`n`, its position), in input order. A customer that does not
-/// exist gives a row of NULLs after `n`.
-pub struct ReserveSavedCards<'a> {
-    pub union_id: Vec<i64>,
-    pub customer_number: Vec<&'a str>,
-    pub token: Vec<&'a str>,
-    pub merchant_id: Vec<i64>,
-    pub order_number: Vec<&'a str>,
-    pub kind: Vec<&'a str>,
-    pub counts_for_limits: Vec<bool>,
-    pub amount: Vec<i64>,
-    pub currency: Vec<&'a str>,
-    pub request_digest: Vec<&'a [u8]>,
-    pub limited: Vec<bool>,
-    pub since: Vec<i64>,
-    pub day_start: Vec<i64>,
-    pub week_start: Vec<i64>,
-    pub now_ms: Vec<i64>,
-}
-
-impl QueryId for ReserveSavedCards<'_> {
-    type QueryId = ReserveSavedCards<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
 use super::prepared::NullableCardMeta;
 
-impl Query for ReserveSavedCards<'_> {
-    type SqlType = (
+/// Declares one set-based statement: a struct of bind arrays (each `field: Vec<T> as SqlType`,
+/// bound as `SqlType[]` in declaration order), its output row type, and the SQL after the
+/// arrays: the statement is `WITH i AS (SELECT * FROM unnest(<the arrays>` followed by `rest`.
+/// Like `prepared!`, it has a static [`QueryId`], so each connection prepares it once.
+macro_rules! set_statement {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident -> $ret:ty {
+            $(pub $field:ident : $fty:ty as $st:ty),* $(,)?
+        }
+        rest: $rest:literal
+    ) => {
+        $(#[$meta])*
+        // No `Debug`: the values may be card ciphertext, fingerprints and holder names.
+        pub struct $name<'a> {
+            $(pub $field: $fty),*
+        }
+
+        impl QueryId for $name<'_> {
+            type QueryId = $name<'static>;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+
+        impl Query for $name<'_> {
+            type SqlType = $ret;
+        }
+
+        impl QueryFragment<diesel::pg::Pg> for $name<'_> {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+                out.push_sql("WITH i AS (SELECT * FROM unnest(");
+                set_statement!(@binds out, self, $($field : $st),*);
+                out.push_sql($rest);
+                Ok(())
+            }
+        }
+
+        impl<Conn> diesel::RunQueryDsl<Conn> for $name<'_> {}
+    };
+    (@binds $out:ident, $this:ident, $first:ident : $fst:ty $(, $field:ident : $st:ty)*) => {
+        $out.push_bind_param::<Array<$fst>, _>(&$this.$first)?;
+        $(
+            $out.push_sql(", ");
+            $out.push_bind_param::<Array<$st>, _>(&$this.$field)?;
+        )*
+    };
+}
+
+set_statement! {
+    /// [`super::prepared::ReserveSavedCard`] for a whole batch: the same CTEs, every input an array, one
+    /// output row per input row (`n`, its position), in input order. A customer that does not
+    /// exist gives a row of NULLs after `n`.
+    pub struct ReserveSavedCards -> (
         BigInt,
         (
             Nullable<BigInt>,
@@ -60,61 +84,24 @@ impl Query for ReserveSavedCards<'_> {
             BigInt,
             BigInt,
         ),
-    );
-}
-
-/// One row of [`ReserveSavedCards`]: its position (from 1), then what
-/// [`super::prepared::ReserveSavedCard`] returns, NULL where no such customer.
-pub type ReservedRow = (
-    i64,
-    (
-        Option<i64>,
-        Option<bool>,
-        Option<super::rows::CardMetaRow>,
-        Option<Vec<u8>>,
-        Option<i32>,
-        Option<i32>,
-        Option<i64>,
-        bool,
-        i64,
-        i64,
-    ),
-);
-
-impl QueryFragment<diesel::pg::Pg> for ReserveSavedCards<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
-        out.push_sql("WITH i AS (SELECT * FROM unnest(");
-        out.push_bind_param::<Array<BigInt>, _>(&self.union_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.customer_number)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.token)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.merchant_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.order_number)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.kind)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.counts_for_limits)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.amount)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.currency)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Binary>, _>(&self.request_digest)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.limited)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.since)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.day_start)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.week_start)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.now_ms)?;
-        out.push_sql(
-            ") WITH ORDINALITY AS i(union_id, customer_number, token, merchant_id, order_number, \
+    ) {
+        pub union_id: Vec<i64> as BigInt,
+        pub customer_number: Vec<&'a str> as Text,
+        pub token: Vec<&'a str> as Text,
+        pub merchant_id: Vec<i64> as BigInt,
+        pub order_number: Vec<&'a str> as Text,
+        pub kind: Vec<&'a str> as Text,
+        pub counts_for_limits: Vec<bool> as Bool,
+        pub amount: Vec<i64> as BigInt,
+        pub currency: Vec<&'a str> as Text,
+        pub request_digest: Vec<&'a [u8]> as Binary,
+        pub limited: Vec<bool> as Bool,
+        pub since: Vec<i64> as BigInt,
+        pub day_start: Vec<i64> as BigInt,
+        pub week_start: Vec<i64> as BigInt,
+        pub now_ms: Vec<i64> as BigInt,
+    }
+    rest: ") WITH ORDINALITY AS i(union_id, customer_number, token, merchant_id, order_number, \
              kind, counts_for_limits, amount, currency, request_digest, limited, since, \
              day_start, week_start, now_ms, n)), \
              s AS (SELECT i.n, cu.version FROM i JOIN customers cu \
@@ -150,70 +137,51 @@ impl QueryFragment<diesel::pg::Pg> for ReserveSavedCards<'_> {
              FROM i LEFT JOIN c ON c.n = i.n LEFT JOIN f ON f.n = i.n \
              LEFT JOIN k ON k.n = i.n LEFT JOIN u ON u.n = i.n \
              LEFT JOIN o ON o.merchant_id = i.merchant_id AND o.order_number = i.order_number \
-             AND o.customer_id = c.id ORDER BY i.n",
-        );
-        Ok(())
+             AND o.customer_id = c.id ORDER BY i.n"
+}
+
+/// One row of [`ReserveSavedCards`]: its position (from 1), then what
+/// [`super::prepared::ReserveSavedCard`] returns, NULL where no such customer.
+pub type ReservedRow = (
+    i64,
+    (
+        Option<i64>,
+        Option<bool>,
+        Option<super::rows::CardMetaRow>,
+        Option<Vec<u8>>,
+        Option<i32>,
+        Option<i32>,
+        Option<i64>,
+        bool,
+        i64,
+        i64,
+    ),
+);
+
+set_statement! {
+    /// [`super::prepared::ReserveNewCard`] for a whole batch (new cards' payments and
+    /// registrations of merchants without turnover limits): every input an array, one output row
+    /// per input row that locked or created its customer, in input order: its position `n`, the
+    /// customer, its `fraud` flag and the new order's id (NULL: not inserted). A row whose order
+    /// number was taken before the statement locks and creates nothing and has no output row, as
+    /// its per-row twin has none.
+    ///
+    /// The caller must not put two rows of one customer, or of one (merchant, order number), into
+    /// one statement: the customer upsert may not touch a row twice, and an order inserted by one
+    /// row must not be taken for another's. (The order is joined back on its customer as well.)
+    pub struct ReserveNewCards -> (BigInt, BigInt, Bool, Nullable<BigInt>) {
+        pub union_id: Vec<i64> as BigInt,
+        pub customer_number: Vec<&'a str> as Text,
+        pub merchant_id: Vec<i64> as BigInt,
+        pub order_number: Vec<&'a str> as Text,
+        pub kind: Vec<&'a str> as Text,
+        pub counts_for_limits: Vec<bool> as Bool,
+        pub amount: Vec<i64> as BigInt,
+        pub currency: Vec<&'a str> as Text,
+        pub request_digest: Vec<&'a [u8]> as Binary,
+        pub now_ms: Vec<i64> as BigInt,
     }
-}
-
-impl<Conn> diesel::RunQueryDsl<Conn> for ReserveSavedCards<'_> {}
-
-/// [`super::prepared::ReserveNewCard`] for a whole batch (new cards' payments and
-/// registrations of merchants without turnover limits): every input an array, one output row
-/// per input row that locked or created its customer, in input order: its position `n`, the
-/// customer, its `fraud` flag and the new order's id (NULL: not inserted). A row whose order
-/// number was taken before the statement locks and creates nothing and has no output row, as
-/// its per-row twin has none.
-///
-/// The caller must not put two rows of one customer, or of one (merchant, order number), into
-/// one statement: the customer upsert may not touch a row twice, and an order inserted by one
-/// row must not be taken for another's. (The order is joined back on its customer as well.)
-pub struct ReserveNewCards<'a> {
-    pub union_id: Vec<i64>,
-    pub customer_number: Vec<&'a str>,
-    pub merchant_id: Vec<i64>,
-    pub order_number: Vec<&'a str>,
-    pub kind: Vec<&'a str>,
-    pub counts_for_limits: Vec<bool>,
-    pub amount: Vec<i64>,
-    pub currency: Vec<&'a str>,
-    pub request_digest: Vec<&'a [u8]>,
-    pub now_ms: Vec<i64>,
-}
-
-impl QueryId for ReserveNewCards<'_> {
-    type QueryId = ReserveNewCards<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for ReserveNewCards<'_> {
-    type SqlType = (BigInt, BigInt, Bool, Nullable<BigInt>);
-}
-
-impl QueryFragment<diesel::pg::Pg> for ReserveNewCards<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
-        out.push_sql("WITH i AS (SELECT * FROM unnest(");
-        out.push_bind_param::<Array<BigInt>, _>(&self.union_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.customer_number)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.merchant_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.order_number)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.kind)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.counts_for_limits)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.amount)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.currency)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Binary>, _>(&self.request_digest)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.now_ms)?;
-        out.push_sql(
-            ") WITH ORDINALITY AS i(union_id, customer_number, merchant_id, order_number, kind, \
+    rest: ") WITH ORDINALITY AS i(union_id, customer_number, merchant_id, order_number, kind, \
              counts_for_limits, amount, currency, request_digest, now_ms, n)), \
              c AS (INSERT INTO customers (union_id, customer_number, deny, fraud, version, \
              created_at) SELECT i.union_id, i.customer_number, false, false, 1, i.now_ms \
@@ -232,57 +200,21 @@ impl QueryFragment<diesel::pg::Pg> for ReserveNewCards<'_> {
              ON CONFLICT DO NOTHING RETURNING id, merchant_id, order_number, customer_id) \
              SELECT ic.n, ic.customer_id, ic.fraud, o.id FROM ic LEFT JOIN o \
              ON o.merchant_id = ic.merchant_id AND o.order_number = ic.order_number \
-             AND o.customer_id = ic.customer_id ORDER BY ic.n",
-        );
-        Ok(())
-    }
+             AND o.customer_id = ic.customer_id ORDER BY ic.n"
 }
 
-impl<Conn> diesel::RunQueryDsl<Conn> for ReserveNewCards<'_> {}
-
-/// [`super::prepared::CompleteSavingCard`] for a whole batch (approved payments and
-/// registrations that save their new card): the same CTEs, every input an array. Output rows
-/// in input order (`n`, then the card's id): for each input row whose customer exists, one row
-/// per card kept (the saved one with `saved` true), or one row with NULL card columns; no row:
-/// no such customer. Each row also carries its input row's freshness, whether its order was
-/// claimed, and the customer's flags and version, as the per-row statement returns them.
-///
-/// The caller must not put two rows of one customer into one statement (the lock and the card
-/// upsert may touch a row once). A row's card id is drawn from the sequence once
-/// (`MATERIALIZED`), as the per-row statement's is.
-pub struct CompleteSavingCards<'a> {
-    pub customer_id: Vec<i64>,
-    pub customer_number: Vec<&'a str>,
-    pub order_id: Vec<i64>,
-    pub state: Vec<&'a str>,
-    pub response_code: Vec<&'a str>,
-    pub keep_reservation: Vec<bool>,
-    pub network_tx_id: Vec<Option<&'a str>>,
-    pub token: Vec<&'a str>,
-    pub brand: Vec<&'a str>,
-    pub bin: Vec<&'a str>,
-    pub last4: Vec<&'a str>,
-    pub pan_length: Vec<i32>,
-    pub expiry_month: Vec<i32>,
-    pub expiry_year: Vec<i32>,
-    pub holder: Vec<&'a str>,
-    pub pan_ciphertext: Vec<&'a [u8]>,
-    pub key_version: Vec<i32>,
-    pub aad_version: Vec<i32>,
-    pub fingerprint: Vec<&'a [u8]>,
-    pub saved_by_merchant: Vec<i64>,
-    pub result_saved: Vec<&'a str>,
-    pub result_unsaved: Vec<&'a str>,
-    pub now_ms: Vec<i64>,
-}
-
-impl QueryId for CompleteSavingCards<'_> {
-    type QueryId = CompleteSavingCards<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for CompleteSavingCards<'_> {
-    type SqlType = (
+set_statement! {
+    /// [`super::prepared::CompleteSavingCard`] for a whole batch (approved payments and
+    /// registrations that save their new card): the same CTEs, every input an array. Output rows
+    /// in input order (`n`, then the card's id): for each input row whose customer exists, one row
+    /// per card kept (the saved one with `saved` true), or one row with NULL card columns; no row:
+    /// no such customer. Each row also carries its input row's freshness, whether its order was
+    /// claimed, and the customer's flags and version, as the per-row statement returns them.
+    ///
+    /// The caller must not put two rows of one customer into one statement (the lock and the card
+    /// upsert may touch a row once). A row's card id is drawn from the sequence once
+    /// (`MATERIALIZED`), as the per-row statement's is.
+    pub struct CompleteSavingCards -> (
         BigInt,
         (
             Bool,
@@ -293,74 +225,32 @@ impl Query for CompleteSavingCards<'_> {
             NullableCardMeta,
             Nullable<Bool>,
         ),
-    );
-}
-
-/// One row of [`CompleteSavingCards`]: its input row's position (from 1), then fresh, claimed,
-/// deny, fraud, version, a kept card (or NULL) and whether it is the one saved now.
-pub type CompletedRow = (
-    i64,
-    (
-        bool,
-        bool,
-        bool,
-        bool,
-        i64,
-        Option<super::rows::CardMetaRow>,
-        Option<bool>,
-    ),
-);
-
-impl QueryFragment<diesel::pg::Pg> for CompleteSavingCards<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
-        out.push_sql("WITH i AS (SELECT * FROM unnest(");
-        out.push_bind_param::<Array<BigInt>, _>(&self.customer_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.customer_number)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.order_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.state)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.response_code)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.keep_reservation)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.network_tx_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.token)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.brand)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.bin)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.last4)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Integer>, _>(&self.pan_length)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Integer>, _>(&self.expiry_month)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Integer>, _>(&self.expiry_year)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.holder)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Binary>, _>(&self.pan_ciphertext)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Integer>, _>(&self.key_version)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Integer>, _>(&self.aad_version)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Binary>, _>(&self.fingerprint)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.saved_by_merchant)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.result_saved)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.result_unsaved)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.now_ms)?;
-        out.push_sql(
-            ") WITH ORDINALITY AS i(customer_id, customer_number, order_id, state, \
+    ) {
+        pub customer_id: Vec<i64> as BigInt,
+        pub customer_number: Vec<&'a str> as Text,
+        pub order_id: Vec<i64> as BigInt,
+        pub state: Vec<&'a str> as Text,
+        pub response_code: Vec<&'a str> as Text,
+        pub keep_reservation: Vec<bool> as Bool,
+        pub network_tx_id: Vec<Option<&'a str>> as Nullable<Text>,
+        pub token: Vec<&'a str> as Text,
+        pub brand: Vec<&'a str> as Text,
+        pub bin: Vec<&'a str> as Text,
+        pub last4: Vec<&'a str> as Text,
+        pub pan_length: Vec<i32> as Integer,
+        pub expiry_month: Vec<i32> as Integer,
+        pub expiry_year: Vec<i32> as Integer,
+        pub holder: Vec<&'a str> as Text,
+        pub pan_ciphertext: Vec<&'a [u8]> as Binary,
+        pub key_version: Vec<i32> as Integer,
+        pub aad_version: Vec<i32> as Integer,
+        pub fingerprint: Vec<&'a [u8]> as Binary,
+        pub saved_by_merchant: Vec<i64> as BigInt,
+        pub result_saved: Vec<&'a str> as Text,
+        pub result_unsaved: Vec<&'a str> as Text,
+        pub now_ms: Vec<i64> as BigInt,
+    }
+    rest: ") WITH ORDINALITY AS i(customer_id, customer_number, order_id, state, \
              response_code, keep_reservation, network_tx_id, token, brand, bin, last4, \
              pan_length, expiry_month, expiry_year, holder, pan_ciphertext, key_version, \
              aad_version, fingerprint, saved_by_merchant, result_saved, result_unsaved, \
@@ -408,59 +298,39 @@ impl QueryFragment<diesel::pg::Pg> for CompleteSavingCards<'_> {
              kept.last4, kept.pan_length, kept.expiry_month, kept.expiry_year, kept.holder, \
              kept.saved_by_merchant, kept.saved_at, kept.last_used_at, kept.success_count, \
              kept.deleted_at, kept.saved FROM i JOIN f ON f.n = i.n LEFT JOIN c ON c.n = i.n \
-             LEFT JOIN kept ON kept.customer_id = i.customer_id ORDER BY i.n, kept.id",
-        );
-        Ok(())
+             LEFT JOIN kept ON kept.customer_id = i.customer_id ORDER BY i.n, kept.id"
+}
+
+/// One row of [`CompleteSavingCards`]: its input row's position (from 1), then fresh, claimed,
+/// deny, fraud, version, a kept card (or NULL) and whether it is the one saved now.
+pub type CompletedRow = (
+    i64,
+    (
+        bool,
+        bool,
+        bool,
+        bool,
+        i64,
+        Option<super::rows::CardMetaRow>,
+        Option<bool>,
+    ),
+);
+
+set_statement! {
+    /// [`super::prepared::ClaimOrderCountingCard`] for a whole batch: returns the ids of the orders
+    /// claimed (an order not `In Process` any more is left alone and missing from the answer).
+    pub struct ClaimOrdersCountingCards -> BigInt {
+        pub id: Vec<i64> as BigInt,
+        pub state: Vec<&'a str> as Text,
+        pub response_code: Vec<&'a str> as Text,
+        pub keep_reservation: Vec<bool> as Bool,
+        pub card_id: Vec<Option<i64>> as Nullable<BigInt>,
+        pub network_tx_id: Vec<Option<&'a str>> as Nullable<Text>,
+        pub result_json: Vec<Option<&'a str>> as Nullable<Text>,
+        pub count_card: Vec<bool> as Bool,
+        pub now_ms: Vec<i64> as BigInt,
     }
-}
-
-impl<Conn> diesel::RunQueryDsl<Conn> for CompleteSavingCards<'_> {}
-
-/// [`super::prepared::ClaimOrderCountingCard`] for a whole batch: returns the ids of the orders
-/// claimed (an order not `In Process` any more is left alone and missing from the answer).
-pub struct ClaimOrdersCountingCards<'a> {
-    pub id: Vec<i64>,
-    pub state: Vec<&'a str>,
-    pub response_code: Vec<&'a str>,
-    pub keep_reservation: Vec<bool>,
-    pub card_id: Vec<Option<i64>>,
-    pub network_tx_id: Vec<Option<&'a str>>,
-    pub result_json: Vec<Option<&'a str>>,
-    pub count_card: Vec<bool>,
-    pub now_ms: Vec<i64>,
-}
-
-impl QueryId for ClaimOrdersCountingCards<'_> {
-    type QueryId = ClaimOrdersCountingCards<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for ClaimOrdersCountingCards<'_> {
-    type SqlType = BigInt;
-}
-
-impl QueryFragment<diesel::pg::Pg> for ClaimOrdersCountingCards<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
-        out.push_sql("WITH i AS (SELECT * FROM unnest(");
-        out.push_bind_param::<Array<BigInt>, _>(&self.id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.state)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.response_code)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.keep_reservation)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.card_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.network_tx_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.result_json)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.count_card)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.now_ms)?;
-        out.push_sql(
-            ") AS i(id, state, response_code, keep_reservation, card_id, network_tx_id, \
+    rest: ") AS i(id, state, response_code, keep_reservation, card_id, network_tx_id, \
              result_json, count_card, now_ms)), \
              claimed AS (UPDATE orders SET state = i.state, response_code = i.response_code, \
              counts_for_limits = orders.counts_for_limits AND i.keep_reservation, \
@@ -471,13 +341,8 @@ impl QueryFragment<diesel::pg::Pg> for ClaimOrdersCountingCards<'_> {
              counted AS (UPDATE cards SET success_count = success_count + 1, \
              last_used_at = claimed.now_ms \
              FROM claimed WHERE cards.id = claimed.card_id AND claimed.count_card \
-             RETURNING cards.id) SELECT id FROM claimed",
-        );
-        Ok(())
-    }
+             RETURNING cards.id) SELECT id FROM claimed"
 }
-
-impl<Conn> diesel::RunQueryDsl<Conn> for ClaimOrdersCountingCards<'_> {}
 
 #[cfg(test)]
 mod tests {
