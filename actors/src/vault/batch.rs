@@ -67,9 +67,9 @@ macro_rules! set_statement {
 }
 
 set_statement! {
-    /// [`super::prepared::ReserveSavedCard`] for a whole batch: the same CTEs, every input an array, one
-    /// output row per input row (`n`, its position), in input order. A customer that does not
-    /// exist gives a row of NULLs after `n`.
+    /// [`super::prepared::ReserveSavedCard`] for a whole batch: the same CTEs, every input an
+    /// array, one output row per input row (`n`, its position), in input order. A customer that
+    /// does not exist gives a row of NULLs after `n`.
     pub struct ReserveSavedCards -> (
         BigInt,
         (

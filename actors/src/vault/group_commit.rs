@@ -22,7 +22,8 @@
 //!   16: 8.4k against 3.0k payments/s, 198 against 608 µs of CPU per payment;
 //!   docs/performance.md, "Set-based batches");
 //! - a batch whose every step such a statement takes (pay-token's reservations and claims; a
-//!   registration's reservation and completion) opens no transaction: each statement commits as it ends ([`commit_without_transaction`]);
+//!   registration's reservation and completion) opens no transaction: each statement commits
+//!   as it ends ([`commit_without_transaction`]);
 //! - every other step after a transaction's first runs inside its own savepoint, so a step that
 //!   fails rolls back alone (`ROLLBACK TO SAVEPOINT`) and reports its error while the others
 //!   stand; the first step needs none: if it fails, the transaction holds nothing else, so it is
@@ -330,11 +331,12 @@ pub const TOGETHER_FROM: usize = 2;
 /// PostgreSQL: the batch's saved-card reservations in one statement, its new cards'
 /// reservations in another, its plain claims in a third, its saving completions in a fourth
 /// ([`reserve_saved_cards_together`], [`reserve_new_cards_together`], [`claim_together`],
-/// [`complete_saving_cards_together`]), when at least [`TOGETHER_FROM`] steps share the kind. A reservation of a customer, or of an order number, that another
-/// reservation of the batch has stays out (one statement sees one snapshot: the second would
-/// miss the first's turnover, or take the first's order for its own). One answer slot per step
-/// of `batch`, `None` for the steps left to [`exec_batch`]'s loop. `Err`: a statement failed
-/// in the database, the transaction is lost.
+/// [`complete_saving_cards_together`]), when at least [`TOGETHER_FROM`] steps share the kind.
+/// A reservation of a customer, or of an order number, that another reservation of the batch
+/// has stays out (one statement sees one snapshot: the second would miss the first's turnover,
+/// or take the first's order for its own). One answer slot per step of `batch`, `None` for the
+/// steps left to [`exec_batch`]'s loop. `Err`: a statement failed in the database, the
+/// transaction is lost.
 fn run_together(
     conn: &mut AnyConnection,
     keyring: &Keyring,
