@@ -186,7 +186,10 @@ fn take_batch(rx: &Mutex<Receiver<Pending>>, max_batch: usize) -> Option<Vec<Pen
 /// (measured, register at c=32: 1,833 against 5,272 registrations/s with it; auto_explain saw
 /// 5,810 customers scanned for 3 rows; docs/performance.md, session 13). The setting only
 /// prices such scans out (PostgreSQL's `enable_seqscan`): a table without a usable index is
-/// still scanned. Set on the writer's pooled connection, as SQLite's writer sets its page cache.
+/// still scanned. Set on the writer's pooled connection, as SQLite's writer sets its page cache;
+/// a connection a writer replaces after a failure goes back to the pool with it, where it can
+/// only change the plans, never the answers, of the readers' statements (which read by key or
+/// page through an index as well).
 pub const WRITER_SESSION_POSTGRES: &str = "SET enable_seqscan = off";
 
 fn connect(pool: &Pool) -> PooledConnection {
