@@ -434,29 +434,17 @@ fn run_group(
     keyring: &Keyring,
     group: &Group<'_>,
 ) -> Result<Vec<(usize, Together)>, VaultError> {
-    let reserves = || -> Result<Vec<&Reserve>, VaultError> {
-        group
-            .steps
-            .iter()
-            .map(|(_, s)| match s {
-                StepMsg::Reserve(m) => Ok(m),
-                StepMsg::Complete(_) => Err(VaultError::Corrupt(
-                    "a completion among reservations".into(),
-                )),
-            })
-            .collect()
+    let reserves = || {
+        steps_of(group, |s| match s {
+            StepMsg::Reserve(m) => Some(m),
+            StepMsg::Complete(_) => None,
+        })
     };
-    let completions = || -> Result<Vec<&Complete>, VaultError> {
-        group
-            .steps
-            .iter()
-            .map(|(_, s)| match s {
-                StepMsg::Complete(m) => Ok(m),
-                StepMsg::Reserve(_) => Err(VaultError::Corrupt(
-                    "a reservation among completions".into(),
-                )),
-            })
-            .collect()
+    let completions = || {
+        steps_of(group, |s| match s {
+            StepMsg::Complete(m) => Some(m),
+            StepMsg::Reserve(_) => None,
+        })
     };
     let parts: Vec<Together> = match group.kind {
         Kind::SavedCards => reserve_saved_cards_together(conn, keyring, &reserves()?)?
@@ -495,6 +483,21 @@ fn run_group(
         )));
     }
     Ok(group.steps.iter().map(|(i, _)| *i).zip(parts).collect())
+}
+
+/// The messages of `group`'s steps, each as `pick` takes it; `Err` if one is of another kind
+/// (a group holds one kind: see [`kinds_together`]).
+fn steps_of<'g, T>(
+    group: &'g Group<'_>,
+    pick: impl Fn(&'g StepMsg) -> Option<&'g T>,
+) -> Result<Vec<&'g T>, VaultError> {
+    group
+        .steps
+        .iter()
+        .map(|(_, s)| {
+            pick(s).ok_or_else(|| VaultError::Corrupt("steps of two kinds in one statement".into()))
+        })
+        .collect()
 }
 
 fn count_together(stats: &BatchStats, steps: usize) {

@@ -829,24 +829,24 @@ pub(crate) fn reserve_new_cards_together(
         now_ms: msgs.iter().map(|m| m.now_ms).collect(),
     };
     let rows: Vec<(i64, i64, bool, Option<i64>)> = all.load(c)?;
-    // A row per input row that locked its customer, by position from 1; none where the
-    // order number was taken before the statement.
-    let mut by_position: Vec<Option<NewCardRow>> = vec![None; msgs.len()];
-    for (n, customer_id, fraud, order_id) in rows {
-        let slot = usize::try_from(n - 1)
-            .ok()
-            .and_then(|i| by_position.get_mut(i))
-            .filter(|slot| slot.is_none())
-            .ok_or_else(|| VaultError::Corrupt(format!("reservation row {n} out of place")))?;
-        *slot = Some((customer_id, fraud, order_id));
+    let rows = rows
+        .into_iter()
+        .map(|(n, id, fraud, order)| (n, (id, fraud, order)));
+    // At most one row per input row (none where the order number was taken before).
+    let by_position = rows_by_position(rows.collect(), msgs.len())?;
+    let mut out = Vec::with_capacity(msgs.len());
+    for (msg, mut rows) in msgs.iter().zip(by_position) {
+        if rows.len() > 1 {
+            return Err(VaultError::Corrupt(format!(
+                "{} reservation rows for one step",
+                rows.len()
+            )));
+        }
+        let answer = finish_new_card(conn, msg, rows.pop())
+            .and_then(|done| replay_if_refused(conn, msg, done));
+        out.push(answer);
     }
-    Ok(msgs
-        .iter()
-        .zip(by_position)
-        .map(|(msg, row)| {
-            finish_new_card(conn, msg, row).and_then(|done| replay_if_refused(conn, msg, done))
-        })
-        .collect())
+    Ok(out)
 }
 
 /// A saved card as a payment reads it: what may be shown, its PAN's ciphertext, key version and
@@ -1288,6 +1288,20 @@ fn finish_saving(
     }))
 }
 
+/// A set-based statement's output rows grouped by their input row: `rows` carry the input's
+/// position from 1 (`WITH ORDINALITY`); the answer has `count` groups, in input order.
+fn rows_by_position<R>(rows: Vec<(i64, R)>, count: usize) -> Result<Vec<Vec<R>>, VaultError> {
+    let mut by_position: Vec<Vec<R>> = (0..count).map(|_| Vec::new()).collect();
+    for (n, row) in rows {
+        usize::try_from(n - 1)
+            .ok()
+            .and_then(|i| by_position.get_mut(i))
+            .ok_or_else(|| VaultError::Corrupt(format!("statement row {n} out of place")))?
+            .push(row);
+    }
+    Ok(by_position)
+}
+
 /// The card to save and the customer of a completion [`complete_saving_card`] takes on
 /// PostgreSQL (so [`complete_saving_cards_together`] may take it with others); `None`: not one.
 pub(crate) fn saving_completion<'m>(
@@ -1362,15 +1376,7 @@ pub(crate) fn complete_saving_cards_together(
             now_ms: rows.iter().map(|r| r.1.now_ms).collect(),
         };
         let loaded: Vec<super::batch::CompletedRow> = all.load(c)?;
-        // Rows by position in the statement (from 1), in order.
-        let mut by_position: Vec<Vec<SavingRow>> = rows.iter().map(|_| Vec::new()).collect();
-        for (n, row) in loaded {
-            let slot = usize::try_from(n - 1)
-                .ok()
-                .and_then(|i| by_position.get_mut(i))
-                .ok_or_else(|| VaultError::Corrupt(format!("completion row {n} out of place")))?;
-            slot.push(row);
-        }
+        let by_position = rows_by_position(loaded, rows.len())?;
         for ((i, msg, _, customer_id, _), found) in rows.into_iter().zip(by_position) {
             answers[i] = Some(finish_saving(msg, customer_id, found));
         }
